@@ -1,0 +1,380 @@
+"""The backward pass (reverse-mode chain rule over the recorded graph) and the functional API.
+
+The walk is iterative (no recursion limit on deep graphs). Gate rules are evaluated either on raw
+arrays (``backend.array_ops``: fast, records nothing) or, with ``create_graph=True``, with
+chainrule's own functions, so the gradients are tensors whose graph can be differentiated again.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from contextlib import ContextDecorator
+from typing import Any
+
+import numpy as np
+
+from . import backend, functions
+from .gates import GATES, Gate, unbroadcast
+from .tensor import Tensor, apply, enable_grad, no_grad, state, user_frame
+
+__all__ = ["backward", "grad", "value_and_grad", "vjp", "detect_anomaly", "AnomalyError"]
+
+
+class AnomalyError(FloatingPointError):
+    """Raised in :class:`detect_anomaly` mode at the first op that produced NaN or infinity."""
+
+
+class GraphFreedError(RuntimeError):
+    """A second backward pass through a graph whose intermediates were already released."""
+
+
+def toposort(root: Tensor, stop: set[int] | None = None) -> list[Tensor]:
+    """Nodes that lead to ``root`` and require grad, inputs before outputs (iterative DFS).
+
+    Nodes whose id is in ``stop`` are treated as leaves (their inputs are not visited).
+    """
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        if id(t) in visited:
+            continue
+        visited.add(id(t))
+        stack.append((t, True))
+        if t._gate is not None and (stop is None or id(t) not in stop):
+            parents = t._parents
+            if parents is None:
+                raise GraphFreedError(
+                    "this graph's intermediates were released by an earlier backward pass; call "
+                    "backward(retain_graph=True) the first time to backpropagate through it again"
+                )
+            for p, need in zip(parents, t._needs):
+                if need and id(p) not in visited:
+                    stack.append((p, False))
+    return order
+
+
+def _chain(g: Any, local: Any) -> Any:
+    if type(local) is int:
+        if local == 1:
+            return g
+        if local == -1:
+            return -g
+    return g * local
+
+
+def node_input_grads(t: Tensor, g: Any, m: Any, graph: bool) -> Sequence[Any]:
+    """Gradients of t's inputs given its upstream gradient ``g``: the gate's rule, evaluated in ``m``.
+
+    With ``graph`` the rule sees the input tensors themselves (so the result is differentiable);
+    otherwise their arrays.
+    """
+    gate: Gate = t._gate
+    parents = t._parents
+    needs = t._needs
+    if graph:
+        vals = parents
+        out = t
+    else:
+        vals = [p.data if isinstance(p, Tensor) else p for p in parents]
+        out = t.data
+    params = t._params
+    if gate.local is not None:
+        grads = []
+        for i, need in enumerate(needs):
+            if need:
+                gi = _chain(g, gate.local[i](m, *vals, out))
+                grads.append(unbroadcast(m, gi, parents[i].shape) if gi.shape != parents[i].shape else gi)
+            else:
+                grads.append(None)
+        return grads
+    return gate.vjp(m, g, *vals, out, needs, **params)
+
+
+def run_backward(
+    root: Tensor,
+    seed: Any = None,
+    *,
+    targets: Sequence[Tensor] | None = None,
+    accumulate: bool = True,
+    retain_graph: bool = False,
+    create_graph: bool = False,
+    keep_all: bool = False,
+) -> dict[int, Any]:
+    """The chain rule from ``root`` backwards; returns gradients by ``id`` of tensor.
+
+    ``accumulate``: add the gradients into the ``.grad`` of leaves. ``targets``: also return
+    their gradients, treating them as leaves. ``keep_all``: return every node's gradient
+    (for :func:`chainrule.trace`). Intermediate buffers are dropped as soon as they are used
+    unless ``retain_graph``.
+    """
+    if not root.requires_grad:
+        raise RuntimeError(
+            "backward() called on a tensor that does not require grad: none of the inputs it was computed "
+            "from has requires_grad=True (create them with cr.tensor(..., requires_grad=True))"
+        )
+    graph = create_graph
+    retain = retain_graph or create_graph or keep_all
+    m = functions if graph else backend.array_ops
+    if seed is None:
+        seed = backend.xp.ones_like(root.data)
+        if graph:
+            seed = Tensor(seed)
+    else:
+        seed_data = seed.data if isinstance(seed, Tensor) else backend.xp.asarray(seed, dtype=root.data.dtype)
+        if seed_data.shape != root.shape:
+            raise ValueError(f"backward: gradient of shape {seed_data.shape} given for a tensor of shape {root.shape}")
+        seed = (seed if isinstance(seed, Tensor) else Tensor(seed_data)) if graph else seed_data
+    target_ids = {id(t) for t in targets} if targets is not None else None
+    order = toposort(root, target_ids)
+    grads: dict[int, Any] = {id(root): seed}
+    kept: dict[int, Any] = {}
+    delivered: set[int] = {id(seed)}
+    anomaly = state.anomaly
+    ctx = enable_grad() if graph else no_grad()
+    with ctx:
+        for t in reversed(order):
+            tid = id(t)
+            g = grads.pop(tid, None)
+            if g is None:
+                continue
+            if keep_all or (target_ids is not None and tid in target_ids):
+                kept[tid] = g
+            if t._gate is None or (target_ids is not None and tid in target_ids):
+                if accumulate and t._gate is None:
+                    _deliver(t, g, graph, delivered)
+                continue
+            input_grads = node_input_grads(t, g, m, graph)
+            for p, gi in zip(t._parents, input_grads):
+                if gi is None:
+                    continue
+                if anomaly:
+                    _check_backward_anomaly(t, gi)
+                pid = id(p)
+                prev = grads.get(pid)
+                grads[pid] = gi if prev is None else prev + gi
+            if not retain:
+                t._parents = None  # release the saved inputs: this node's work is done
+    return kept
+
+
+def _deliver(leaf: Tensor, g: Any, graph: bool, delivered: set[int]) -> None:
+    """Accumulate ``g`` into a leaf's ``.grad`` without ever aliasing another leaf's gradient."""
+    if not graph:
+        if id(g) in delivered or not isinstance(g, np.ndarray):
+            g = backend.xp.array(g, dtype=leaf.data.dtype)
+        elif g.dtype != leaf.data.dtype:
+            g = g.astype(leaf.data.dtype)
+        delivered.add(id(g))
+    leaf.grad = g if leaf.grad is None else leaf.grad + g
+
+
+def backward(root: Tensor, grad: Any = None, retain_graph: bool = False, create_graph: bool = False) -> None:
+    """``root.backward(...)``: accumulate d(root)/d(leaf) into every leaf's ``.grad``."""
+    run_backward(root, grad, retain_graph=retain_graph, create_graph=create_graph)
+
+
+# ---------------------------------------------------------------------------------------------
+# functional API
+# ---------------------------------------------------------------------------------------------
+
+
+def as_float_array(value: Any, what: str) -> Any:
+    """An input as a floating-point array (ints and bools promoted to float64); clear error otherwise."""
+    if isinstance(value, Tensor):
+        value = value.data
+    try:
+        arr = backend.xp.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{what}: cannot be used as an array ({e})") from None
+    if arr.dtype.kind in "biu":
+        return arr.astype(np.float64)
+    if arr.dtype.kind not in "fc":
+        raise TypeError(f"{what}: unsupported input of type {type(value).__name__} (dtype {arr.dtype}); "
+                        "pass numbers, lists of numbers or NumPy arrays")
+    return arr
+
+
+def _argnums(argnums: int | Sequence[int]) -> tuple[tuple[int, ...], bool]:
+    if isinstance(argnums, bool) or not isinstance(argnums, (int, tuple, list)):
+        raise TypeError(f"argnums must be an int or a tuple of ints, not {argnums!r}")
+    if isinstance(argnums, int):
+        return (argnums,), True
+    nums = tuple(argnums)
+    if not nums or not all(isinstance(a, int) and not isinstance(a, bool) for a in nums):
+        raise TypeError(f"argnums must be an int or a non-empty tuple of ints, not {argnums!r}")
+    if len(set(nums)) != len(nums):
+        raise ValueError(f"argnums {nums} names an argument twice")
+    return nums, False
+
+
+def _arg_name(f: Callable[..., Any], i: int) -> str:
+    try:
+        names = f.__code__.co_varnames[: f.__code__.co_argcount]
+        return f"argument {i} ({names[i]!r})" if i < len(names) else f"argument {i}"
+    except AttributeError:
+        return f"argument {i}"
+
+
+def _make_leaves(f: Callable[..., Any], args: tuple[Any, ...], nums: tuple[int, ...]) -> tuple[list[Any], list[Tensor], bool]:
+    n = len(args)
+    for i in nums:
+        if not -n <= i < n:
+            raise ValueError(f"argnums names argument {i}, but the function was called with {n} positional "
+                             f"argument{'s' if n != 1 else ''}")
+    args_l = list(args)
+    leaves = []
+    nested = False
+    for i in nums:
+        a = args_l[i]
+        if isinstance(a, Tensor) and a.requires_grad and state.grad_enabled:
+            # differentiating inside an outer differentiation: keep the link to the outer graph
+            nested = True
+            with enable_grad():
+                leaf = apply(GATES["identity"], a)
+        else:
+            leaf = Tensor.__new__(Tensor)
+            leaf.data = as_float_array(a, _arg_name(f, i % n))
+            leaf.grad = None
+            leaf.requires_grad = True
+            leaf.name = None
+            leaf._gate = None
+            leaf._parents = ()
+            leaf._needs = ()
+            leaf._params = None
+            leaf._src = None
+        args_l[i] = leaf
+        leaves.append(leaf)
+    return args_l, leaves, nested
+
+
+def _check_output(out: Any, f: Callable[..., Any]) -> Any:
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, (tuple, list, dict)):
+        raise TypeError(f"{getattr(f, '__name__', 'f')} must return one array or tensor to differentiate, "
+                        f"not a {type(out).__name__}")
+    return Tensor(out)
+
+
+def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., tuple[Any, Any]]:
+    """``f``'s value and its gradient with respect to the arguments in ``argnums``.
+
+    Returns a function with ``f``'s arguments giving ``(out, grads)``: one gradient when ``argnums``
+    is an int, a tuple when it is a tuple. Inputs may be numbers, lists or arrays (integers are
+    promoted to float64); gradients are NumPy arrays shaped like them. A non-scalar ``out`` is
+    differentiated through its sum (the gradient of every element at once, the worksheet's
+    convention for elementwise functions).
+    """
+    nums, single = _argnums(argnums)
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        args_l, leaves, nested = _make_leaves(f, args, nums)
+        with enable_grad():
+            out = _check_output(f(*args_l, **kwargs), f)
+        if out.requires_grad:
+            got = run_backward(out, targets=leaves, accumulate=False, create_graph=nested)
+        else:
+            got = {}
+        grads = []
+        seen: set[int] = set()
+        for leaf in leaves:
+            g = got.get(id(leaf))
+            if g is None:
+                g = backend.xp.zeros_like(leaf.data)
+                g = Tensor(g) if nested else g
+            elif not nested:
+                g = backend.xp.asarray(g)
+                if id(g) in seen or g is leaf.data or g.dtype != leaf.data.dtype:
+                    g = g.astype(leaf.data.dtype)  # a copy: gradients never alias each other
+                seen.add(id(g))
+            grads.append(g)
+        value = out if nested else out.data
+        return value, (grads[0] if single else tuple(grads))
+
+    return wrapper
+
+
+def grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    """The gradient of ``f`` with respect to ``argnums`` (see :func:`value_and_grad`).
+
+    Composes: ``cr.grad(cr.grad(f))`` is the second derivative, since inside an outer ``grad`` the
+    inner backward pass builds a graph of its own.
+    """
+    vg = value_and_grad(f, argnums)
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return vg(*args, **kwargs)[1]
+
+    return wrapper
+
+
+def vjp(f: Callable[..., Any], *args: Any) -> tuple[Any, Callable[[Any], tuple[Any, ...]]]:
+    """Run ``f(*args)`` once; return ``(out, vjp_fn)`` where ``vjp_fn(g)`` gives the gradients of
+    ``sum(g * out)`` with respect to every argument (a tuple, one per argument). ``vjp_fn`` may be
+    called many times with different upstream gradients ``g``."""
+    args_l, leaves, nested = _make_leaves(f, args, tuple(range(len(args))))
+    with enable_grad():
+        out = _check_output(f(*args_l), f)
+
+    def vjp_fn(g: Any) -> tuple[Any, ...]:
+        gdata = g.data if isinstance(g, Tensor) else backend.xp.asarray(g, dtype=out.data.dtype)
+        if gdata.shape != out.shape:
+            raise ValueError(f"vjp: upstream gradient has shape {gdata.shape}, the output has shape {out.shape}")
+        got = run_backward(out, g if nested else gdata, targets=leaves, accumulate=False,
+                           retain_graph=True, create_graph=nested) if out.requires_grad else {}
+        res = []
+        for leaf in leaves:
+            gl = got.get(id(leaf))
+            res.append(backend.xp.zeros_like(leaf.data) if gl is None else gl)
+        return tuple(res)
+
+    return (out if nested else out.data), vjp_fn
+
+
+# ---------------------------------------------------------------------------------------------
+# anomaly mode
+# ---------------------------------------------------------------------------------------------
+
+
+class detect_anomaly(ContextDecorator):
+    """Context manager: raise :class:`AnomalyError` at the first op whose forward or backward
+    produces NaN or infinity from finite inputs, naming the op and the line that created it."""
+
+    def __enter__(self) -> detect_anomaly:
+        self._prev = state.anomaly
+        state.anomaly = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        state.anomaly = self._prev
+
+
+def _finite(x: Any) -> bool:
+    data = x.data if isinstance(x, Tensor) else x
+    try:
+        return bool(backend.xp.all(backend.xp.isfinite(data)))
+    except TypeError:
+        return True
+
+
+def check_forward_anomaly(t: Tensor, gate: Gate, inputs: list[Any]) -> None:
+    """Called for each op in anomaly mode: remember where it was created; raise on new NaN/inf."""
+    t._src = user_frame()
+    if not _finite(t.data) and all(_finite(d) for d in inputs):
+        raise AnomalyError(f"{gate.name} produced NaN or infinity in the forward pass at {t._src} "
+                           f"(input shapes {', '.join(str(np.shape(d)) for d in inputs)})")
+
+
+def _check_backward_anomaly(t: Tensor, g: Any) -> None:
+    if not _finite(g):
+        where = t._src or "(created outside detect_anomaly)"
+        raise AnomalyError(f"the backward rule of {t._gate.name} produced NaN or infinity; "
+                           f"the {t._gate.name} was created at {where}")

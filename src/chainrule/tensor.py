@@ -1,0 +1,505 @@
+"""Tensor: an array that remembers the gate that made it, and NumPy dispatch onto the gate table.
+
+Every operation on tensors goes through :func:`apply`, which computes the gate's forward with the
+array namespace and, when any input requires a gradient, records the node (gate, inputs, params) on
+the result. That record *is* the computational graph; there is no other.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import ContextDecorator
+from typing import Any
+
+import numpy as np
+
+from . import backend
+from .gates import GATES, Gate
+
+
+class _State:
+    """Global switches read on every op (plain attributes: the cheapest lookup)."""
+
+    grad_enabled = True
+    expand = False  # stage composite gates (sigmoid, softmax, ...) into their parts
+    anomaly = False
+
+
+state = _State()
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class no_grad(ContextDecorator):
+    """Context manager / decorator: operations inside record no graph (parameter updates, evaluation)."""
+
+    def __enter__(self) -> no_grad:
+        self._prev = state.grad_enabled
+        state.grad_enabled = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        state.grad_enabled = self._prev
+
+
+class enable_grad(ContextDecorator):
+    """Context manager / decorator: turn graph recording back on inside a ``no_grad`` block."""
+
+    def __enter__(self) -> enable_grad:
+        self._prev = state.grad_enabled
+        state.grad_enabled = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        state.grad_enabled = self._prev
+
+
+class expanded(ContextDecorator):
+    """Context manager: composite gates (sigmoid, tanh, softmax, ...) record their staged parts."""
+
+    def __init__(self, on: bool = True) -> None:
+        self.on = on
+
+    def __enter__(self) -> expanded:
+        self._prev = state.expand
+        state.expand = self.on
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        state.expand = self._prev
+
+
+def user_frame() -> str:
+    """``file:line`` of the innermost caller outside chainrule (where the user wrote the op)."""
+    f = sys._getframe(1)
+    while f is not None:
+        fname = f.f_code.co_filename
+        if not fname.startswith(_PKG_DIR) and "numpy" not in fname:
+            return f"{fname}:{f.f_lineno}"
+        f = f.f_back
+    return "<unknown>"
+
+
+def _describe(x: Any) -> str:
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        return type(x).__name__
+    return f"{tuple(shape)}"
+
+
+def _op_error(gate: Gate, datas: list[Any], err: Exception, params: dict[str, Any]) -> Exception:
+    shapes = " and ".join(_describe(d) for d in datas)
+    extra = "".join(f", {k}={v!r}" for k, v in params.items() if k != "index")
+    kind = ShapeError if isinstance(err, ValueError) else type(err)
+    return kind(f"{gate.name}: {err} (input shapes {shapes}{extra}) at {user_frame()}")
+
+
+class ShapeError(ValueError):
+    """Operands whose shapes do not fit the operation (names the op and the shapes)."""
+
+
+def _as_operand(a: Any) -> Any:
+    if isinstance(a, (int, float, complex, np.generic, np.ndarray)):
+        return a
+    if isinstance(a, (list, tuple)):
+        return backend.xp.asarray(a)
+    if isinstance(a, (bool, type(None))) or hasattr(a, "__array__"):
+        return a
+    raise TypeError(f"chainrule cannot use an operand of type {type(a).__name__!r}")
+
+
+def apply(gate: Gate, *args: Any, **params: Any) -> Tensor:
+    """Run ``gate`` on tensors and/or constants; record the node when a gradient will be needed."""
+    datas = []
+    needs = []
+    track = False
+    for a in args:
+        if isinstance(a, Tensor):
+            datas.append(a.data)
+            r = a.requires_grad
+            needs.append(r)
+            track = track or r
+        else:
+            datas.append(_as_operand(a))
+            needs.append(False)
+    track = track and state.grad_enabled and gate.differentiable
+    if track and state.expand and gate.expand is not None:
+        from . import functions
+
+        return gate.expand(functions, *args, **params)
+    try:
+        out = gate.fn(*datas, **params)
+    except (ValueError, IndexError, TypeError) as err:
+        raise _op_error(gate, datas, err, params) from None
+    t = Tensor.__new__(Tensor)
+    t.data = out
+    t.grad = None
+    t.name = None
+    if track:
+        t.requires_grad = True
+        t._gate = gate
+        t._parents = args
+        t._needs = needs
+        t._params = params
+    else:
+        t.requires_grad = False
+        t._gate = None
+        t._parents = ()
+        t._needs = ()
+        t._params = None
+    t._src = None
+    if state.anomaly:
+        from .autodiff import check_forward_anomaly
+
+        check_forward_anomaly(t, gate, datas)
+    return t
+
+
+class Tensor:
+    """An array with an optional gradient; operations on it build the computational graph.
+
+    ``.data`` is the NumPy array, ``.grad`` the accumulated gradient of a leaf (a NumPy array, or
+    None before any backward pass). Leaf gradients *accumulate* across ``backward()`` calls, as in
+    PyTorch: reset them with ``x.grad = None`` (or an optimizer's ``zero_grad()``).
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "name", "_gate", "_parents", "_needs", "_params", "_src",
+                 "__weakref__")
+    __array_priority__ = 1000.0
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        arr = backend.xp.asarray(data, dtype=dtype)
+        if arr.dtype.kind not in "fc":
+            if arr.dtype.kind in "biu" and dtype is None and requires_grad:
+                arr = arr.astype(np.float64)  # gradients need floats: integer input is promoted
+            elif requires_grad:
+                raise TypeError(f"only floating-point tensors can require gradients, not dtype {arr.dtype}")
+        self.data = arr
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self.name = name
+        self._gate = None
+        self._parents = ()
+        self._needs = ()
+        self._params = None
+        self._src = None
+
+    # ---- array-like attributes -------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> Any:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors the user made (not the result of an op with a recorded gradient)."""
+        return self._gate is None
+
+    @property
+    def T(self) -> Tensor:
+        return apply(GATES["transpose"], self, axes=None)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.data)
+
+    def __int__(self) -> int:
+        return int(self.data)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        body = np.array2string(np.asarray(self.data), separator=", ", prefix="tensor(")
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        if self.data.dtype != np.float64 and self.data.dtype.kind == "f":
+            extra = f", dtype={self.data.dtype}" + extra
+        return f"tensor({body}{extra})"
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if self.requires_grad and state.grad_enabled:
+            raise TypeError(
+                "cannot turn a tensor that requires grad into a plain NumPy array: the gradient would be "
+                "lost. Use .detach().numpy() for its values, or chainrule functions (cr.stack, ...)"
+            )
+        arr = np.asarray(self.data)
+        return arr.astype(dtype) if dtype is not None else arr
+
+    # ---- conversions --------------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """The values as a NumPy array (shares memory with the tensor)."""
+        return np.asarray(self.data)
+
+    def item(self) -> Any:
+        """The single value of a one-element tensor as a Python number."""
+        return self.data.item()
+
+    def tolist(self) -> Any:
+        return self.data.tolist()
+
+    def detach(self) -> Tensor:
+        """The same values, cut off from the graph (no gradient flows through the result)."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Set ``requires_grad`` on a leaf in place; returns self."""
+        if not self.is_leaf:
+            raise RuntimeError("requires_grad_ can only be changed on leaf tensors")
+        if requires_grad and self.data.dtype.kind not in "fc":
+            self.data = self.data.astype(np.float64)
+        self.requires_grad = requires_grad
+        return self
+
+    def astype(self, dtype: Any) -> Tensor:
+        """A copy converted to ``dtype`` (the gradient flows back, converted to the input's dtype)."""
+        return Tensor(self.data.astype(dtype), requires_grad=False) if not self.requires_grad else \
+            _astype(self, dtype)
+
+    # ---- autodiff --------------------------------------------------------------------------
+    def backward(self, grad: Any = None, retain_graph: bool = False, create_graph: bool = False) -> None:
+        """Backpropagate from this tensor into the ``.grad`` of every leaf that requires it.
+
+        A non-scalar tensor is seeded with ones (the gradient of its sum), the worksheet's
+        elementwise convention; pass ``grad`` to seed with another upstream gradient. The graph's
+        saved intermediates are released afterwards unless ``retain_graph`` (or ``create_graph``,
+        which makes the gradients tensors with graphs of their own, for higher derivatives).
+        """
+        from .autodiff import backward
+
+        backward(self, grad, retain_graph=retain_graph, create_graph=create_graph)
+
+    def graph(self, **kwargs: Any) -> Any:
+        """The computational graph that produced this tensor, as a :class:`chainrule.Graph`."""
+        from .graph import trace_tensor
+
+        return trace_tensor(self, **kwargs)
+
+    # ---- operators ---------------------------------------------------------------------------
+    def __add__(self, other: Any) -> Tensor:
+        return apply(_ADD, self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return apply(_ADD, other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return apply(_SUB, self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return apply(_SUB, other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return apply(_MUL, self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return apply(_MUL, other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return apply(_DIV, self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return apply(_DIV, other, self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        return apply(_POW, self, other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return apply(_POW, other, self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return apply(_MATMUL, self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return apply(_MATMUL, other, self)
+
+    def __neg__(self) -> Tensor:
+        return apply(_NEG, self)
+
+    def __pos__(self) -> Tensor:
+        return self
+
+    def __abs__(self) -> Tensor:
+        return apply(GATES["abs"], self)
+
+    # in-place operators: on a leaf they update the values in place and record nothing (the
+    # worksheet's `w -= step_size * grad`); on an intermediate they build a new node instead.
+    def _inplace(self, gate: Gate, other: Any) -> Tensor:
+        if self._gate is not None:
+            return apply(gate, self, other)
+        other = other.data if isinstance(other, Tensor) else other
+        res = gate.fn(self.data, other)
+        if res.shape != self.data.shape:
+            raise ShapeError(f"{gate.name}=: in-place update of shape {self.shape} with shape {res.shape}")
+        self.data[...] = res
+        return self
+
+    def __iadd__(self, other: Any) -> Tensor:
+        return self._inplace(_ADD, other)
+
+    def __isub__(self, other: Any) -> Tensor:
+        return self._inplace(_SUB, other)
+
+    def __imul__(self, other: Any) -> Tensor:
+        return self._inplace(_MUL, other)
+
+    def __itruediv__(self, other: Any) -> Tensor:
+        return self._inplace(_DIV, other)
+
+    # comparisons give constant (gradient-free) boolean tensors, as in NumPy
+    def __gt__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return apply(GATES["greater"], self, other)
+
+    def __ge__(self, other: Any) -> Tensor:
+        return apply(GATES["greater_equal"], self, other)
+
+    def __lt__(self, other: Any) -> Tensor:
+        return apply(GATES["less"], self, other)
+
+    def __le__(self, other: Any) -> Tensor:
+        return apply(GATES["less_equal"], self, other)
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return apply(GATES["equal"], self, other)
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return apply(GATES["not_equal"], self, other)
+
+    def __invert__(self) -> Tensor:
+        return apply(GATES["logical_not"], self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return apply(GATES["getitem"], self, index=_plain_index(index))
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        if self.requires_grad or (isinstance(value, Tensor) and value.requires_grad):
+            raise TypeError(
+                "item assignment on a tensor that takes part in a gradient is not supported: "
+                "build the new value with cr.where(...) or cr.concatenate(...) instead"
+            )
+        self.data[_plain_index(index)] = value.data if isinstance(value, Tensor) else value
+
+    # ---- methods mirroring NumPy's --------------------------------------------------------
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return apply(GATES["sum"], self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return apply(GATES["mean"], self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return apply(GATES["max"], self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return apply(GATES["min"], self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return apply(GATES["reshape"], self, shape=shape)
+
+    def transpose(self, *axes: Any) -> Tensor:
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return apply(GATES["transpose"], self, axes=axes or None)
+
+    def flatten(self) -> Tensor:
+        return self.reshape(-1)
+
+    def exp(self) -> Tensor:
+        return apply(GATES["exp"], self)
+
+    def log(self) -> Tensor:
+        return apply(GATES["log"], self)
+
+    def sqrt(self) -> Tensor:
+        return apply(GATES["sqrt"], self)
+
+    def sigmoid(self) -> Tensor:
+        return apply(GATES["sigmoid"], self)
+
+    def tanh(self) -> Tensor:
+        return apply(GATES["tanh"], self)
+
+    def relu(self) -> Tensor:
+        return apply(GATES["relu"], self)
+
+    def dot(self, other: Any) -> Tensor:
+        from .functions import dot
+
+        return dot(self, other)
+
+    # ---- NumPy dispatch ------------------------------------------------------------------
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        from .functions import UFUNCS
+
+        name = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+        if method != "__call__":
+            raise TypeError(f"{name} is not supported on chainrule tensors (only plain calls of ufuncs are)")
+        fn = UFUNCS.get(ufunc)
+        if fn is None:
+            raise TypeError(f"{name} is not supported by chainrule: it has no gradient rule "
+                            f"(supported ufuncs: {', '.join(sorted(u.__name__ for u in UFUNCS))})")
+        bad = [k for k, v in kwargs.items() if v is not None and k != "casting"]
+        if bad:
+            raise TypeError(f"{name}: argument(s) {', '.join(bad)} are not supported on chainrule tensors")
+        return fn(*inputs)
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        from .functions import ARRAY_FUNCTIONS
+
+        fn = ARRAY_FUNCTIONS.get(func)
+        if fn is None:
+            raise TypeError(
+                f"np.{func.__name__} is not supported by chainrule on tensors: it has no gradient rule "
+                "(use .detach().numpy() if you only need values)"
+            )
+        return fn(*args, **kwargs)
+
+
+def _plain_index(index: Any) -> Any:
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    if isinstance(index, list):
+        return np.asarray(index)
+    return index
+
+
+def _astype(t: Tensor, dtype: Any) -> Tensor:
+    # converting precision: data converted, gradient converted back by the identity rule's chain
+    out = apply(GATES["identity"], t)
+    out.data = out.data.astype(dtype)
+    return out
+
+
+_ADD, _SUB, _MUL, _DIV, _POW, _NEG, _MATMUL = (
+    GATES[n] for n in ("add", "sub", "mul", "div", "pow", "neg", "matmul")
+)
+
+
+def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None) -> Tensor:
+    """A new leaf tensor from ``data`` (scalar, list, array); integers are promoted to float64 when
+    ``requires_grad`` is set, since only floating-point values have gradients."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, name=name)
