@@ -310,9 +310,10 @@ def _build(out: Tensor, input_tensors: list[Tensor] | None, local_names: dict[in
             pending.append((node, t))
         by_id[id(t)] = node
         nodes.append(node)
-    for node, t in pending:
-        if id(t) in local_names and local_names[id(t)] not in taken:
-            node.name = claim(local_names[id(t)])
+    for node, t in pending:  # names the user gave: local variables, then tensor.name
+        given = local_names.get(id(t)) or t.name
+        if given and given not in taken:
+            node.name = claim(given)
     for node, t in pending:
         if not node.name:
             if t is out and "out" not in taken:
