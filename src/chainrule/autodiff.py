@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from contextlib import ContextDecorator
+from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
@@ -27,73 +28,6 @@ class AnomalyError(FloatingPointError):
 
 class GraphFreedError(RuntimeError):
     """A second backward pass through a graph whose intermediates were already released."""
-
-
-def toposort(root: Tensor, stop: set[int] | None = None) -> list[Tensor]:
-    """Nodes that lead to ``root`` and require grad, inputs before outputs (iterative DFS).
-
-    Nodes whose id is in ``stop`` are treated as leaves (their inputs are not visited).
-    """
-    order: list[Tensor] = []
-    visited: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
-    while stack:
-        t, expanded = stack.pop()
-        if expanded:
-            order.append(t)
-            continue
-        if id(t) in visited:
-            continue
-        visited.add(id(t))
-        stack.append((t, True))
-        if t._gate is not None and (stop is None or id(t) not in stop):
-            parents = t._parents
-            if parents is None:
-                raise GraphFreedError(
-                    "this graph's intermediates were released by an earlier backward pass; call "
-                    "backward(retain_graph=True) the first time to backpropagate through it again"
-                )
-            for p, need in zip(parents, t._needs):
-                if need and id(p) not in visited:
-                    stack.append((p, False))
-    return order
-
-
-def _chain(g: Any, local: Any) -> Any:
-    if type(local) is int:
-        if local == 1:
-            return g
-        if local == -1:
-            return -g
-    return g * local
-
-
-def node_input_grads(t: Tensor, g: Any, m: Any, graph: bool) -> Sequence[Any]:
-    """Gradients of t's inputs given its upstream gradient ``g``: the gate's rule, evaluated in ``m``.
-
-    With ``graph`` the rule sees the input tensors themselves (so the result is differentiable);
-    otherwise their arrays.
-    """
-    gate: Gate = t._gate
-    parents = t._parents
-    needs = t._needs
-    if graph:
-        vals = parents
-        out = t
-    else:
-        vals = [p.data if isinstance(p, Tensor) else p for p in parents]
-        out = t.data
-    params = t._params
-    if gate.local is not None:
-        grads = []
-        for i, need in enumerate(needs):
-            if need:
-                gi = _chain(g, gate.local[i](m, *vals, out))
-                grads.append(unbroadcast(m, gi, parents[i].shape) if gi.shape != parents[i].shape else gi)
-            else:
-                grads.append(None)
-        return grads
-    return gate.vjp(m, g, *vals, out, needs, **params)
 
 
 def run_backward(
@@ -130,36 +64,85 @@ def run_backward(
         if seed_data.shape != root.shape:
             raise ValueError(f"backward: gradient of shape {seed_data.shape} given for a tensor of shape {root.shape}")
         seed = (seed if isinstance(seed, Tensor) else Tensor(seed_data)) if graph else seed_data
-    target_ids = {id(t) for t in targets} if targets is not None else None
-    order = toposort(root, target_ids)
+    stop = {id(t) for t in targets} if targets is not None else None
+    # Nodes are processed in decreasing creation order (a topological order: every consumer of a
+    # node was created after it), from a heap of the nodes that have received a gradient so far.
+    # No separate graph walk is needed, and the loop is iterative however deep the graph is.
     grads: dict[int, Any] = {id(root): seed}
     kept: dict[int, Any] = {}
-    delivered: set[int] = {id(seed)}
+    terminals: list[Tensor] = []
+    heap: list[tuple[int, Tensor]] = []
+    if root._gate is None or (stop is not None and id(root) in stop):
+        terminals.append(root)
+    else:
+        heap.append((-root._seq, root))
     anomaly = state.anomaly
-    ctx = enable_grad() if graph else no_grad()
-    with ctx:
-        for t in reversed(order):
-            tid = id(t)
-            g = grads.pop(tid, None)
-            if g is None:
-                continue
-            if keep_all or (target_ids is not None and tid in target_ids):
-                kept[tid] = g
-            if t._gate is None or (target_ids is not None and tid in target_ids):
-                if accumulate and t._gate is None:
-                    _deliver(t, g, graph, delivered)
-                continue
-            input_grads = node_input_grads(t, g, m, graph)
-            for p, gi in zip(t._parents, input_grads):
-                if gi is None:
-                    continue
-                if anomaly:
-                    _check_backward_anomaly(t, gi)
-                pid = id(p)
-                prev = grads.get(pid)
-                grads[pid] = gi if prev is None else prev + gi
+    pop, get = grads.pop, grads.get
+    with enable_grad() if graph else no_grad():
+        while heap:
+            t = heappop(heap)[1]
+            g = pop(id(t))
+            if keep_all:
+                kept[id(t)] = g
+            parents = t._parents
+            if parents is None:
+                raise GraphFreedError(
+                    "this graph's intermediates were released by an earlier backward pass; call "
+                    "backward(retain_graph=True) the first time to backpropagate through it again"
+                )
+            gate = t._gate
+            local = gate.local
+            if graph:
+                args, out = parents, t
+            else:
+                args, out = t._args, t.data
+            if local is None:
+                input_grads = gate.vjp(m, g, *args, out, t._needs, **t._params)
+            else:
+                # elementwise: chain rule upstream * local, summed over broadcast axes
+                input_grads = []
+                consts = gate.local_const
+                i = 0
+                for need in t._needs:
+                    if need:
+                        li = consts[i]
+                        if li is None:
+                            gi = g * local[i](m, *args, out)
+                        elif li == 1:
+                            gi = g
+                        elif li == -1:
+                            gi = -g
+                        else:
+                            gi = g * li
+                        shape = t._args[i].shape
+                        input_grads.append(gi if gi.shape == shape else unbroadcast(m, gi, shape))
+                    else:
+                        input_grads.append(None)
+                    i += 1
+            for p, gi in zip(parents, input_grads):
+                if gi is not None:
+                    if anomaly:
+                        _check_backward_anomaly(t, gi)
+                    pid = id(p)
+                    prev = get(pid)
+                    if prev is not None:
+                        grads[pid] = prev + gi  # fan-out: gradients from every use add up
+                        continue
+                    grads[pid] = gi
+                    if p._gate is None or (stop is not None and pid in stop):
+                        terminals.append(p)
+                    else:
+                        heappush(heap, (-p._seq, p))
             if not retain:
-                t._parents = None  # release the saved inputs: this node's work is done
+                t._parents = t._args = None  # release the saved inputs: this node's work is done
+    delivered: set[int] = {id(seed)}
+    for t in terminals:
+        g = grads.get(id(t))
+        if g is None:
+            continue
+        kept[id(t)] = g
+        if accumulate and t._gate is None:
+            _deliver(t, g, graph, delivered)
     return kept
 
 
@@ -221,6 +204,20 @@ def _arg_name(f: Callable[..., Any], i: int) -> str:
         return f"argument {i}"
 
 
+_nesting = 0  # how many differentiated functions are running right now (grad inside grad)
+
+
+def _call(f: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Tensor:
+    """Run ``f`` recording a graph, counted as one level of nesting for any grad it calls."""
+    global _nesting
+    _nesting += 1
+    try:
+        with enable_grad():
+            return _check_output(f(*args, **kwargs), f)
+    finally:
+        _nesting -= 1
+
+
 def _make_leaves(f: Callable[..., Any], args: tuple[Any, ...], nums: tuple[int, ...]) -> tuple[list[Any], list[Tensor], bool]:
     n = len(args)
     for i in nums:
@@ -229,7 +226,10 @@ def _make_leaves(f: Callable[..., Any], args: tuple[Any, ...], nums: tuple[int, 
                              f"argument{'s' if n != 1 else ''}")
     args_l = list(args)
     leaves = []
-    nested = False
+    # inside an outer differentiation (its function is running, or an argument carries its graph)
+    # the gradients must be tensors that stay connected to the outer graph
+    nested = state.grad_enabled and (_nesting > 0 or any(
+        isinstance(a, Tensor) and a.requires_grad for a in args))
     for i in nums:
         a = args_l[i]
         if isinstance(a, Tensor) and a.requires_grad and state.grad_enabled:
@@ -276,8 +276,7 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> C
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
         args_l, leaves, nested = _make_leaves(f, args, nums)
-        with enable_grad():
-            out = _check_output(f(*args_l, **kwargs), f)
+        out = _call(f, args_l, kwargs)
         if out.requires_grad:
             got = run_backward(out, targets=leaves, accumulate=False, create_graph=nested)
         else:
@@ -321,8 +320,7 @@ def vjp(f: Callable[..., Any], *args: Any) -> tuple[Any, Callable[[Any], tuple[A
     ``sum(g * out)`` with respect to every argument (a tuple, one per argument). ``vjp_fn`` may be
     called many times with different upstream gradients ``g``."""
     args_l, leaves, nested = _make_leaves(f, args, tuple(range(len(args))))
-    with enable_grad():
-        out = _check_output(f(*args_l), f)
+    out = _call(f, args_l, {})
 
     def vjp_fn(g: Any) -> tuple[Any, ...]:
         gdata = g.data if isinstance(g, Tensor) else backend.xp.asarray(g, dtype=out.data.dtype)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .gates import GATES
-from .tensor import Tensor, apply
+from .tensor import Tensor, apply, apply1, binary_op
 
 ArrayLike = Any
 
@@ -25,7 +25,7 @@ def _unary(name: str, doc: str) -> Any:
     gate = _G[name]
 
     def fn(x: ArrayLike) -> Tensor:
-        return apply(gate, x)
+        return apply1(gate, x)
 
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"{doc}\n\nGradient: {gate.explain}."
@@ -56,10 +56,7 @@ isinf = _unary("isinf", "Elementwise infinity test (a constant).")
 
 def _binary(name: str, doc: str) -> Any:
     gate = _G[name]
-
-    def fn(x: ArrayLike, y: ArrayLike) -> Tensor:
-        return apply(gate, x, y)
-
+    fn = binary_op(gate)
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"{doc}\n\nGradient: {gate.explain}."
     return fn
@@ -124,6 +121,33 @@ def softmax(x: ArrayLike, axis: int = -1) -> Tensor:
 def log_softmax(x: ArrayLike, axis: int = -1) -> Tensor:
     """x − logsumexp(x) along ``axis``, stable for large |x|."""
     return apply(_G["log_softmax"], x, axis=axis)
+
+
+def cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: str = "mean") -> Tensor:
+    """Softmax cross-entropy of ``logits`` (n, classes) against integer ``labels`` (n,): −log softmax(x)[y].
+
+    ``reduction`` is "mean" (default), "sum" or "none" (one loss per row). Computed stably (no
+    overflow for large logits) by one fused gate whose gradient is softmax(x) − one-hot(y).
+    """
+    x = logits.data if isinstance(logits, Tensor) else np.asarray(logits)
+    y = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
+    if x.ndim != 2:
+        raise ValueError(f"cross_entropy: logits must be 2-D (samples, classes), got shape {x.shape}")
+    if y.shape != x.shape[:1]:
+        raise ValueError(f"cross_entropy: labels must have shape ({x.shape[0]},), one per row of the logits "
+                         f"{x.shape}, got shape {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: labels must be integer class indices, got dtype {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= x.shape[1]):
+        raise ValueError(f"cross_entropy: labels must lie in 0..{x.shape[1] - 1} (the logits have "
+                         f"{x.shape[1]} classes), got labels from {y.min()} to {y.max()}")
+    index = (np.arange(y.shape[0]), y)
+    if reduction == "none":
+        return -log_softmax(logits, axis=-1)[index]
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    scale = 1.0 / y.shape[0] if reduction == "mean" and y.shape[0] else 1.0  # (max() is shadowed here)
+    return apply(_G["cross_entropy"], logits, index=index, scale=scale)
 
 
 def _no_extras(name: str, kw: dict[str, Any]) -> None:

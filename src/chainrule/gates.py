@@ -37,7 +37,7 @@ class Gate:
 
     __slots__ = (
         "name", "forward", "explain", "fmt", "local", "vjp", "expand", "kind", "differentiable", "fn",
-        "np_name",
+        "np_name", "local_const",
     )
 
     def __init__(
@@ -64,9 +64,23 @@ class Gate:
         self.expand = expand
         self.differentiable = differentiable
         self.fn: Callable[..., Any] = _unbound
+        self.local_const = tuple(_constant_of(rule, len(local)) for rule in local) if local else None
 
     def __repr__(self) -> str:
         return f"<gate {self.name}>"
+
+
+def _constant_of(rule: Callable[..., Any] | None, arity: int) -> int | None:
+    """The value of a local-gradient rule that is a plain integer constant (add's 1, neg's -1), so the
+    backward pass can pass the gradient on without calling the rule; None for every other rule."""
+    if rule is None:
+        return None
+    probe = object()
+    try:
+        value = rule(None, *([probe] * (arity + 1)))  # the inputs and out; a rule that reads them fails
+    except Exception:
+        return None
+    return value if type(value) is int else None
 
 
 def _unbound(*_args: Any, **_kw: Any) -> Any:  # replaced by bind() at import
@@ -159,6 +173,13 @@ def _log_softmax(xp: Any, x: Any, axis: int = -1) -> Any:
     return s - xp.log(xp.sum(xp.exp(s), axis=axis, keepdims=True))
 
 
+def _cross_entropy(xp: Any, x: Any, index: Any = None, scale: float = 1.0) -> Any:
+    # scale · Σᵢ (logsumexp(xᵢ) − xᵢ[yᵢ]) over the rows i picked by index = (rows, labels); stable
+    mx = _max_shifted(xp, x, -1)
+    lse = xp.log(xp.sum(xp.exp(x - mx), axis=-1)) + mx[..., 0]
+    return scale * xp.sum(lse - x[index])
+
+
 def _scatter(xp: Any, g: Any, index: Any = None, shape: tuple[int, ...] = ()) -> Any:
     z = xp.zeros(shape, dtype=g.dtype)
     xp.add.at(z, index, g)  # repeated indices accumulate, unlike z[index] += g
@@ -223,6 +244,13 @@ def _softmax_vjp(m, g, x, out, needs, axis=-1):
 
 def _log_softmax_vjp(m, g, x, out, needs, axis=-1):
     return (g - m.exp(out) * m.sum(g, axis=axis, keepdims=True),)
+
+
+def _cross_entropy_vjp(m, g, x, out, needs, index=None, scale=1.0):
+    # softmax minus the one-hot of the labels, times the upstream gradient and the 1/n of the mean
+    gs = g * scale
+    onehot = m.scatter(m.broadcast_to(gs, index[-1].shape), index=index, shape=x.shape)
+    return (m.softmax(x, axis=-1) * gs - onehot,)
 
 
 def _reshape_vjp(m, g, x, out, needs, shape=()):
@@ -389,6 +417,12 @@ STACK = _gate("stack", _stack, "stack gate: each input gets its slice of the gra
 
 MATMUL = _gate("matmul", "matmul", "matmul gate: ∂(A@B) gives g@Bᵀ to A and Aᵀ@g to B (mul's swap, for matrices)",
                "{0} @ {1}", kind=_L, vjp=_matmul_vjp)
+
+CROSS_ENTROPY = _gate("cross_entropy", _cross_entropy,
+                      "cross-entropy gate: softmax(x) minus the one-hot of the labels, times the upstream "
+                      "gradient (scaled by 1/n for a mean)",
+                      "cross_entropy({0})", kind=_R, vjp=_cross_entropy_vjp,
+                      expand=lambda m, x, index=None, scale=1.0: -scale * m.sum(m.log_softmax(x, axis=-1)[index]))
 
 # Non-differentiable helpers: results are constants (no gradient flows through them).
 for _name, _np, _fmt in [

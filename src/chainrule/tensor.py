@@ -7,6 +7,7 @@ the result. That record *is* the computational graph; there is no other.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Iterator
@@ -20,11 +21,19 @@ from .gates import GATES, Gate
 
 
 class _State:
-    """Global switches read on every op (plain attributes: the cheapest lookup)."""
+    """Global switches read on every op. ``plain`` (recording, no expansion, no anomaly checks) is
+    kept up to date on every change so the operators' hot path reads one attribute."""
 
-    grad_enabled = True
-    expand = False  # stage composite gates (sigmoid, softmax, ...) into their parts
-    anomaly = False
+    def __init__(self) -> None:
+        self.grad_enabled = True
+        self.expand = False  # stage composite gates (sigmoid, softmax, ...) into their parts
+        self.anomaly = False
+
+    def __setattr__(self, name: str, value: bool) -> None:
+        object.__setattr__(self, name, value)
+        d = self.__dict__
+        object.__setattr__(self, "plain", d.get("grad_enabled", True) and not d.get("expand", False)
+                           and not d.get("anomaly", False))
 
 
 state = _State()
@@ -109,6 +118,39 @@ def _as_operand(a: Any) -> Any:
     raise TypeError(f"chainrule cannot use an operand of type {type(a).__name__!r}")
 
 
+_PLAIN = frozenset((int, float, np.ndarray, np.float64, np.float32))
+_EMPTY: dict[str, Any] = {}  # shared "no params" (never mutated)
+_next_seq = itertools.count().__next__  # creation order: a topological order of the graph
+
+
+def _result(gate: Gate, out: Any, parents: tuple[Any, ...], needs: tuple[bool, ...], track: bool,
+            params: dict[str, Any], datas: Any) -> Tensor:
+    t = _new_tensor(Tensor)
+    t.data = out
+    t.grad = None
+    t.name = None
+    t._src = None
+    if track:
+        t.requires_grad = True
+        t._gate = gate
+        t._parents = parents
+        t._needs = needs
+        t._params = params
+        t._seq = _next_seq()
+        t._args = datas if isinstance(datas, tuple) else tuple(datas)
+    else:
+        t.requires_grad = False
+        t._gate = None
+        t._parents = ()
+        t._needs = ()
+        t._params = None
+    if state.anomaly:
+        from .autodiff import check_forward_anomaly
+
+        check_forward_anomaly(t, gate, list(datas))
+    return t
+
+
 def apply(gate: Gate, *args: Any, **params: Any) -> Tensor:
     """Run ``gate`` on tensors and/or constants; record the node when a gradient will be needed."""
     datas = []
@@ -132,28 +174,67 @@ def apply(gate: Gate, *args: Any, **params: Any) -> Tensor:
         out = gate.fn(*datas, **params)
     except (ValueError, IndexError, TypeError) as err:
         raise _op_error(gate, datas, err, params) from None
-    t = Tensor.__new__(Tensor)
-    t.data = out
-    t.grad = None
-    t.name = None
-    if track:
-        t.requires_grad = True
-        t._gate = gate
-        t._parents = args
-        t._needs = needs
-        t._params = params
-    else:
-        t.requires_grad = False
-        t._gate = None
-        t._parents = ()
-        t._needs = ()
-        t._params = None
-    t._src = None
-    if state.anomaly:
-        from .autodiff import check_forward_anomaly
+    parents = tuple(a if isinstance(a, Tensor) else d for a, d in zip(args, datas)) if track else ()
+    return _result(gate, out, parents, tuple(needs), track, params or _EMPTY, datas)
 
-        check_forward_anomaly(t, gate, datas)
-    return t
+
+def binary_op(gate: Gate, reflected: bool = False) -> Any:
+    """A two-argument function (or, assigned in the class, an operator method) running ``gate``.
+
+    This is :func:`apply` specialised for binary gates without params: the hot path of every
+    operator, so the common case (recording, nothing special switched on) is written out inline.
+    """
+
+    def op(a: Any, b: Any) -> Tensor:
+        if reflected:
+            a, b = b, a
+        if isinstance(a, Tensor):
+            ad = a.data
+            ra = a.requires_grad
+        else:
+            a = ad = a if a.__class__ in _PLAIN else _as_operand(a)
+            ra = False
+        if isinstance(b, Tensor):
+            bd = b.data
+            rb = b.requires_grad
+        else:
+            b = bd = b if b.__class__ in _PLAIN else _as_operand(b)
+            rb = False
+        if (ra or rb) and state.plain and differentiable:
+            try:
+                out = gate.fn(ad, bd)
+            except (ValueError, IndexError, TypeError) as err:
+                raise _op_error(gate, [ad, bd], err, _EMPTY) from None
+            t = _new_tensor(Tensor)
+            t.data = out
+            t.grad = t.name = t._src = None
+            t.requires_grad = True
+            t._gate = gate
+            t._parents = (a, b)
+            t._needs = (ra, rb)
+            t._params = _EMPTY
+            t._seq = _next_seq()
+            t._args = (ad, bd)
+            return t
+        return apply(gate, a, b)
+
+    differentiable = gate.differentiable
+    op.__name__ = gate.name
+    return op
+
+
+def apply1(gate: Gate, a: Any) -> Tensor:
+    """:func:`apply` for a unary gate without params."""
+    if not isinstance(a, Tensor):
+        return apply(gate, a)
+    track = a.requires_grad and state.grad_enabled and gate.differentiable
+    if track and state.expand and gate.expand is not None:
+        return apply(gate, a)
+    try:
+        out = gate.fn(a.data)
+    except (ValueError, IndexError, TypeError) as err:
+        raise _op_error(gate, [a.data], err, _EMPTY) from None
+    return _result(gate, out, (a,), (True,), track, _EMPTY, (a.data,))
 
 
 class Tensor:
@@ -165,7 +246,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "grad", "requires_grad", "name", "_gate", "_parents", "_needs", "_params", "_src",
-                 "__weakref__")
+                 "_seq", "_args", "__weakref__")
     __array_priority__ = 1000.0
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None):
@@ -298,44 +379,20 @@ class Tensor:
         return trace_tensor(self, **kwargs)
 
     # ---- operators ---------------------------------------------------------------------------
-    def __add__(self, other: Any) -> Tensor:
-        return apply(_ADD, self, other)
-
-    def __radd__(self, other: Any) -> Tensor:
-        return apply(_ADD, other, self)
-
-    def __sub__(self, other: Any) -> Tensor:
-        return apply(_SUB, self, other)
-
-    def __rsub__(self, other: Any) -> Tensor:
-        return apply(_SUB, other, self)
-
-    def __mul__(self, other: Any) -> Tensor:
-        return apply(_MUL, self, other)
-
-    def __rmul__(self, other: Any) -> Tensor:
-        return apply(_MUL, other, self)
-
-    def __truediv__(self, other: Any) -> Tensor:
-        return apply(_DIV, self, other)
-
-    def __rtruediv__(self, other: Any) -> Tensor:
-        return apply(_DIV, other, self)
-
-    def __pow__(self, other: Any) -> Tensor:
-        return apply(_POW, self, other)
-
-    def __rpow__(self, other: Any) -> Tensor:
-        return apply(_POW, other, self)
-
-    def __matmul__(self, other: Any) -> Tensor:
-        return apply(_MATMUL, self, other)
-
-    def __rmatmul__(self, other: Any) -> Tensor:
-        return apply(_MATMUL, other, self)
-
+    __add__ = binary_op(GATES["add"])
+    __radd__ = binary_op(GATES["add"], reflected=True)
+    __sub__ = binary_op(GATES["sub"])
+    __rsub__ = binary_op(GATES["sub"], reflected=True)
+    __mul__ = binary_op(GATES["mul"])
+    __rmul__ = binary_op(GATES["mul"], reflected=True)
+    __truediv__ = binary_op(GATES["div"])
+    __rtruediv__ = binary_op(GATES["div"], reflected=True)
+    __pow__ = binary_op(GATES["pow"])
+    __rpow__ = binary_op(GATES["pow"], reflected=True)
+    __matmul__ = binary_op(GATES["matmul"])
+    __rmatmul__ = binary_op(GATES["matmul"], reflected=True)
     def __neg__(self) -> Tensor:
-        return apply(_NEG, self)
+        return apply1(_NEG, self)
 
     def __pos__(self) -> Tensor:
         return self
@@ -503,3 +560,6 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, name: str 
     """A new leaf tensor from ``data`` (scalar, list, array); integers are promoted to float64 when
     ``requires_grad`` is set, since only floating-point values have gradients."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, name=name)
+
+
+_new_tensor = Tensor.__new__
