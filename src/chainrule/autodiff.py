@@ -7,6 +7,7 @@ chainrule's own functions, so the gradients are tensors whose graph can be diffe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from contextlib import ContextDecorator
@@ -17,7 +18,7 @@ import numpy as np
 
 from . import backend, functions
 from .gates import GATES, Gate, unbroadcast
-from .tensor import Tensor, apply, enable_grad, no_grad, state, user_frame
+from .tensor import Tensor, apply, enable_grad, state, user_frame
 
 __all__ = ["backward", "grad", "value_and_grad", "vjp", "detect_anomaly", "AnomalyError"]
 
@@ -78,7 +79,8 @@ def run_backward(
         heap.append((-root._seq, root))
     anomaly = state.anomaly
     pop, get = grads.pop, grads.get
-    with enable_grad() if graph else no_grad():
+    # fast mode runs the rules on raw arrays (nothing to record); graph mode records their ops
+    with enable_grad() if graph else contextlib.nullcontext():
         while heap:
             t = heappop(heap)[1]
             g = pop(id(t))
@@ -149,7 +151,9 @@ def run_backward(
 def _deliver(leaf: Tensor, g: Any, graph: bool, delivered: set[int]) -> None:
     """Accumulate ``g`` into a leaf's ``.grad`` without ever aliasing another leaf's gradient."""
     if not graph:
-        if id(g) in delivered or not isinstance(g, np.ndarray):
+        if id(g) in delivered or not isinstance(g, np.ndarray) or g.base is not None:
+            # a copy, so .grad never aliases another leaf's gradient, the caller's seed, or a
+            # read-only broadcast view (sum's gradient): optimizers update .grad in place
             g = backend.xp.array(g, dtype=leaf.data.dtype)
         elif g.dtype != leaf.data.dtype:
             g = g.astype(leaf.data.dtype)
@@ -212,13 +216,17 @@ def _call(f: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Tensor:
     global _nesting
     _nesting += 1
     try:
+        if state.grad_enabled:
+            return _check_output(f(*args, **kwargs), f)
         with enable_grad():
             return _check_output(f(*args, **kwargs), f)
     finally:
         _nesting -= 1
 
 
-def _make_leaves(f: Callable[..., Any], args: tuple[Any, ...], nums: tuple[int, ...]) -> tuple[list[Any], list[Tensor], bool]:
+def _make_leaves(
+    f: Callable[..., Any], args: tuple[Any, ...], nums: tuple[int, ...]
+) -> tuple[list[Any], list[Tensor], bool]:
     n = len(args)
     for i in nums:
         if not -n <= i < n:
@@ -239,7 +247,10 @@ def _make_leaves(f: Callable[..., Any], args: tuple[Any, ...], nums: tuple[int, 
                 leaf = apply(GATES["identity"], a)
         else:
             leaf = Tensor.__new__(Tensor)
-            leaf.data = as_float_array(a, _arg_name(f, i % n))
+            if a.__class__ is np.ndarray and a.dtype.kind == "f":
+                leaf.data = a  # the common case, without the conversions below
+            else:
+                leaf.data = as_float_array(a, _arg_name(f, i % n))
             leaf.grad = None
             leaf.requires_grad = True
             leaf.name = None
@@ -290,8 +301,8 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> C
                 g = Tensor(g) if nested else g
             elif not nested:
                 g = backend.xp.asarray(g)
-                if id(g) in seen or g is leaf.data or g.dtype != leaf.data.dtype:
-                    g = g.astype(leaf.data.dtype)  # a copy: gradients never alias each other
+                if id(g) in seen or g is leaf.data or g.base is not None or g.dtype != leaf.data.dtype:
+                    g = g.astype(leaf.data.dtype)  # a copy: gradients never alias each other or a view
                 seen.add(id(g))
             grads.append(g)
         value = out if nested else out.data
