@@ -20,10 +20,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import run_peers, seed_functions  # noqa: E402
+from peers import chain_chainrule  # noqa: E402
 
 import chainrule as cr  # noqa: E402
-
-from peers import chain_chainrule  # noqa: E402
 
 
 def geomean(xs: list[float]) -> float:
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             if not ok:
                 print(f"{fname} N={n}: chainrule disagrees with the hand-written version (max rel err {err:.2e})")
                 return 1
-            ref = run_peers.bench(lambda: spec.numpy(*arrays), args.repeats, args.min_time)["median"]
+            ref = run_peers.bench(lambda spec=spec, arrays=arrays: spec.numpy(*arrays), args.repeats, args.min_time)["median"]
             call = engine.make_call(fname, engine.prepare(arrays))
             got = run_peers.bench(call, args.repeats, args.min_time)["median"]
             ratio = got / ref
