@@ -101,7 +101,10 @@ def _op_error(gate: Gate, datas: list[Any], err: Exception, params: dict[str, An
     shapes = " and ".join(_describe(d) for d in datas)
     extra = "".join(f", {k}={v!r}" for k, v in params.items() if k != "index")
     kind = ShapeError if isinstance(err, ValueError) else type(err)
-    return kind(f"{gate.name}: {err} (input shapes {shapes}{extra}) at {user_frame()}")
+    text = str(err)
+    for prefix in {f"{gate.name}: ", f"{gate.np_name}: "}:
+        text = text.removeprefix(prefix)  # NumPy's own message may already start with the op's name
+    return kind(f"{gate.name}: {text} (input shapes {shapes}{extra}) at {user_frame()}")
 
 
 class ShapeError(ValueError):

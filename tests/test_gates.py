@@ -1,0 +1,587 @@
+"""Table-driven tests over every gate in ``chainrule.GATES``.
+
+Each row names a gate, how to draw domain-appropriate float64 inputs, the chainrule call and the
+NumPy reference. For every row: the forward equals NumPy; for differentiable rows the first
+derivative agrees with central differences (through ``cr.gradcheck`` and through an independent
+difference quotient written in ``conftest.py``) and the second derivative (a Hessian-vector
+product from nested ``cr.grad``) agrees with central differences of the first derivative.
+``test_every_gate_has_a_row`` fails as soon as a gate is added to the table without a row here.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import gates_in_graph, numeric_grad
+
+import chainrule as cr
+from chainrule.functions import logical_not, positive
+from chainrule.tensor import apply
+
+Gen = Callable[[np.random.Generator], list[Any]]
+
+
+@dataclass
+class Row:
+    """One test case for one gate."""
+
+    gate: str
+    id: str
+    fn: Callable[..., Any]  # chainrule call on the inputs
+    ref: Callable[..., Any]  # NumPy reference on the input arrays
+    gen: Gen  # draws the inputs
+    argnums: tuple[int, ...] | None = (0,)  # inputs to differentiate; None: forward only
+
+
+# ---- input generators -------------------------------------------------------------------------
+
+
+def normal(*shape: int, scale: float = 1.0) -> Callable[[np.random.Generator], np.ndarray]:
+    return lambda r: scale * r.standard_normal(shape)
+
+
+def uniform(lo: float, hi: float, *shape: int) -> Callable[[np.random.Generator], np.ndarray]:
+    return lambda r: r.uniform(lo, hi, shape)
+
+
+def positive_(*shape: int) -> Callable[[np.random.Generator], np.ndarray]:
+    """Strictly positive, away from 0 (log, sqrt, pow bases)."""
+    return uniform(0.5, 2.0, *shape)
+
+
+def away_from_zero(*shape: int) -> Callable[[np.random.Generator], np.ndarray]:
+    """Either sign, at least 0.3 from the kink at 0 (abs, relu, reciprocal)."""
+    return lambda r: r.choice([-1.0, 1.0], shape) * r.uniform(0.3, 2.0, shape)
+
+
+def distinct(*shape: int) -> Callable[[np.random.Generator], np.ndarray]:
+    """Values at least 0.1 apart from each other (no ties for max/min)."""
+    n = math.prod(shape)
+    return lambda r: (r.permutation(n) * 0.25 + r.uniform(0, 0.1, n) - n / 8).reshape(shape)
+
+
+def apart(*shape: int) -> Gen:
+    """A pair x, y with |x - y| >= 0.2 everywhere (no ties for maximum/minimum)."""
+
+    def gen(r: np.random.Generator) -> list[np.ndarray]:
+        x = r.standard_normal(shape)
+        return [x, x + r.choice([-1.0, 1.0], shape) * r.uniform(0.2, 1.0, shape)]
+
+    return gen
+
+
+def each(*gens: Callable[[np.random.Generator], Any]) -> Gen:
+    return lambda r: [g(r) for g in gens]
+
+
+def const(value: Any) -> Callable[[np.random.Generator], Any]:
+    return lambda r: value
+
+
+# ---- NumPy references ---------------------------------------------------------------------------
+
+
+def ref_sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def ref_logsumexp(x, axis=None, keepdims=False):
+    return np.log(np.sum(np.exp(x), axis=axis, keepdims=keepdims))
+
+
+def ref_softmax(x, axis=-1):
+    e = np.exp(x)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def ref_scatter(g, index, shape):
+    out = np.zeros(shape)
+    for pos, i in zip(np.ndindex(g.shape), np.asarray(index).reshape(-1)):  # an explicit loop: repeats add
+        out[i] += g[pos]
+    return out
+
+
+# ---- the table ------------------------------------------------------------------------------------
+
+S = (3, 4)
+ROWS: list[Row] = []
+
+
+def row(*args: Any, **kwargs: Any) -> None:
+    ROWS.append(Row(*args, **kwargs))
+
+
+# elementwise, one input
+for name, fn, ref, gen in [
+    ("exp", cr.exp, np.exp, uniform(-2, 2, *S)),
+    ("log", cr.log, np.log, positive_(*S)),
+    ("sin", cr.sin, np.sin, normal(*S, scale=2)),
+    ("cos", cr.cos, np.cos, normal(*S, scale=2)),
+    ("tan", cr.tan, np.tan, uniform(-1.2, 1.2, *S)),
+    ("sqrt", cr.sqrt, np.sqrt, positive_(*S)),
+    ("abs", cr.abs, np.abs, away_from_zero(*S)),
+    ("square", cr.square, np.square, normal(*S)),
+    ("reciprocal", cr.reciprocal, lambda x: 1 / x, away_from_zero(*S)),
+    ("neg", cr.negative, np.negative, normal(*S)),
+    ("sigmoid", cr.sigmoid, ref_sigmoid, normal(*S, scale=3)),
+    ("tanh", cr.tanh, np.tanh, normal(*S)),
+    ("relu", cr.relu, lambda x: np.maximum(x, 0), away_from_zero(*S)),
+    ("identity", positive, lambda x: x, normal(*S)),
+]:
+    row(name, name, fn, ref, each(gen))
+
+# the same gates reached through NumPy's own functions and Python operators on tensors
+row("exp", "np.exp", np.exp, np.exp, each(normal(5)))
+row("log", "np.log 0-d", np.log, np.log, each(lambda r: np.float64(r.uniform(0.5, 2))))
+row("sin", "np.sin", np.sin, np.sin, each(normal(2, 3)))
+row("sqrt", "np.sqrt", np.sqrt, np.sqrt, each(positive_(4)))
+row("abs", "builtin abs", abs, np.abs, each(away_from_zero(4)))
+row("abs", "np.abs", np.abs, np.abs, each(away_from_zero(4)))
+row("neg", "-x", lambda x: -x, np.negative, each(normal(4)))
+row("tanh", "np.tanh", np.tanh, np.tanh, each(normal(4)))
+row("identity", "np.positive", np.positive, np.positive, each(normal(4)))
+row("square", "np.square", np.square, np.square, each(normal(4)))
+
+# elementwise, two inputs (and broadcasting between them)
+for name, fn, ref, gen in [
+    ("add", cr.add, np.add, each(normal(*S), normal(*S))),
+    ("sub", cr.subtract, np.subtract, each(normal(*S), normal(*S))),
+    ("mul", cr.multiply, np.multiply, each(normal(*S), normal(*S))),
+    ("div", cr.divide, np.divide, each(normal(*S), away_from_zero(*S))),
+    ("pow", cr.power, np.power, each(positive_(*S), uniform(-2, 2, *S))),
+    ("maximum", cr.maximum, np.maximum, apart(*S)),
+    ("minimum", cr.minimum, np.minimum, apart(*S)),
+]:
+    row(name, name, fn, ref, gen, argnums=(0, 1))
+row("add", "x + y (3,1)+(1,4)", lambda x, y: x + y, np.add, each(normal(3, 1), normal(1, 4)), argnums=(0, 1))
+row("sub", "x - y (2,3,4)-(4,)", lambda x, y: x - y, np.subtract, each(normal(2, 3, 4), normal(4)),
+    argnums=(0, 1))
+row("mul", "x * y (2,3,4)*(4,)", lambda x, y: x * y, np.multiply, each(normal(2, 3, 4), normal(4)),
+    argnums=(0, 1))
+row("mul", "x * y 0-d * (3,)", lambda x, y: x * y, np.multiply, each(normal(), normal(3)), argnums=(0, 1))
+row("mul", "np.multiply (3,1)*(1,4)", np.multiply, np.multiply, each(normal(3, 1), normal(1, 4)),
+    argnums=(0, 1))
+row("div", "x / y (3,1)/(1,4)", lambda x, y: x / y, np.divide, each(normal(3, 1), away_from_zero(1, 4)),
+    argnums=(0, 1))
+row("div", "2.5 / x", lambda x: 2.5 / x, lambda x: 2.5 / x, each(away_from_zero(4)))
+row("sub", "1 - x", lambda x: 1 - x, lambda x: 1 - x, each(normal(4)))
+row("add", "x + 3", lambda x: x + 3, lambda x: x + 3, each(normal(4)))
+row("pow", "x ** y (3,1)**(4,)", lambda x, y: x**y, np.power, each(positive_(3, 1), normal(4)), argnums=(0, 1))
+row("pow", "x ** 3, negative bases", lambda x: x**3, lambda x: x**3, each(normal(*S)))
+row("pow", "x ** -1", lambda x: x**-1, lambda x: x**-1.0, each(away_from_zero(4)))
+row("pow", "x ** 0.5", lambda x: x**0.5, np.sqrt, each(positive_(4)))
+row("pow", "2.0 ** x", lambda x: 2.0**x, lambda x: 2.0**x, each(normal(4)))
+row("pow", "np.power(x, 2)", lambda x: np.power(x, 2), np.square, each(normal(4)))
+row("maximum", "np.maximum(x, 0.1)", lambda x: np.maximum(x, 0.1), lambda x: np.maximum(x, 0.1),
+    each(away_from_zero(5)))
+row("maximum", "maximum (3,1),(1,4)", cr.maximum, np.maximum,
+    each(lambda r: r.permutation(3).reshape(3, 1) * 1.0, lambda r: r.permutation(4).reshape(1, 4) + 0.5),
+    argnums=(0, 1))
+row("minimum", "np.minimum(x, y)", np.minimum, np.minimum, apart(4), argnums=(0, 1))
+row("where", "where", cr.where, np.where,
+    each(lambda r: r.random(S) > 0.5, normal(*S), normal(*S)), argnums=(1, 2))
+row("where", "np.where broadcast", np.where, np.where,
+    each(lambda r: r.random((3, 1)) > 0.5, normal(1, 4), normal(3, 4)), argnums=(1, 2))
+row("where", "where(c, x, 0.0)", lambda c, x: cr.where(c, x, 0.0), lambda c, x: np.where(c, x, 0.0),
+    each(lambda r: r.random(6) > 0.5, normal(6)), argnums=(1,))
+
+# reductions, every axis form with and without keepdims
+R = (2, 3, 4)
+for name, fn, ref in [("sum", cr.sum, np.sum), ("mean", cr.mean, np.mean), ("max", cr.max, np.max),
+                      ("min", cr.min, np.min), ("logsumexp", cr.logsumexp, ref_logsumexp)]:
+    gen = distinct(*R) if name in ("max", "min") else normal(*R)
+    for axis in (None, 0, 1, -1, (0, 2)):
+        for keepdims in (False, True):
+            row(name, f"{name} axis={axis} keepdims={keepdims}",
+                lambda x, fn=fn, axis=axis, keepdims=keepdims: fn(x, axis=axis, keepdims=keepdims),
+                lambda x, ref=ref, axis=axis, keepdims=keepdims: ref(x, axis=axis, keepdims=keepdims),
+                each(gen))
+row("sum", "x.sum()", lambda x: x.sum(), np.sum, each(normal(5)))
+row("sum", "np.sum axis=[0, 1]", lambda x: np.sum(x, axis=(0, 1)), lambda x: np.sum(x, axis=(0, 1)),
+    each(normal(*R)))
+row("sum", "sum of 0-d", cr.sum, np.sum, each(normal()))
+row("mean", "np.mean axis=1", lambda x: np.mean(x, axis=1), lambda x: np.mean(x, axis=1), each(normal(*S)))
+row("max", "x.max(axis=0)", lambda x: x.max(axis=0), lambda x: x.max(axis=0), each(distinct(*S)))
+row("max", "np.max", np.max, np.max, each(distinct(*S)))
+row("min", "np.min axis=-1", lambda x: np.min(x, axis=-1), lambda x: np.min(x, axis=-1), each(distinct(*S)))
+for name, fn, ref in [("softmax", cr.softmax, ref_softmax),
+                      ("log_softmax", cr.log_softmax, lambda x, axis=-1: np.log(ref_softmax(x, axis)))]:
+    for axis in (-1, 0, 1):
+        row(name, f"{name} axis={axis}", lambda x, fn=fn, axis=axis: fn(x, axis=axis),
+            lambda x, ref=ref, axis=axis: ref(x, axis=axis), each(normal(*R)))
+    row(name, f"{name} 1-D", fn, ref, each(normal(5)))
+
+_LABELS = (np.arange(4), np.array([1, 0, 2, 2]))
+row("cross_entropy", "cross_entropy mean", lambda x: apply(cr.GATES["cross_entropy"], x, index=_LABELS, scale=0.25),
+    lambda x: -np.mean(np.log(ref_softmax(x))[_LABELS]), each(normal(4, 3, scale=2)))
+row("cross_entropy", "cross_entropy sum", lambda x: apply(cr.GATES["cross_entropy"], x, index=_LABELS),
+    lambda x: -np.sum(np.log(ref_softmax(x))[_LABELS]), each(normal(4, 3)))
+
+# shape gates
+row("reshape", "reshape (3,4)->(2,6)", lambda x: cr.reshape(x, (2, 6)), lambda x: x.reshape(2, 6),
+    each(normal(*S)))
+row("reshape", "x.reshape(-1)", lambda x: x.reshape(-1), lambda x: x.reshape(-1), each(normal(*R)))
+row("reshape", "np.reshape (4,-1,3)", lambda x: np.reshape(x, (4, -1, 3)), lambda x: x.reshape(4, -1, 3),
+    each(normal(*R)))
+row("reshape", "0-d -> (1,1)", lambda x: cr.reshape(x, (1, 1)), lambda x: np.reshape(x, (1, 1)), each(normal()))
+row("transpose", "x.T", lambda x: x.T, lambda x: x.T, each(normal(*S)))
+row("transpose", "transpose 3-D", cr.transpose, np.transpose, each(normal(*R)))
+row("transpose", "np.transpose axes=(1,2,0)", lambda x: np.transpose(x, (1, 2, 0)),
+    lambda x: np.transpose(x, (1, 2, 0)), each(normal(*R)))
+row("transpose", "x.transpose(2,0,1)", lambda x: x.transpose(2, 0, 1), lambda x: x.transpose(2, 0, 1),
+    each(normal(*R)))
+row("transpose", "axes with negatives", lambda x: cr.transpose(x, (-1, 0, 1)),
+    lambda x: np.transpose(x, (-1, 0, 1)), each(normal(*R)))
+row("broadcast_to", "(3,1)->(2,3,4)", lambda x: cr.broadcast_to(x, (2, 3, 4)),
+    lambda x: np.broadcast_to(x, (2, 3, 4)), each(normal(3, 1)))
+row("broadcast_to", "()->(3,)", lambda x: np.broadcast_to(x, (3,)), lambda x: np.broadcast_to(x, (3,)),
+    each(normal()))
+row("broadcast_to", "(4,)->(3,4)", lambda x: cr.broadcast_to(x, (3, 4)), lambda x: np.broadcast_to(x, (3, 4)),
+    each(normal(4)))
+for label, index in [
+    ("x[1]", 1), ("x[-1]", -1), ("x[1:, ::2]", (slice(1, None), slice(None, None, 2))),
+    ("x[::-1]", slice(None, None, -1)), ("x[..., 1]", (Ellipsis, 1)), ("x[None, 1:3]", (None, slice(1, 3))),
+    ("x[[0, 2, 0, 0]] repeats", [0, 2, 0, 0]),
+    ("x[int array, int array] repeats", (np.array([0, 1, 1, 0]), np.array([2, 0, 0, 2]))),
+    ("x[:, [3, 3, 1]]", (slice(None), np.array([3, 3, 1]))),
+    ("x[bool mask]", np.array([[True, False, True, False], [False, False, True, True], [True] * 4])),
+    ("x[bool row mask]", np.array([True, False, True])),
+    ("x[2-D int array]", np.array([[0, 1], [1, 1]])),
+]:
+    row("getitem", label, lambda x, index=index: x[index], lambda x, index=index: x[index], each(normal(*S)))
+row("scatter", "repeated indices add", lambda g: cr.scatter(g, index=np.array([0, 3, 0, 0, 2]), shape=(5,)),
+    lambda g: ref_scatter(g, [0, 3, 0, 0, 2], (5,)), each(normal(5)))
+row("scatter", "2-D target, int index",
+    lambda g: cr.scatter(g, index=np.array([2, 0, 2]), shape=(3, 4)),
+    lambda g: np.stack([g[1], np.zeros(4), g[0] + g[2]]), each(normal(3, 4)))
+for axis in (0, 1, -1):
+    row("concatenate", f"concatenate axis={axis}",
+        lambda x, y, z, axis=axis: cr.concatenate([x, y, z], axis=axis),
+        lambda x, y, z, axis=axis: np.concatenate([x, y, z], axis=axis),
+        each(normal(2, 2, 2), normal(2, 2, 2), normal(2, 2, 2)), argnums=(0, 1, 2))
+    row("stack", f"stack axis={axis}", lambda x, y, axis=axis: cr.stack([x, y], axis=axis),
+        lambda x, y, axis=axis: np.stack([x, y], axis=axis), each(normal(*S), normal(*S)), argnums=(0, 1))
+row("concatenate", "np.concatenate of unequal lengths", lambda x, y: np.concatenate([x, y]),
+    lambda x, y: np.concatenate([x, y]), each(normal(2, 3), normal(4, 3)), argnums=(0, 1))
+row("concatenate", "with a constant", lambda x: cr.concatenate([x, np.ones((1, 3))], axis=0),
+    lambda x: np.concatenate([x, np.ones((1, 3))]), each(normal(2, 3)))
+row("stack", "np.stack 0-d", lambda x, y: np.stack([x, y]), lambda x, y: np.stack([x, y]),
+    each(normal(), normal()), argnums=(0, 1))
+
+# linear algebra
+for label, sa, sb in [
+    ("1-D @ 1-D", (4,), (4,)), ("1-D @ 2-D", (3,), (3, 4)), ("2-D @ 1-D", (3, 4), (4,)),
+    ("2-D @ 2-D", (2, 3), (3, 4)), ("batched", (5, 2, 3), (5, 3, 4)),
+    ("batch dims broadcast", (2, 1, 2, 3), (4, 3, 2)), ("3-D @ 2-D", (2, 3, 4), (4, 2)),
+    ("2-D @ 3-D", (3, 4), (2, 4, 2)), ("1-D @ 3-D", (3,), (2, 3, 4)), ("3-D @ 1-D", (2, 3, 4), (4,)),
+]:
+    row("matmul", label, lambda a, b: a @ b, np.matmul, each(normal(*sa), normal(*sb)), argnums=(0, 1))
+row("matmul", "np.matmul", np.matmul, np.matmul, each(normal(2, 3), normal(3, 2)), argnums=(0, 1))
+row("matmul", "cr.matmul", cr.matmul, np.matmul, each(normal(2, 3), normal(3)), argnums=(0, 1))
+row("matmul", "ndarray @ tensor", lambda b: np.arange(6.0).reshape(2, 3) @ b,
+    lambda b: np.arange(6.0).reshape(2, 3) @ b, each(normal(3, 2)))
+for label, sa, sb in [("vec.vec", (4,), (4,)), ("mat.vec", (3, 4), (4,)), ("mat.mat", (2, 3), (3, 2))]:
+    row("matmul", f"dot {label}", cr.dot, np.dot, each(normal(*sa), normal(*sb)), argnums=(0, 1))
+row("matmul", "np.dot", np.dot, np.dot, each(normal(3), normal(3, 2)), argnums=(0, 1))
+row("matmul", "x.dot(y)", lambda a, b: a.dot(b), np.dot, each(normal(3), normal(3)), argnums=(0, 1))
+row("mul", "dot with a scalar", cr.dot, np.dot, each(normal(), normal(3)), argnums=(0, 1))
+
+# non-differentiable gates: forward only (their results are constants for gradients)
+with_specials = lambda r: np.array([-2.0, 0.0, 1.5, np.inf, -np.inf, np.nan])  # noqa: E731
+for name, fn, ref, gen in [
+    ("sign", cr.sign, np.sign, each(normal(*S))),
+    ("sign", np.sign, np.sign, each(lambda r: np.array([-1.5, 0.0, 2.0]))),
+    ("greater", lambda x, y: x > y, np.greater, each(normal(*S), normal(*S))),
+    ("greater_equal", lambda x, y: x >= y, np.greater_equal, each(normal(4), const(np.array([0.0, 1, 2, 3])))),
+    ("less", lambda x, y: x < y, np.less, each(normal(*S), normal(4))),
+    ("less_equal", cr.less_equal, np.less_equal, each(normal(4), const(0.0))),
+    ("equal", lambda x, y: x == y, np.equal, each(const(np.array([1.0, 2, 3])), const(np.array([1.0, 0, 3])))),
+    ("not_equal", lambda x, y: x != y, np.not_equal,
+     each(const(np.array([1.0, 2, 3])), const(np.array([1.0, 0, 3])))),
+    ("logical_not", logical_not, np.logical_not, each(const(np.array([True, False, True])))),
+    ("logical_not", lambda c: ~(c > 0), lambda c: ~(c > 0), each(normal(5))),
+    ("isfinite", np.isfinite, np.isfinite, each(with_specials)),
+    ("isnan", np.isnan, np.isnan, each(with_specials)),
+    ("isinf", np.isinf, np.isinf, each(with_specials)),
+]:
+    row(name, f"{name} {len([r for r in ROWS if r.gate == name])}", fn, ref, gen, argnums=None)
+
+DIFF_ROWS = [r for r in ROWS if r.argnums is not None]
+
+
+def _draw(r: Row) -> list[Any]:
+    return r.gen(np.random.default_rng(zlib.crc32(r.id.encode())))
+
+
+def _tensors(r: Row, arrays: list[Any]) -> list[Any]:
+    nums = r.argnums or tuple(i for i, a in enumerate(arrays) if np.asarray(a).dtype.kind == "f")
+    return [cr.tensor(a, requires_grad=True) if i in nums else a for i, a in enumerate(arrays)]
+
+
+def _loss(r: Row, w: np.ndarray) -> Callable[..., Any]:
+    """A scalar loss around the gate, ``sum(w*y + y*y/4)``: a random seed for the gate's backward,
+    and a second derivative that is non-zero even for linear gates."""
+
+    def loss(*args: Any) -> Any:
+        y = r.fn(*args)
+        return (w * y + 0.25 * y * y).sum()
+
+    return loss
+
+
+def _weights(r: Row, arrays: list[Any]) -> np.ndarray:
+    shape = np.shape(r.ref(*arrays))
+    return np.random.default_rng(7).standard_normal(shape)
+
+
+# ---- the tests ----------------------------------------------------------------------------------
+
+
+def test_every_gate_has_a_row() -> None:
+    """Adding a gate to the table without a test row here makes this fail."""
+    missing = set(cr.GATES) - {r.gate for r in ROWS}
+    assert not missing, f"gates without a test row in tests/test_gates.py: {sorted(missing)}"
+    unknown = {r.gate for r in ROWS} - set(cr.GATES)
+    assert not unknown, f"rows for gates that are not in the table: {sorted(unknown)}"
+
+
+def test_differentiable_gates_have_derivative_rows() -> None:
+    for name, gate in cr.GATES.items():
+        rows = [r for r in ROWS if r.gate == name]
+        if gate.differentiable:
+            assert any(r.argnums is not None for r in rows), f"{name} has only forward rows"
+        else:
+            assert all(r.argnums is None for r in rows), f"{name} is not differentiable: forward rows only"
+
+
+def test_row_ids_are_unique() -> None:
+    ids = [r.id for r in ROWS]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+
+
+@pytest.mark.parametrize("r", ROWS, ids=lambda r: r.id)
+def test_forward_matches_numpy(r: Row) -> None:
+    arrays = _draw(r)
+    out = r.fn(*_tensors(r, arrays))
+    assert isinstance(out, cr.Tensor)
+    expected = r.ref(*arrays)
+    assert out.shape == np.shape(expected)
+    np.testing.assert_allclose(out.data, expected, rtol=1e-12, atol=1e-12)
+    if r.argnums is None:
+        assert not out.requires_grad, f"{r.gate} is not differentiable: its result must be a constant"
+    else:
+        assert out.requires_grad
+        assert r.gate in gates_in_graph(out), f"row {r.id!r} does not exercise the {r.gate} gate"
+
+
+@pytest.mark.parametrize("r", DIFF_ROWS, ids=lambda r: r.id)
+def test_first_derivative_matches_central_differences(r: Row) -> None:
+    arrays = _draw(r)
+    loss = _loss(r, _weights(r, arrays))
+    value, grads = cr.value_and_grad(loss, argnums=r.argnums)(*arrays)
+    np.testing.assert_allclose(value, np.asarray(loss(*arrays).data), rtol=1e-12)
+    for k, g in zip(r.argnums, grads):
+        assert isinstance(g, np.ndarray) and g.shape == np.shape(arrays[k])
+        np.testing.assert_allclose(g, numeric_grad(loss, arrays, k), rtol=1e-5, atol=1e-6,
+                                   err_msg=f"d/d(argument {k}) of {r.id}")
+    assert cr.gradcheck(lambda *a: loss(*[a[i] if i in r.argnums else arrays[i] for i in range(len(arrays))]),
+                        *arrays)
+
+
+@pytest.mark.parametrize("r", DIFF_ROWS, ids=lambda r: r.id)
+def test_second_derivative_matches_central_differences(r: Row) -> None:
+    """A Hessian-vector product from nested grad equals differences of the gradient along v."""
+    arrays = _draw(r)
+    loss = _loss(r, _weights(r, arrays))
+    nums = r.argnums
+    v = {k: np.random.default_rng(11 + k).standard_normal(np.shape(arrays[k])) for k in nums}
+    first = cr.grad(loss, argnums=nums)
+
+    def along_v(*args: Any) -> Any:
+        return sum((g * v[k]).sum() for k, g in zip(nums, first(*args)))
+
+    hv = cr.grad(along_v, argnums=nums)(*arrays)
+    h = 1e-5
+
+    def shifted(sign: float) -> tuple[np.ndarray, ...]:
+        moved = [np.asarray(a, dtype=np.float64) + sign * h * v[i] if i in nums else a for i, a in enumerate(arrays)]
+        return first(*moved)
+
+    plus, minus = shifted(1.0), shifted(-1.0)
+    for j, k in enumerate(nums):
+        numeric = (plus[j] - minus[j]) / (2 * h)
+        assert hv[j].shape == np.shape(arrays[k])
+        np.testing.assert_allclose(hv[j], numeric, rtol=1e-4, atol=1e-6, err_msg=f"H·v block {k} of {r.id}")
+
+
+# ---- closed forms of second derivatives: cr.grad(cr.grad(f)) ----------------------------------
+
+_X = np.array([0.3, 0.9, 1.7])
+
+
+@pytest.mark.parametrize("f, d2", [
+    (cr.sin, lambda x: -np.sin(x)),
+    (cr.cos, lambda x: -np.cos(x)),
+    (cr.exp, np.exp),
+    (cr.log, lambda x: -1 / x**2),
+    (cr.sqrt, lambda x: -0.25 * x**-1.5),
+    (cr.tan, lambda x: 2 * np.tan(x) / np.cos(x) ** 2),
+    (cr.reciprocal, lambda x: 2 / x**3),
+    (cr.square, lambda x: 2 + 0 * x),
+    (cr.sigmoid, lambda x: ref_sigmoid(x) * (1 - ref_sigmoid(x)) * (1 - 2 * ref_sigmoid(x))),
+    (cr.tanh, lambda x: -2 * np.tanh(x) * (1 - np.tanh(x) ** 2)),
+    (lambda x: x**3, lambda x: 6 * x),
+    (lambda x: 2.0**x, lambda x: np.log(2.0) ** 2 * 2.0**x),
+    (lambda x: x * x * x, lambda x: 6 * x),
+], ids=["sin", "cos", "exp", "log", "sqrt", "tan", "reciprocal", "square", "sigmoid", "tanh", "x**3",
+        "2**x", "x*x*x"])
+def test_grad_of_grad_closed_forms(f: Callable[..., Any], d2: Callable[..., Any]) -> None:
+    np.testing.assert_allclose(cr.grad(cr.grad(f))(_X), d2(_X), rtol=1e-10, atol=1e-12)
+    for x in _X:  # scalar inputs too
+        np.testing.assert_allclose(cr.grad(cr.grad(f))(float(x)), d2(x), rtol=1e-10, atol=1e-12)
+
+
+def test_third_derivative_of_sin() -> None:
+    np.testing.assert_allclose(cr.grad(cr.grad(cr.grad(cr.sin)))(_X), -np.cos(_X), rtol=1e-10)
+
+
+def test_mixed_partials_of_pow() -> None:
+    """∂²(xʸ)/∂y∂x = xʸ⁻¹(1 + y ln x), both through the exponent and the base."""
+    x, y = 1.7, 0.6
+    fx = cr.grad(lambda x, y: x**y, argnums=0)
+    dxy = cr.grad(lambda y, x: fx(x, y))(y, x)
+    np.testing.assert_allclose(dxy, x ** (y - 1) * (1 + y * np.log(x)), rtol=1e-10)
+
+
+# ---- composites: the fused gate and its staged expansion agree --------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(n for n, g in cr.GATES.items() if g.expand is not None))
+def test_expanded_composites_agree_with_fused(name: str) -> None:
+    r = next(r for r in ROWS if r.gate == name and r.argnums is not None)
+    arrays = _draw(r)
+    loss = _loss(r, _weights(r, arrays))
+    fused_value, fused_grad = cr.value_and_grad(loss)(*arrays)
+    with cr.expanded():
+        x = cr.tensor(arrays[0], requires_grad=True)
+        staged = r.fn(x)
+        assert name not in gates_in_graph(staged), f"{name} was not expanded into its parts"
+        value, grad = cr.value_and_grad(loss)(*arrays)
+    np.testing.assert_allclose(value, fused_value, rtol=1e-12)
+    np.testing.assert_allclose(grad, fused_grad, rtol=1e-9, atol=1e-12)
+
+
+# ---- numerical stability at large |x| -----------------------------------------------------------
+
+_SMALL = np.array([[0.5, -1.0, 2.0, 0.0], [3.0, 1.0, -2.0, 0.25]])
+
+
+@pytest.mark.parametrize("shift", [1000.0, -1000.0, 0.0])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_softmax_family_stable_for_large_inputs(shift: float, axis: int) -> None:
+    """softmax, log_softmax and logsumexp are shift-invariant/equivariant: exact at |x| ~ 1000,
+    with finite gradients, compared against NumPy on the unshifted (small) values."""
+    x = _SMALL + shift
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        np.testing.assert_allclose(cr.softmax(x, axis=axis).data, ref_softmax(_SMALL, axis), rtol=1e-12)
+        np.testing.assert_allclose(cr.log_softmax(x, axis=axis).data, np.log(ref_softmax(_SMALL, axis)),
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(cr.logsumexp(x, axis=axis).data, ref_logsumexp(_SMALL, axis) + shift,
+                                   rtol=1e-12)
+        for fn in (lambda t: cr.softmax(t, axis=axis), lambda t: cr.log_softmax(t, axis=axis),
+                   lambda t: cr.logsumexp(t, axis=axis)):
+            w = np.random.default_rng(3).standard_normal(fn(_SMALL).shape)
+            g = cr.grad(lambda t, fn=fn, w=w: (fn(t) * w).sum())(x)
+            g_small = cr.grad(lambda t, fn=fn, w=w: (fn(t) * w).sum())(_SMALL)
+            assert np.all(np.isfinite(g))
+            np.testing.assert_allclose(g, g_small, rtol=1e-9, atol=1e-12)
+
+
+def test_softmax_with_mixed_huge_values() -> None:
+    x = np.array([1000.0, -1000.0, 999.0, 0.0])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        s = cr.softmax(x).data
+        ls = cr.log_softmax(x).data
+        lse = cr.logsumexp(x).item()
+    e = 1 / (1 + np.exp(-1.0))
+    np.testing.assert_allclose(s, [e, 0.0, 1 - e, 0.0], atol=1e-300, rtol=1e-12)
+    np.testing.assert_allclose(ls, [np.log(e), -2000 - np.log1p(np.exp(-1)), np.log(1 - e),
+                                    -1000 - np.log1p(np.exp(-1))], rtol=1e-12)
+    np.testing.assert_allclose(lse, 1000 + np.log1p(np.exp(-1)), rtol=1e-15)
+    with np.errstate(divide="ignore"):  # log(0) = -inf is the right answer here
+        assert np.isneginf(cr.logsumexp(np.array([-np.inf, -np.inf])).item())
+
+
+@pytest.mark.parametrize("x", [1000.0, -1000.0, 40.0, -40.0, 745.0, -745.0])
+def test_sigmoid_stable_for_large_inputs(x: float) -> None:
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        value, grad = cr.value_and_grad(cr.sigmoid)(x)
+    # σ(x) = exp(-log(1 + e⁻ˣ)), written so that neither branch loses the tiny tail
+    exact = math.exp(-math.log1p(math.exp(-x))) if x >= 0 else math.exp(x - math.log1p(math.exp(x)))
+    assert np.isfinite(value) and np.isfinite(grad)
+    np.testing.assert_allclose(value, exact, rtol=1e-15, atol=1e-300)
+    np.testing.assert_allclose(grad, exact * (1 - exact), rtol=1e-6, atol=1e-300)
+
+
+_F64_CONSTANT_ROWS = {"with a constant", "ndarray @ tensor"}
+
+
+@pytest.mark.parametrize("r", DIFF_ROWS, ids=lambda r: r.id)
+def test_float32_stays_float32(r: Row) -> None:
+    """Every gate keeps float32 inputs in float32, forward and backward."""
+    arrays = [np.asarray(a, dtype=np.float32) if i in r.argnums else a for i, a in enumerate(_draw(r))]
+    tensors = [cr.tensor(a, requires_grad=True) if i in r.argnums else a for i, a in enumerate(arrays)]
+    out = r.fn(*tensors)
+    # NumPy's promotion rules hold: a float64 *array* constant makes the result float64
+    want = np.float64 if r.id in _F64_CONSTANT_ROWS else np.float32
+    assert out.dtype == want, f"{r.id}: forward gave {out.dtype}"
+    out.backward(np.ones(out.shape, dtype=out.dtype))
+    for k in r.argnums:
+        assert tensors[k].grad.dtype == np.float32
+    np.testing.assert_allclose(out.data, r.ref(*[np.asarray(a, dtype=np.float64) if i in r.argnums else a
+                                                 for i, a in enumerate(arrays)]), rtol=2e-5, atol=2e-6)
+
+
+# ---- documented conventions at kinks and ties ---------------------------------------------------
+
+
+def test_ties_share_the_gradient_and_kinks_give_zero() -> None:
+    np.testing.assert_array_equal(cr.grad(cr.max)(np.array([1.0, 3.0, 3.0])), [0.0, 0.5, 0.5])
+    np.testing.assert_array_equal(cr.grad(cr.min)(np.array([2.0, 2.0, 2.0, 5.0])), [1 / 3, 1 / 3, 1 / 3, 0.0])
+    np.testing.assert_array_equal(cr.grad(lambda x: cr.max(x, axis=1))(np.array([[1.0, 3, 3], [2, 2, 0]])),
+                                  [[0.0, 0.5, 0.5], [0.5, 0.5, 0.0]])
+    assert cr.grad(cr.maximum, argnums=(0, 1))(2.0, 2.0) == (0.5, 0.5)
+    assert cr.grad(cr.minimum, argnums=(0, 1))(2.0, 2.0) == (0.5, 0.5)
+    np.testing.assert_array_equal(cr.grad(cr.relu)(np.array([-1.0, 0.0, 1.0])), [0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(cr.grad(cr.abs)(np.array([-1.0, 0.0, 1.0])), [-1.0, 0.0, 1.0])
+
+
+def test_where_condition_gets_no_gradient_and_safe_branches_avoid_nan() -> None:
+    x = np.array([-1.0, 0.0, 4.0])
+    g = cr.grad(lambda t: cr.where(t > 0, t * 2, -t))(x)
+    np.testing.assert_array_equal(g, [-1.0, -1.0, 2.0])
+    # the documented safe pattern: make the unused branch harmless first
+    with np.errstate(all="raise"):
+        g = cr.grad(lambda t: cr.where(t > 0, cr.sqrt(cr.where(t > 0, t, 1.0)), 0.0))(x)
+    np.testing.assert_allclose(g, [0.0, 0.0, 0.25])
+
+
+# ---- one tensor feeding several inputs of the same gate: the gradients from each input add up ----
+
+@pytest.mark.parametrize("f", [
+    lambda x: x + x, lambda x: x - x * 2, lambda x: x * x, lambda x: x / (x + 3), lambda x: x**x,
+    lambda x: cr.maximum(x, x), lambda x: x @ x, lambda x: cr.where(np.eye(2) > 0, x, x * 3),
+    lambda x: cr.concatenate([x, x]), lambda x: cr.stack([x, x * x], axis=1), lambda x: x[[0, 1, 0]] * x[0],
+], ids=["add", "sub", "mul", "div", "pow", "maximum", "matmul", "where", "concatenate", "stack", "getitem"])
+def test_same_tensor_in_several_inputs_of_one_gate(f) -> None:
+    x0 = np.array([[1.0, 2.0], [3.0, 0.5]])
+    w = np.random.default_rng(5).standard_normal(np.shape(f(x0)))
+    loss = lambda x: (f(x) * w).sum()  # noqa: E731
+    np.testing.assert_allclose(cr.grad(loss)(x0), numeric_grad(loss, [x0], 0), rtol=1e-6, atol=1e-8)
+    assert cr.gradcheck(loss, x0)
