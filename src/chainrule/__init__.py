@@ -12,16 +12,64 @@ from __future__ import annotations
 
 from . import backend
 from .autodiff import AnomalyError, GraphFreedError, detect_anomaly, grad, value_and_grad, vjp
-from .check import GradcheckError, gradcheck
+from .check import BackwardReport, GradcheckError, check_backward, gradcheck
+from .compiler import Compiled, compile
 from .functions import (
-    abs, absolute, add, amax, amin, broadcast_to, clip, concatenate, cos, divide, dot, equal, exp,
-    expand_dims, greater, greater_equal, less, less_equal, log, log_softmax, logsumexp, matmul, max,
-    maximum, mean, min, minimum, multiply, negative, not_equal, power, reciprocal, relu, reshape,
-    scatter, sigmoid, sign, sin, softmax, sqrt, square, squeeze, stack, subtract, sum, swapaxes, tan,
-    tanh, transpose, where,
+    abs,
+    absolute,
+    add,
+    amax,
+    amin,
+    broadcast_to,
+    clip,
+    concatenate,
+    cos,
+    cross_entropy,
+    divide,
+    dot,
+    equal,
+    exp,
+    expand_dims,
+    greater,
+    greater_equal,
+    less,
+    less_equal,
+    log,
+    log_softmax,
+    logsumexp,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    multiply,
+    negative,
+    not_equal,
+    power,
+    reciprocal,
+    relu,
+    reshape,
+    scatter,
+    sigmoid,
+    sign,
+    sin,
+    softmax,
+    sqrt,
+    square,
+    squeeze,
+    stack,
+    subtract,
+    sum,
+    swapaxes,
+    tan,
+    tanh,
+    transpose,
+    where,
 )
 from .gates import GATES, Gate
-from .graph import Equation, Graph, Node, trace
+from .graph import BackwardStep, Equation, Graph, LocalGrad, Node, trace
+from .render import GraphTooLargeError, RenderError
 from .tensor import ShapeError, Tensor, enable_grad, expanded, no_grad, tensor
 
 backend.set_array_namespace(backend.get_array_namespace())
@@ -29,6 +77,7 @@ backend.set_array_namespace(backend.get_array_namespace())
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackwardReport", "Compiled", "check_backward", "compile",
     "AnomalyError", "Equation", "GATES", "Gate", "Graph", "Node", "trace", "GradcheckError", "GraphFreedError", "ShapeError", "Tensor",
     "abs", "absolute", "add", "amax", "amin", "broadcast_to", "clip", "concatenate", "cos", "detect_anomaly",
     "divide", "dot", "enable_grad", "equal", "exp", "expand_dims", "expanded", "grad", "gradcheck", "greater",
@@ -36,4 +85,23 @@ __all__ = [
     "mean", "min", "minimum", "multiply", "negative", "no_grad", "not_equal", "power", "reciprocal", "relu",
     "reshape", "scatter", "sigmoid", "sign", "sin", "softmax", "sqrt", "square", "squeeze", "stack",
     "subtract", "sum", "swapaxes", "tan", "tanh", "tensor", "transpose", "value_and_grad", "vjp", "where",
+    "cross_entropy", "nn", "optim", "data",
+    "BackwardStep", "LocalGrad", "GraphTooLargeError", "RenderError",
 ]
+
+# submodules loaded on first use (``cr.nn``, ``cr.optim``, ``cr.data``), so ``import chainrule`` stays fast
+_LAZY_SUBMODULES = {"nn", "optim", "data"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'chainrule' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_SUBMODULES)

@@ -1,8 +1,11 @@
-"""Checks of gradients against independent answers: numerical differences (``gradcheck``)."""
+"""Checks of gradients against independent answers: numerical differences (``gradcheck``), and
+hand-written forward+backward functions against chainrule's own answer (``check_backward``)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -69,3 +72,242 @@ def gradcheck(
 def _param_names(f: Callable[..., Any]) -> tuple[str, ...]:
     code = getattr(f, "__code__", None) or getattr(getattr(f, "__wrapped__", None), "__code__", None)
     return tuple(code.co_varnames[: code.co_argcount]) if code else ()
+
+
+# ---------------------------------------------------------------------------------------------
+# check_backward: is a hand-written combined forward+backward function right?
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Mismatch:
+    """One value that disagrees with chainrule's answer: what, where, expected vs got."""
+
+    name: str                      # "out", "fx", or a local variable of the checked function
+    index: tuple[int, ...]         # first element that differs (() for scalars)
+    expected: float
+    got: float
+    count: int = 1                 # how many elements differ
+    note: str = ""
+
+    def __str__(self) -> str:
+        where = f"[{', '.join(map(str, self.index))}]" if self.index else ""
+        more = f" ({self.count} elements differ)" if self.count > 1 else ""
+        note = f" — {self.note}" if self.note else ""
+        return f"{self.name}{where}: expected {self.expected:.10g}, got {self.got:.10g}{more}{note}"
+
+
+@dataclass
+class BackwardReport:
+    """The verdict of :func:`check_backward`: truthy when every returned value is right."""
+
+    ok: bool
+    function: str
+    inputs: dict[str, Any]                 # the inputs where it went wrong (or the given ones)
+    label: str                             # "the given inputs" / "random inputs #k"
+    wrong: list[Mismatch] = field(default_factory=list)       # returned values that are wrong
+    first_wrong_step: Mismatch | None = None                  # first wrong intermediate (by local name)
+    error: str | None = None                                  # the function raised, or returned a wrong shape
+    checked: list[str] = field(default_factory=list)          # the input sets checked
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"{self.function}: correct (output and every gradient) at {', '.join(self.checked)}"
+        ins = ", ".join(f"{k}={_short(v)}" for k, v in self.inputs.items())
+        lines = [f"{self.function} is wrong at {self.label} ({ins}):"]
+        if self.error:
+            lines.append(f"  {self.error}")
+        lines += [f"  {m}" for m in self.wrong]
+        if self.first_wrong_step is not None:
+            lines.append(f"  first wrong step: {self.first_wrong_step}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def _short(v: Any) -> str:
+    a = np.asarray(v)
+    return f"{a.item():.6g}" if a.size == 1 else np.array2string(a, precision=4, threshold=6)
+
+
+def _first_diff(name: str, expected: Any, got: Any, rtol: float, atol: float) -> Mismatch | None:
+    e = np.asarray(expected, dtype=np.float64)
+    try:
+        g = np.asarray(got, dtype=np.float64)
+    except (TypeError, ValueError):
+        return Mismatch(name, (), float("nan"), float("nan"), note=f"not a number or array ({type(got).__name__})")
+    if g.shape != e.shape:
+        if g.size == e.size:
+            g = g.reshape(e.shape)
+        elif g.size == 1 or e.size == 1:
+            g, e = np.broadcast_arrays(g, e)
+        else:
+            return Mismatch(name, (), float("nan"), float("nan"),
+                            note=f"shape {g.shape}, expected shape {e.shape}")
+    bad = ~np.isclose(g, e, rtol=rtol, atol=atol)
+    if not bad.any():
+        return None
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    return Mismatch(name, idx, float(e[idx]), float(g[idx]), int(bad.sum()))
+
+
+def _run_capturing(fn: Callable[..., Any], args: list[np.ndarray]) -> tuple[Any, dict[str, Any], list[str]]:
+    """Call ``fn``; return its result, its final local variables and their first-assignment order."""
+    code = getattr(fn, "__code__", None)
+    final: dict[str, Any] = {}
+    order: dict[str, None] = {}
+    if code is None:
+        return fn(*args), final, []
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        for k in frame.f_locals:
+            order.setdefault(k, None)
+        if event == "return":
+            final.update(frame.f_locals)
+        return local
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        return local if frame.f_code is code else None
+
+    prev = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        result = fn(*args)
+    finally:
+        sys.settrace(prev)
+    return result, final, list(order)
+
+
+def _close(a: Any, b: Any, rtol: float, atol: float) -> bool:
+    try:
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=atol))
+    except (TypeError, ValueError):
+        return False
+
+
+def _first_wrong_step(graph: Any, params: list[str], final: dict[str, Any], order: list[str],
+                      rtol: float, atol: float) -> Mismatch | None:
+    """Map the function's locals to graph nodes by value; the first ``d<local>`` whose value is not
+    that node's gradient (or, failing that, the first local no node computes) is the wrong step."""
+    nodes = [n for n in graph.nodes if n.kind != "const"]
+    by_local: dict[str, list[Any]] = {}
+    for p, node in zip(params, graph.inputs):
+        by_local[p] = [node]
+    grad_names = _grad_names(order, params)
+    for name in order:
+        if name in by_local or name not in final or name in grad_names:
+            continue
+        hits = [n for n in nodes if _close(final[name], n.value, rtol, atol)]
+        if hits:
+            by_local[name] = hits
+    for name in order:
+        if name not in grad_names or name not in final or name[1:] not in by_local:
+            continue
+        hits = by_local[name[1:]]
+        grads = [n.grad for n in hits if n.grad is not None]
+        if not grads:
+            continue
+        candidates = grads + ([sum(grads[1:], grads[0])] if len(grads) > 1 else [])
+        if any(_close(final[name], g, rtol, atol) for g in candidates):
+            continue
+        m = _first_diff(name, grads[0], final[name], rtol, atol)
+        if m is not None:
+            m.note = m.note or f"the gradient of {name[1:]} (= {hits[0].name} of the reference)"
+            return m
+    return None
+
+
+def _grad_names(order: list[str], params: list[str]) -> set[str]:
+    """Locals that follow the ``d<name>`` habit: ``dq`` where ``q`` is another local or an input."""
+    known = set(order) | set(params)
+    return {n for n in order if n.startswith("d") and len(n) > 1 and n[1:] in known}
+
+
+def _forward_unmatched(graph: Any, params: list[str], final: dict[str, Any], order: list[str],
+                       rtol: float, atol: float) -> Mismatch | None:
+    nodes = [n for n in graph.nodes if n.kind != "const"]
+    grad_names = _grad_names(order, params)
+    for name in order:
+        if name in params or name in grad_names or name not in final:
+            continue
+        v = final[name]
+        if not isinstance(v, (np.ndarray, float, int, np.generic)) or isinstance(v, bool):
+            continue
+        if not any(_close(v, n.value, rtol, atol) for n in nodes):
+            m = Mismatch(name, (), float("nan"), float(np.asarray(v, dtype=np.float64).ravel()[0]),
+                         note="no step of the reference computes this value")
+            return m
+    return None
+
+
+def check_backward(
+    fn: Callable[..., Any], reference: Callable[..., Any], *args: Any, random: int = 3,
+    rtol: float = 1e-6, atol: float = 1e-9, seed: int = 0,
+) -> BackwardReport:
+    """Check a hand-written combined forward+backward function against chainrule's answer.
+
+    ``fn(*args)`` returns ``out, g1, g2, ...`` (or ``out, (g1, g2, ...)``), one gradient of
+    ``sum(out)`` per argument, as the worksheet's functions do; ``reference`` computes the same
+    ``out``. Both run at ``args`` and at ``random`` random inputs of the same shapes (uniform in
+    [0.5, 2), so logs and square roots are defined). The report names the wrong output or gradient,
+    the first element that differs, expected vs got, and -- where ``fn``'s locals follow the staged
+    habit (``q``, ``dq``; matched to the reference's nodes by value, so names need not match) --
+    the first intermediate gradient that goes wrong.
+    """
+    from .graph import trace
+
+    if not callable(fn) or not callable(reference):
+        raise TypeError("check_backward(fn, reference, *args): fn and reference must be functions")
+    if not args:
+        raise TypeError("check_backward needs the inputs to check at: check_backward(fn, reference, x, y, ...)")
+    arrays = [as_float_array(a, f"argument {i}").astype(np.float64) for i, a in enumerate(args)]
+    fname = getattr(fn, "__name__", "fn")
+    params = list(_param_names(fn))[: len(arrays)]
+    params += [f"x{i + 1}" for i in range(len(params), len(arrays))]
+    rng = np.random.default_rng(seed)
+    sets = [("the given inputs", arrays)]
+    sets += [(f"random inputs #{k + 1}", [rng.uniform(0.5, 2.0, size=a.shape) for a in arrays]) for k in range(random)]
+    checked = []
+    for label, inputs in sets:
+        checked.append(label)
+        graph = trace(reference, *inputs)
+        expected = [graph.output.value] + [n.grad for n in graph.inputs]
+        report = BackwardReport(False, fname, dict(zip(params, inputs)), label, checked=checked)
+        try:
+            result, final, order = _run_capturing(fn, inputs)
+        except Exception as e:  # the student's code failed: say so, do not crash
+            report.error = f"{fname} raised {type(e).__name__}: {e}"
+            return report
+        if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], (tuple, list)):
+            result = (result[0], *result[1])
+        if not isinstance(result, (tuple, list)) or len(result) != len(arrays) + 1:
+            n = len(result) if isinstance(result, (tuple, list)) else 1
+            report.error = (f"{fname} returned {n} value{'s' if n != 1 else ''}; expected {len(arrays) + 1}: "
+                            f"the output, then one gradient per input ({', '.join(params)})")
+            return report
+        names = [_returned_name(final, result[0], "out", "out", params)]
+        names += [_returned_name(final, r, f"gradient of {p}", p, params) for p, r in zip(params, result[1:])]
+        for nm, e, g in zip(names, expected, result):
+            m = _first_diff(nm, e, g, rtol, atol)
+            if m is not None:
+                report.wrong.append(m)
+        if report.wrong:
+            step = _first_wrong_step(graph, params, final, order, rtol, atol)
+            if step is None and report.wrong[0] is not None and report.wrong[0].name == names[0]:
+                step = _forward_unmatched(graph, params, final, order, rtol, atol)
+            report.first_wrong_step = step
+            return report
+    return BackwardReport(True, fname, dict(zip(params, arrays)), sets[0][0], checked=checked)
+
+
+def _returned_name(final: dict[str, Any], value: Any, default: str, hint: str, params: list[str]) -> str:
+    """The local variable that holds a returned value (preferring ``out`` / ``dx`` / ``fx`` names)."""
+    names = [k for k, v in final.items() if v is value and k not in params]
+    if not names:
+        return default
+    fitting = [k for k in names if k == hint or (k.endswith(hint) and len(k) == len(hint) + 1)]
+    return fitting[0] if fitting else names[-1]

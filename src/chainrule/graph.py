@@ -10,6 +10,7 @@ Names are deterministic: they never come from ``id()``.
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 import sys
 from collections.abc import Callable, Iterator
@@ -18,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from . import backend, functions
 from .autodiff import as_float_array, run_backward
-from .gates import Gate
+from .gates import FAN_OUT, Gate, unbroadcast
+from .symbolic import _index_text, const, ops, sym, to_text
 from .tensor import Tensor, enable_grad, expanded
 
 
@@ -70,7 +73,7 @@ def const_text(value: Any) -> str | None:
         v = complex(value) if np.iscomplexobj(value) else float(np.asarray(value))
         if isinstance(v, complex):
             return repr(v)
-        if v == int(v) and abs(v) < 1e15:
+        if abs(v) < 1e15 and v == int(v):  # abs first: int(inf) and int(nan) raise
             return str(int(v))
         return repr(v)
     return None
@@ -78,12 +81,19 @@ def const_text(value: Any) -> str | None:
 
 class Graph:
     """A traced computation: inputs, constants and op nodes in evaluation order, each with its value
-    and its gradient (d out / d node, out seeded with ones)."""
+    and its gradient (d out / d node, out seeded with ones).
 
-    def __init__(self, nodes: list[Node], inputs: list[Node], output: Node, expand: bool = False) -> None:
+    Views: :meth:`staged` (one equation per line), :meth:`table` (forward then backward pass, with
+    each gate's rule), :meth:`to_dot` / :meth:`render` (the picture), :meth:`backward_graph` (what
+    the backward pass computed, as a graph of its own). In Jupyter a graph shows as its picture.
+    """
+
+    def __init__(self, nodes: list[Node], inputs: list[Node], output: Node, expand: bool = False,
+                 outputs: list[Node] | None = None) -> None:
         self.nodes = nodes
         self.inputs = inputs
         self.output = output
+        self.outputs = outputs or [output]
         self.expand = expand
         self._by_name = {n.name: n for n in nodes if n.kind != "const"}
 
@@ -122,8 +132,188 @@ class Graph:
         """Gradient of the output with respect to each input, by input name."""
         return {n.name: n.grad for n in self.inputs}
 
+    @property
+    def has_grads(self) -> bool:
+        """Whether the graph carries gradients (a backward graph carries values only)."""
+        return self.output.grad is not None
+
     def __repr__(self) -> str:
         return f"<Graph {len(self.inputs)} inputs, {len(self.ops)} ops, output {self.output.name}>"
+
+    # ---- text views ------------------------------------------------------------------------------
+    def staged(self, values: bool = True) -> str:
+        """The staged computation: one operation per line (``t1 = x + y      (= 4)``), in evaluation
+        order, each read with its gate's display form; ``values`` adds each result's value."""
+        lines = [(n.name, equation_text(n), n.value) for n in self.ops]
+        if not lines:  # an output that is an input or constant
+            return f"{self.output.name} = {fmt_value(self.output.value)}"
+        width = max(len(f"{a} = {b}") for a, b, _ in lines)
+        out = []
+        for name, rhs, value in lines:
+            eq = f"{name} = {rhs}"
+            out.append(f"{eq:<{width}}    (= {fmt_value(value)})" if values else eq)
+        return "\n".join(out)
+
+    def backward_steps(self) -> list[BackwardStep]:
+        """The backward pass as data, node by node from the output back: the upstream gradient, and
+        per input the gate's local gradient (its rule printed from the gate table) and the gradient
+        it sends back. Every number comes from evaluating the gate's own rule on the arrays."""
+        if not self.has_grads:
+            return []
+        return [step for n in reversed(self.ops) if (step := _backward_step(n)) is not None]
+
+    def table(self) -> str:
+        """The forward pass in order, then the backward pass in reverse order: for each node its
+        upstream gradient, each local gradient with the gate's rule in words and symbols, and the
+        gradient that results (``upstream × local``); gradients of a value used twice are added."""
+        return _table(self)
+
+    def backward_graph(self) -> Graph:
+        """What the backward pass computed, as a graph of its own: the forward nodes, the seed
+        ``d<out>`` and one op per step of the chain rule, ending in ``d<input>`` for every input
+        (built with ``create_graph=True``: the gate rules evaluated with chainrule's functions)."""
+        return _backward_graph(self)
+
+    def to_source(self, name: str = "f") -> str:
+        """The combined forward+backward function as standalone NumPy source (imports only numpy):
+        ``def name(*inputs): ... return out, d<input1>, ...``; every derivative comes from the gate table."""
+        from .codegen import graph_source
+
+        return graph_source(self, name)
+
+    # ---- pictures ---------------------------------------------------------------------------------
+    def to_dot(self, max_nodes: int | None = None) -> str:
+        """The graph as Graphviz DOT: gates as circles, values above edges (green), gradients below
+        (red); node ids ``node-<name>``. Deterministic for the same graph."""
+        from .render import to_dot
+
+        return to_dot(self, max_nodes=max_nodes)
+
+    def render(self, path: str | Any, engine: str | None = None, max_nodes: int | None = None) -> Any:
+        """Draw the graph into ``path``: SVG, PNG or PDF by its extension (``.dot`` writes DOT).
+        Uses Graphviz's ``dot`` when installed, else the ``graphviz-pure`` package
+        (``pip install chainrule[render]``); ``engine`` picks one. Returns the path written."""
+        from .render import render
+
+        return render(self, path, engine=engine, max_nodes=max_nodes)
+
+    def svg(self, engine: str | None = None) -> str:
+        """The picture as SVG text."""
+        from .render import to_svg
+
+        return to_svg(self, engine=engine)
+
+    def _repr_svg_(self) -> str | None:
+        from .render import repr_svg
+
+        return repr_svg(self)
+
+    def _repr_html_(self) -> str:
+        from .render import repr_html
+
+        return repr_html(self)
+
+
+@dataclass(frozen=True)
+class LocalGrad:
+    """One input's share of a backward step: ``rule`` is ∂node/∂input printed from the gate's own
+    rule (elementwise gates; None for others), ``local`` its value, ``grad`` what flows back."""
+
+    input: Node
+    rule: str | None
+    local: Any
+    grad: Any
+
+
+@dataclass(frozen=True)
+class BackwardStep:
+    """The backward pass at one op node: upstream gradient (∂out/∂node) and each input's share."""
+
+    node: Node
+    upstream: Any
+    parts: tuple[LocalGrad, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# formatting
+# ---------------------------------------------------------------------------------------------
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, (bool, np.bool_)):
+        return str(bool(x))
+    if isinstance(x, complex):
+        return repr(x)
+    x = float(x)
+    if not math.isfinite(x):
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    x = round(x, 12) + 0.0  # display: float noise like cos(π/2) = 6e-17 reads as 0, and no "-0"
+    if x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return f"{x:.6g}"
+
+
+def fmt_value(v: Any, max_items: int = 6) -> str:
+    """A value as a person reads it: scalars as numbers (``4``, ``0.880797``), small arrays inline
+    (``[1, 2, 3]``), larger ones by shape with their first and last items."""
+    a = np.asarray(v)
+    if a.ndim == 0:
+        return _num(a.item())
+    if a.size <= max_items:
+        return _array_text(a, threshold=max_items)
+    return f"{a.shape} {_array_text(a, threshold=1)}"
+
+
+def _array_text(a: np.ndarray, threshold: int) -> str:
+    fmt = {"float_kind": _num, "int_kind": _num, "bool": _num, "complex_kind": repr}
+    text = np.array2string(a, separator=", ", formatter=fmt, threshold=threshold, edgeitems=2,
+                           max_line_width=1_000_000)
+    return " ".join(text.split())
+
+
+def _param_text(k: str, v: Any) -> str:
+    return f"{k}={v!r}"
+
+
+def equation_text(node: Node) -> str:
+    """The right-hand side of a node's staged equation, read with its gate's ``fmt``
+    (``x + y``, ``exp(a)``, ``c ** -1``, ``sum(t1, axis=1)``)."""
+    gate = node.gate
+    if gate is None:
+        return fmt_value(node.value)
+    names = [i.name for i in node.inputs]
+    params = dict(node.params)
+    fmt = gate.fmt
+    if gate.name == "getitem":
+        return f"{names[0]}[{_index_text(params.get('index'))}]"
+    if gate.name in ("concatenate", "stack"):
+        return f"{gate.name}([{', '.join(names)}], axis={params.get('axis', 0)})"
+    if gate.name == "scatter":
+        return f"scatter({names[0]}, index=[{_index_text(params.get('index'))}], shape={params.get('shape')})"
+    extras: list[str] = []
+    if gate.name in ("reshape", "broadcast_to"):
+        extras.append(str(tuple(params.pop("shape", ()))))
+    if params.get("axis", None) is None or (gate.name in ("softmax", "log_softmax") and params["axis"] == -1):
+        params.pop("axis", None)
+    if not params.get("keepdims", False):
+        params.pop("keepdims", None)
+    if params.get("axes") is None:
+        params.pop("axes", None)
+    extras += [_param_text(k, v) for k, v in params.items()]
+    filled = fmt
+    for i, name in enumerate(names):
+        ph = "{" + str(i) + "}"
+        at = filled.index(ph)
+        before = filled[:at].rstrip()
+        if name.startswith("-") and before and before[-1] not in "(,*[":  # x - (-2), not x - -2
+            name = f"({name})"
+        filled = filled[:at] + name + filled[at + len(ph):]
+    if extras:
+        if filled.endswith(")"):
+            filled = f"{filled[:-1]}, {', '.join(extras)})"
+        else:
+            filled = f"{filled}  [{', '.join(extras)}]"
+    return filled
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,11 +421,13 @@ def _is_numeric(val: Any) -> bool:
     return False
 
 
-def _order(root: Tensor) -> list[Tensor]:
-    """Tensors reachable from ``root`` in evaluation order (post-order, inputs left to right)."""
+def _order(root: Tensor | list[Tensor]) -> list[Tensor]:
+    """Tensors reachable from ``root`` (or several roots, in turn) in evaluation order (post-order,
+    inputs left to right)."""
     order: list[Tensor] = []
     seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    roots = root if isinstance(root, list) else [root]
+    stack: list[tuple[Tensor, bool]] = [(r, False) for r in reversed(roots)]
     while stack:
         t, done = stack.pop()
         if done:
@@ -255,11 +447,14 @@ def _order(root: Tensor) -> list[Tensor]:
     return order
 
 
-def _build(out: Tensor, input_tensors: list[Tensor] | None, local_names: dict[int, str], expand: bool) -> Graph:
-    order = _order(out)
+def _build(out: Tensor, input_tensors: list[Tensor] | None, local_names: dict[int, str], expand: bool,
+           extra_outputs: list[Tensor] | None = None, backward: bool = True) -> Graph:
+    roots = [out, *(extra_outputs or [])]
+    order = _order(roots)
     if input_tensors is None:
         input_tensors = [t for t in order if t._gate is None and t.requires_grad]
-    grads = run_backward(out, targets=input_tensors, accumulate=False, keep_all=True) if out.requires_grad else {}
+    grads = run_backward(out, targets=input_tensors, accumulate=False, keep_all=True) \
+        if out.requires_grad and backward else {}
 
     taken: set[str] = set()
 
@@ -275,7 +470,8 @@ def _build(out: Tensor, input_tensors: list[Tensor] | None, local_names: dict[in
     by_id: dict[int, Node] = {}
     inputs: list[Node] = []
     for i, t in enumerate(input_tensors):
-        node = Node(claim(t.name or f"x{i + 1}"), "input", t.data, _grad_or_zero(grads, t), tensor=t)
+        node = Node(claim(local_names.get(id(t)) or t.name or f"x{i + 1}"), "input", t.data,
+                    _grad_or_zero(grads, t) if backward else None, tensor=t)
         by_id[id(t)] = node
         inputs.append(node)
         nodes.append(node)
@@ -325,11 +521,166 @@ def _build(out: Tensor, input_tensors: list[Tensor] | None, local_names: dict[in
                     break
             node.name = claim(f"t{counter}")
     output = by_id[id(out)]
-    if output.kind == "const":
+    if output.kind == "const" and backward:
         output.grad = np.ones_like(np.asarray(output.value, dtype=float))
-    return Graph(nodes, inputs, output, expand)
+    return Graph(nodes, inputs, output, expand, outputs=[by_id[id(t)] for t in roots])
 
 
 def _grad_or_zero(grads: dict[int, Any], t: Tensor) -> Any:
     g = grads.get(id(t))
     return np.zeros_like(t.data) if g is None else np.asarray(g)
+
+
+# ---------------------------------------------------------------------------------------------
+# the backward pass, step by step (every number and every rule from the gate table)
+# ---------------------------------------------------------------------------------------------
+
+
+def _stand_in(node: Node) -> Any:
+    """The symbolic stand-in for a node in a printed rule: numbers inline, everything else by name."""
+    if node.kind == "const" and np.size(node.value) == 1 and np.ndim(node.value) == 0:
+        return const(node.value)
+    return sym(node.name, shape=np.shape(node.value))
+
+
+def _backward_step(node: Node) -> BackwardStep | None:
+    g = node.grad
+    gate = node.gate
+    if g is None or gate is None:
+        return None
+    g = np.asarray(g)
+    m = backend.array_ops
+    vals = [i.value for i in node.inputs]
+    needs = [i.kind != "const" for i in node.inputs]
+    parts: list[LocalGrad] = []
+    if gate.local is not None:
+        stand_ins = [_stand_in(i) for i in node.inputs]
+        out_sym = sym(node.name, shape=np.shape(node.value))
+        for k, inp in enumerate(node.inputs):
+            rule = gate.local[k]
+            if not needs[k] or rule is None:
+                continue
+            text = to_text(rule(ops, *stand_ins, out_sym), "math")
+            local = rule(m, *vals, node.value)
+            contrib = np.asarray(unbroadcast(m, np.asarray(g * local), np.shape(inp.value)))
+            parts.append(LocalGrad(inp, text, local, contrib))
+    else:
+        res = gate.vjp(m, g, *vals, node.value, needs, **node.params)
+        for k, inp in enumerate(node.inputs):
+            if needs[k] and res[k] is not None:
+                parts.append(LocalGrad(inp, None, None, np.asarray(res[k])))
+    return BackwardStep(node, g, tuple(parts))
+
+
+def _uses(graph: Graph) -> dict[int, int]:
+    """How many times each node is used as an operand (fan-out)."""
+    count: dict[int, int] = {}
+    for n in graph.ops:
+        for i in n.inputs:
+            count[id(i)] = count.get(id(i), 0) + 1
+    return count
+
+
+def _table(graph: Graph) -> str:
+    lines = ["Forward pass"]
+    rows = [(n.name, equation_text(n) if n.kind == "op" else None, fmt_value(n.value))
+            for n in graph.nodes if n.kind != "const"]
+    w1 = max(len(a) for a, _, _ in rows)
+    w2 = max((len(b) for _, b, _ in rows if b is not None), default=0)
+    for name, rhs, val in rows:
+        if rhs is None:
+            lines.append(f"  {name:<{w1}} = {val}    (input)")
+        else:
+            lines.append(f"  {name:<{w1}} = {rhs:<{w2}}    = {val}")
+    if not graph.has_grads:
+        lines += ["", "(no gradients: this graph was built without a backward pass)"]
+        return "\n".join(lines)
+    L = graph.output.name
+    d = lambda n: f"∂{L}/∂{n}"  # noqa: E731 - the gradient of the output with respect to n
+    uses = _uses(graph)
+    received: dict[int, list[Any]] = {}
+    lines += ["", f"Backward pass: {d('(each node)')}, from the output back; gradient = upstream × local"]
+    for step in graph.backward_steps():
+        n = step.node
+        lines.append(f"  {n.name} = {equation_text(n)}")
+        if n is graph.output:
+            lines.append(f"      upstream  {d(n.name)} = {fmt_value(step.upstream)}   (the seed)")
+        else:
+            lines.append(f"      upstream  {d(n.name)} = {_sum_text(received.get(id(n), []), step.upstream)}"
+                         + (f"   ({n.name} is used {uses[id(n)]} times: {FAN_OUT.split(': ')[1]})"
+                            if uses.get(id(n), 0) > 1 else ""))
+        lines.append(f"      {n.gate.explain}")
+        left = []
+        right = []
+        for part in step.parts:
+            inp = part.input
+            if part.rule is not None:
+                local = part.local
+                local_v = fmt_value(np.asarray(local, dtype=float) if np.asarray(local).dtype == bool else local)
+                same = part.rule.replace("−", "-") == local_v
+                left.append(f"∂{n.name}/∂{inp.name} = {part.rule}" + ("" if same else f" = {local_v}"))
+                if np.ndim(step.upstream) == 0 and np.ndim(part.local) == 0:
+                    prod = f"{fmt_value(step.upstream)} × {local_v} = {fmt_value(part.grad)}"
+                else:
+                    prod = fmt_value(part.grad)
+            else:
+                left.append(f"vector-Jacobian product for {inp.name}")
+                prod = fmt_value(part.grad)
+            fan = uses.get(id(inp), 0) > 1
+            right.append(f"adds {prod} to {d(inp.name)}" if fan else f"{d(inp.name)} = {prod}")
+            received.setdefault(id(inp), []).append(part.grad)
+        wl = max((len(t) for t in left), default=0)
+        for a, b in zip(left, right):
+            lines.append(f"      {a:<{wl}}   →  {b}")
+    lines += ["", f"Gradients of {L}"]
+    w = max((len(n.name) for n in graph.inputs), default=0)
+    for n in graph.inputs:
+        got = received.get(id(n), [])
+        note = f"   ({n.name} is used {uses[id(n)]} times: the gradients add up)" if len(got) > 1 else ""
+        text = _sum_text(got, n.grad) if got else f"{fmt_value(n.grad)}   (not used)"
+        lines.append(f"  ∂{L}/∂{n.name:<{w}} = {text}{note}")
+    return "\n".join(lines)
+
+
+def _sum_text(parts: list[Any], total: Any) -> str:
+    if len(parts) > 1 and all(np.ndim(p) == 0 for p in parts):
+        return " + ".join(fmt_value(p) for p in parts) + f" = {fmt_value(total)}"
+    return fmt_value(total)
+
+
+# ---------------------------------------------------------------------------------------------
+# the backward pass as a graph
+# ---------------------------------------------------------------------------------------------
+
+
+def _backward_graph(graph: Graph) -> Graph:
+    out = graph.output.tensor
+    if out is None or not out.requires_grad:
+        raise ValueError("this graph has no backward pass to show: its output does not depend on any input")
+    for n in graph.nodes:
+        if n.kind == "op" and (n.tensor is None or n.tensor._parents is None):
+            raise RuntimeError("the graph's intermediates were released; trace it again to see its backward pass")
+    names = {id(n.tensor): n.name for n in graph.nodes if n.tensor is not None and n.kind != "const"}
+    # the seed requires grad so that every step computed from it is recorded (not folded to a constant)
+    seed = Tensor(np.ones_like(out.data), requires_grad=True, name=f"d{graph.output.name}")
+    names[id(seed)] = seed.name
+    inputs = [n.tensor for n in graph.inputs]
+    with enable_grad():
+        kept = run_backward(out, seed, targets=inputs, accumulate=False, create_graph=True, keep_all=True)
+        # the gradient tensors take the names d<node>; an input whose gradient is a value already
+        # named (add passes it on unchanged) gets an identity node of its own, `dx = dt1`
+        for n in reversed(graph.ops):
+            gt = kept.get(id(n.tensor))
+            if isinstance(gt, Tensor) and id(gt) not in names:
+                names[id(gt)] = f"d{n.name}"
+        grad_outs = []
+        for n in graph.inputs:
+            gt = kept.get(id(n.tensor))
+            if gt is None:  # an input the output does not depend on: its gradient is zero
+                gt = functions.multiply(n.tensor, 0.0)
+            elif not isinstance(gt, Tensor) or id(gt) in names or gt._gate is None:
+                gt = functions.positive(gt)
+            names[id(gt)] = f"d{n.name}"
+            grad_outs.append(gt)
+    bg = _build(out, [*inputs, seed], names, graph.expand, extra_outputs=grad_outs, backward=False)
+    return bg

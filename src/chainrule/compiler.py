@@ -1,0 +1,965 @@
+"""``cr.compile``: the generated forward+backward program, lowered to fast NumPy code and compiled.
+
+The readable program of :mod:`chainrule.codegen` (the same one ``Graph.to_source`` prints) is
+lowered once per input signature (shapes and dtypes) into three-address code, then planned the way a
+compiler plans registers:
+
+* every intermediate array lives in a buffer preallocated for this signature and reused across
+  calls (``out=`` arguments to the ufuncs), and a buffer is reused as soon as its value is dead;
+* an operand that dies at an instruction is overwritten in place;
+* small integer powers are strength-reduced (``z ** 3`` -> ``square(z) * z``);
+* what the call returns (the output and the gradients) is always freshly allocated, never a
+  reused buffer, never an input, never aliased with another result: it stays valid after the next call.
+
+Small arrays skip the buffers (their cost is Python overhead, not memory) and run as plain
+operator code. With ``backend="numexpr"`` (extra ``fast``) chains of elementwise arithmetic on
+large arrays are fused into single numexpr passes; NumPy keeps the transcendental calls it
+evaluates faster (exp, log, sqrt with SIMD). Without numexpr installed the NumPy plan is used.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import inspect
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import gates as _gates
+from .codegen import Program, build_program
+from .gates import GATES
+from .symbolic import Sym
+
+__all__ = ["compile", "Compiled"]
+
+#: arrays smaller than this run as plain operator code (no buffers, no out=)
+PLAN_MIN_SIZE = 2048
+#: arrays at least this large use numexpr's fused loops (backend="numexpr")
+NUMEXPR_MIN_SIZE = 32768
+#: elementwise programs on large arrays run in blocks of this many elements (buffers stay in cache)
+TILE = 32768
+
+_UFUNC = {
+    "add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "pow": "power", "neg": "negative",
+    "gt": "greater", "ge": "greater_equal", "lt": "less", "le": "less_equal", "eq": "equal", "ne": "not_equal",
+}
+_VIEW_CALLS = {"reshape", "transpose", "broadcast_to"}
+_BINARY_UFUNC = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/", "power": "**", "matmul": "@",
+                 "greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<=", "equal": "==",
+                 "not_equal": "!="}
+_NE_BINARY = {k: v for k, v in _BINARY_UFUNC.items() if k != "matmul"}
+_NE_UNARY = {"negative": "-({})", "square": "({0})*({0})", "reciprocal": "1/({})", "absolute": "abs({})",
+             "sin": "sin({})", "cos": "cos({})", "tan": "tan({})", "tanh": "tanh({})", "positive": "({})"}
+_NE_LOCK = threading.Lock()
+
+
+@dataclass
+class Ins:
+    """One three-address instruction: ``target = fn(args, **params)``."""
+
+    target: str
+    kind: str            # "ufunc", "call", "alias", "getitem", "helper", "copy"
+    fn: str
+    args: list[Any]      # value names (str) or numbers
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class _Lowerer:
+    """Program statements -> three-address instructions (helpers inlined, powers reduced)."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.ins: list[Ins] = []
+        self.n = 0
+        self.consts: dict[str, Any] = {}
+        self.names: dict[int, str] = {}
+
+    def fresh(self) -> str:
+        self.n += 1
+        return f"_v{self.n}"
+
+    def const_name(self, value: Any) -> str:
+        for k, v in self.consts.items():
+            if v is value:
+                return k
+        name = f"_c{len(self.consts) + 1}"
+        self.consts[name] = value
+        return name
+
+    def operand(self, e: Sym, env: dict[str, Any]) -> Any:
+        if e.op == "name":
+            return env.get(e.value, e.value)
+        if e.op == "num":
+            return e.value
+        if e.op == "array":
+            return self.const_name(e.value)
+        return self.expr(e, env)
+
+    def emit(self, kind: str, fn: str, args: list[Any], params: dict[str, Any] | None = None,
+             target: str | None = None) -> str:
+        t = target or self.fresh()
+        self.ins.append(Ins(t, kind, fn, args, params or {}))
+        return t
+
+    def expr(self, e: Sym, env: dict[str, Any], target: str | None = None) -> Any:
+        if e.op in ("name", "num", "array"):
+            v = self.operand(e, env)
+            if target is None:
+                return v
+            return self.emit("alias", "", [v], target=target)
+        if e.op == "mul":  # a * (1 / b) -> a / b: one pass instead of two
+            for a, b in ((e.args[0], e.args[1]), (e.args[1], e.args[0])):
+                if b.op == "div" and b.args[0].op == "num" and b.args[0].value in (1, -1) \
+                        and not isinstance(b.args[0].value, bool):
+                    if b.args[0].value == 1:
+                        return self.emit("ufunc", "divide", [self.operand(a, env), self.operand(b.args[1], env)],
+                                         target=target)
+                    q = self.emit("ufunc", "divide", [self.operand(a, env), self.operand(b.args[1], env)])
+                    return self.emit("ufunc", "negative", [q], target=target)  # the sign pass defers it
+        args = [self.operand(a, env) for a in e.args]
+        if e.op == "pow" and e.args[1].op == "num" and not isinstance(e.args[1].value, bool):
+            return self.power(args[0], e.args[1].value, target)
+        if e.op == "div" and e.args[0].op == "num" and e.args[0].value == 1:
+            return self.emit("ufunc", "reciprocal", [args[1]], target=target)
+        if e.op in _UFUNC:
+            return self.emit("ufunc", _UFUNC[e.op], args, target=target)
+        if e.op == "matmul":
+            return self.emit("call", "matmul", args, target=target)
+        if e.op == "getitem":
+            idx = e.params["index"]
+            return self.emit("getitem", "", args, {"index": self.const_name(idx)}, target=target)
+        name = e.value
+        if name in self.program.helpers:  # inline the helper's body
+            hparams, body, result = self.program.helpers[name]
+            local = dict(zip(hparams, args))
+            for s in body:
+                local[s.target] = self.expr(s.expr, local)
+            return self.expr(result, local, target)
+        if name == "zeros_like":
+            return self.emit("call", "zeros_like", args, target=target)
+        if name == "full_like":
+            return self.emit("call", "full_like", args + [e.params["fill"]], target=target)
+        if name == "broadcast_to" and e.args[0].op == "num":
+            return self.emit("call", "full", [tuple(e.params["shape"]), float(args[0])], target=target)
+        if name == "scatter":
+            return self.emit("helper", "_scatter", args,
+                             {"index": self.const_name(e.params["index"]), "shape": tuple(e.params["shape"])},
+                             target=target)
+        gate = GATES.get(name)
+        np_name = gate.np_name if gate is not None and gate.np_name else name
+        np_name = {"abs": "absolute", "neg": "negative", "identity": "positive"}.get(np_name, np_name)
+        fn = getattr(np, np_name, None)
+        if isinstance(fn, np.ufunc) and not e.params:
+            return self.emit("ufunc", np_name, args, target=target)
+        if fn is None:
+            raise NotImplementedError(f"compile: no NumPy function for {name!r}")
+        params = dict(e.params)
+        if name in ("concatenate", "stack"):
+            return self.emit("call", np_name, [tuple(args)], params, target=target)
+        return self.emit("call", np_name, args, params, target=target)
+
+    def power(self, x: Any, p: Any, target: str | None) -> str:
+        if p == 2:
+            return self.emit("ufunc", "square", [x], target=target)
+        if p == 0.5:
+            return self.emit("ufunc", "sqrt", [x], target=target)
+        if p == -1:
+            return self.emit("ufunc", "reciprocal", [x], target=target)
+        if p == 3:
+            return self.emit("ufunc", "multiply", [self.emit("ufunc", "square", [x]), x], target=target)
+        if p == 4:
+            return self.emit("ufunc", "square", [self.emit("ufunc", "square", [x])], target=target)
+        if p == -2:
+            return self.emit("ufunc", "reciprocal", [self.emit("ufunc", "square", [x])], target=target)
+        return self.emit("ufunc", "power", [x, p], target=target)
+
+    def run(self) -> list[Ins]:
+        env: dict[str, Any] = {}
+        for s in [*self.program.forward, *self.program.backward]:
+            self.expr(s.expr, env, target=s.target)
+        return self.ins
+
+
+def _execute(ins: list[Ins], consts: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Run the instructions plainly (at specialization time: the shapes and dtypes of every value)."""
+    env: dict[str, Any] = dict(inputs)
+    env.update(consts)
+
+    def val(a: Any) -> Any:
+        return env[a] if isinstance(a, str) else a
+
+    for i in ins:
+        args = [val(a) for a in i.args]
+        if i.kind == "alias":
+            v = args[0]
+        elif i.kind == "ufunc":
+            v = getattr(np, i.fn)(*args)
+        elif i.kind == "getitem":
+            v = args[0][env[i.params["index"]]]
+        elif i.kind == "helper":
+            v = _gates._scatter(np, args[0], index=env[i.params["index"]], shape=i.params["shape"])
+        elif i.fn in ("full_like",):
+            v = np.full_like(args[0], args[1])
+        else:
+            v = getattr(np, i.fn)(*args, **i.params)
+        env[i.target] = v
+    return env
+
+
+def _resolve_aliases(ins: list[Ins]) -> tuple[list[Ins], dict[str, Any]]:
+    """Drop ``alias`` instructions: every use refers to the aliased value directly."""
+    canon: dict[str, Any] = {}
+
+    def c(a: Any) -> Any:
+        while isinstance(a, str) and a in canon:
+            a = canon[a]
+        return a
+
+    out = []
+    for i in ins:
+        args = [c(a) for a in i.args]
+        if i.kind == "alias":
+            canon[i.target] = args[0]
+            continue
+        out.append(Ins(i.target, i.kind, i.fn, args, i.params))
+    return out, canon
+
+
+def _propagate_signs(ins: list[Ins], canon: dict[str, Any], returns: list[str], env: dict[str, Any]) -> list[Ins]:
+    """Carry negations forward instead of computing them: ``-a * b`` is ``-(a * b)``, ``x - (-y)`` is
+    ``x + y``, ``-(-a)`` is ``a``; a sign that meets a number is folded into it (``2 * -a`` is
+    ``-2 * a``). Only values used once are deferred, so no work is ever added."""
+    def c(a: Any) -> Any:
+        while isinstance(a, str) and a in canon:
+            a = canon[a]
+        return a
+
+    returned = {c(r) for r in returns}
+    uses: dict[str, int] = {}
+    for i in ins:
+        for a in _uses(i):
+            uses[a] = uses.get(a, 0) + 1
+    neg: dict[str, str] = {}      # value -> the value it is the negative of (not computed)
+    out: list[Ins] = []
+
+    def materialize(a: str) -> None:
+        if a in neg:
+            out.append(Ins(a, "ufunc", "negative", [neg.pop(a)]))
+
+    def emit(target: str, fn: str, args: list[Any], flip: bool, single: bool) -> None:
+        if not flip:
+            out.append(Ins(target, "ufunc", fn, args))
+            return
+        base = f"{target}_p"
+        env[base] = env.get(target)
+        out.append(Ins(base, "ufunc", fn, args))
+        if single:
+            neg[target] = base
+        else:
+            out.append(Ins(target, "ufunc", "negative", [base]))
+
+    def is_num(a: Any) -> bool:
+        return isinstance(a, (int, float)) and not isinstance(a, bool)
+
+    for i in ins:
+        args = [c(a) if isinstance(a, str) else a for a in i.args]
+        single = uses.get(i.target, 0) == 1 and i.target not in returned
+        negs = [isinstance(a, str) and a in neg for a in args]
+        if i.kind != "ufunc" or i.fn not in ("negative", "multiply", "divide", "add", "subtract", "reciprocal"):
+            for a, n in zip(args, negs):
+                if n:
+                    materialize(a)
+            out.append(Ins(i.target, i.kind, i.fn, args, i.params))
+            continue
+        base = [neg.pop(a) if n else a for a, n in zip(args, negs)]
+        fn = i.fn
+        if fn == "negative":
+            if negs[0]:  # -(-a)
+                canon[i.target] = base[0]
+            elif single and isinstance(args[0], str):
+                neg[i.target] = args[0]
+            else:
+                out.append(Ins(i.target, "ufunc", fn, args))
+            continue
+        if fn == "reciprocal":
+            emit(i.target, fn, base, negs[0], single)
+            continue
+        if fn in ("multiply", "divide"):
+            flip = sum(negs) % 2 == 1
+            if flip:  # fold the sign into a number operand where there is one
+                for k, a in enumerate(base):
+                    if is_num(a):
+                        base[k] = -a
+                        flip = False
+                        break
+            elif any(is_num(a) and a < 0 for a in base) and single:
+                for k, a in enumerate(base):  # defer a negative number's sign too: -1 / x
+                    if is_num(a) and a < 0:
+                        base[k] = -a
+                        flip = True
+                        break
+            emit(i.target, fn, base, flip, single)
+            continue
+        a, b = base
+        na, nb = negs
+        if fn == "add":
+            if na and nb:
+                emit(i.target, "add", [a, b], True, single)
+            elif nb:
+                emit(i.target, "subtract", [a, b], False, single)
+            elif na:
+                emit(i.target, "subtract", [b, a], False, single)
+            else:
+                emit(i.target, "add", [a, b], False, single)
+        else:  # subtract
+            if na and nb:
+                emit(i.target, "subtract", [b, a], False, single)
+            elif nb:
+                emit(i.target, "add", [a, b], False, single)
+            elif na:
+                emit(i.target, "add", [a, b], True, single)
+            else:
+                emit(i.target, "subtract", [a, b], False, single)
+    for a in list(neg):  # a deferred sign nobody consumed (cannot happen for used values)
+        materialize(a)
+    return out
+
+
+def _fold_reciprocals(ins: list[Ins], canon: dict[str, Any], returns: list[str]) -> list[Ins]:
+    """``r = 1 / x`` used once, by ``r * y``: compute ``y / x`` instead (one pass, not two)."""
+    def c(a: Any) -> Any:
+        while isinstance(a, str) and a in canon:
+            a = canon[a]
+        return a
+
+    returned = {c(r) for r in returns}
+    uses: dict[str, int] = {}
+    for i in ins:
+        for a in _uses(i):
+            uses[a] = uses.get(a, 0) + 1
+    recip: dict[str, Any] = {}
+    for i in ins:
+        if i.kind == "ufunc" and uses.get(i.target) == 1 and i.target not in returned and (
+                i.fn == "reciprocal" or (i.fn == "divide" and i.args[0] == 1 and not isinstance(i.args[0], bool))):
+            recip[i.target] = i.args[-1]
+    if not recip:
+        return ins
+    out: list[Ins] = []
+    folded: set[str] = set()
+    for i in ins:
+        if i.kind == "ufunc" and i.fn == "multiply":
+            a, b = i.args
+            for r, other in ((a, b), (b, a)):
+                if isinstance(r, str) and r in recip and r not in folded:
+                    folded.add(r)
+                    out.append(Ins(i.target, "ufunc", "divide", [other, recip[r]]))
+                    break
+            else:
+                out.append(i)
+        else:
+            out.append(i)
+    return [i for i in out if i.target not in folded]
+
+
+def _lit(v: Any) -> str:
+    if isinstance(v, float) and not np.isfinite(v):
+        return "np.inf" if v > 0 else ("-np.inf" if v < 0 else "np.nan")
+    return repr(v)
+
+
+class _Emitter:
+    """Lowered instructions -> Python source, with or without the buffer plan."""
+
+    def __init__(self, ins: list[Ins], canon: dict[str, Any], params: list[str], returns: list[str],
+                 env: dict[str, Any], consts: dict[str, Any], plan: bool, use_numexpr: bool) -> None:
+        self.ins = ins
+        self.canon = canon
+        self.params = params
+        self.returns = returns
+        self.env = env                      # traced values: shapes and dtypes
+        self.consts = consts
+        self.plan = plan
+        self.numexpr = use_numexpr
+        self.globals: dict[str, Any] = {}
+        self.text: dict[str, str] = {}
+
+    def c(self, a: Any) -> Any:
+        while isinstance(a, str) and a in self.canon:
+            a = self.canon[a]
+        return a
+
+    def meta(self, name: Any) -> tuple[tuple[int, ...], Any] | None:
+        v = self.env.get(name) if isinstance(name, str) else None
+        if isinstance(v, np.ndarray):
+            return v.shape, v.dtype
+        return None
+
+    def arg(self, a: Any) -> str:
+        if isinstance(a, str):
+            return self.text[a]
+        if isinstance(a, tuple):
+            return "(" + ", ".join(self.arg(x) for x in a) + ("," if len(a) == 1 else "") + ")"
+        return _lit(a)
+
+    def emit(self) -> str:
+        ret_values = [self.c(r) for r in self.returns]
+        if self.numexpr:
+            self.fuse(set(r for r in ret_values if isinstance(r, str)))
+        if self.plan:
+            shape = self.tile_shape(ret_values)
+            if shape is not None:
+                return self.emit_tiled(ret_values, shape)
+        n = len(self.ins)
+        # views keep their base alive: liveness is tracked per storage root
+        root: dict[str, str] = {}
+        for i in self.ins:
+            if (i.kind == "call" and i.fn in _VIEW_CALLS) or i.kind == "getitem":
+                base = i.args[0]
+                if isinstance(base, str):
+                    root[i.target] = root.get(base, base)
+        last: dict[str, int] = {}
+        for k, i in enumerate(self.ins):
+            for a in _uses(i):
+                last[root.get(a, a)] = k
+        for r in ret_values:
+            if isinstance(r, str):
+                last[root.get(r, r)] = n
+        returned = {r for r in ret_values if isinstance(r, str)}
+        self.text = {p: p for p in self.params}
+        self.text.update({c: c for c in self.consts})
+        kind: dict[str, str] = {p: "input" for p in self.params}   # input/buffer/fresh/view/dead
+        free: dict[Any, list[str]] = {}
+        buffers: dict[str, np.ndarray] = {}
+        body: list[str] = []
+        nlocal = 0
+        for k, i in enumerate(self.ins):
+            meta = self.meta(i.target)
+            args = [self.arg(a) for a in i.args]
+            dying = [a for a in dict.fromkeys(_uses(i)) if a not in root and last.get(a, -1) <= k]
+            dest = None
+            if (i.kind in ("ufunc", "numexpr") and self.plan and meta is not None and meta[0] != ()
+                    and i.target not in returned):
+                for a in dying:  # overwrite an operand that dies here
+                    if kind.get(a) == "buffer" and self.meta(a) == meta:
+                        dest = self.text[a]
+                        kind[a] = "dead"
+                        break
+                if dest is None:
+                    pool = free.get(meta)
+                    if pool:
+                        dest = pool.pop()
+                    else:
+                        dest = f"_b{len(buffers)}"
+                        buffers[dest] = np.empty(meta[0], dtype=meta[1])
+            if dest is not None:
+                body.append(self.op_text(i, args, out=dest))
+                self.text[i.target] = dest
+                kind[i.target] = "buffer"
+            else:
+                nlocal += 1
+                name = f"r{nlocal}"
+                body.append(f"{name} = {self.op_text(i, args, out=None)}")
+                self.text[i.target] = name
+                is_view = (i.kind == "call" and i.fn in _VIEW_CALLS) or i.kind == "getitem"
+                kind[i.target] = "view" if is_view else "fresh"
+            for a in dying:  # their buffers can hold the next values
+                if kind.get(a) == "buffer":
+                    free.setdefault(self.meta(a), []).append(self.text[a])
+                    kind[a] = "dead"
+        # results: fresh, distinct, never a buffer, an input, a constant or a view
+        seen: set[str] = set()
+        outs = []
+        for r in ret_values:
+            t = self.arg(r)
+            if not (isinstance(r, str) and kind.get(r) == "fresh" and t not in seen):
+                m = self.meta(r)
+                if m is None or m[0] == ():
+                    value = self.env.get(r) if isinstance(r, str) else r
+                    dtype = np.result_type(value, np.float16).name  # numbers become floats
+                    t = f"np.array({t}, dtype=np.{dtype})"
+                else:
+                    t = f"{t}.copy()"
+            seen.add(t)
+            outs.append(t)
+        self.globals.update(buffers)
+        lines = [f"def _compiled({', '.join(self.params)}):"]
+        lines += ["    " + b for b in body]
+        lines.append(f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
+        return "\n".join(lines) + "\n"
+
+    # ---- tiling: elementwise programs run block by block, their buffers stay in cache ------------
+    def tile_shape(self, ret_values: list[Any]) -> tuple[int, ...] | None:
+        """The common shape when every instruction is elementwise on it (else None: no tiling)."""
+        shapes = {v.shape for v in self.env.values() if isinstance(v, np.ndarray) and v.ndim > 0}
+        shapes |= {np.shape(self.env[p]) for p in self.params}
+        if len(shapes) != 1:
+            return None
+        returned = {r for r in ret_values if isinstance(r, str)}
+        for i in self.ins:
+            if i.kind in ("ufunc", "numexpr") and self.meta(i.target) is not None:
+                continue
+            if i.kind == "call" and i.fn in ("zeros_like", "full_like") and i.target in returned:
+                continue
+            return None
+        if any(not isinstance(r, str) for r in ret_values):
+            return None
+        shape = shapes.pop()
+        return shape if math.prod(shape) >= 2 * TILE else None
+
+    def emit_tiled(self, ret_values: list[str], shape: tuple[int, ...]) -> str:
+        size = math.prod(shape)
+        prefill = {i.target: i for i in self.ins if i.kind == "call"}
+        body_ins = [i for i in self.ins if i.kind != "call"]
+        nret = len(ret_values)
+        slot_of: dict[str, int] = {}      # returned value -> the output slot it is computed into
+        copies: list[tuple[int, str]] = []  # slots filled by copying a value
+        for k, r in enumerate(ret_values):
+            if r in prefill:
+                continue
+            if r in slot_of or r in self.params:
+                copies.append((k, r))
+            else:
+                slot_of[r] = k
+        produced = {i.target for i in body_ins}
+        for r in list(slot_of):
+            if r not in produced:
+                copies.append((slot_of.pop(r), r))
+        last: dict[str, int] = {}
+        for k, i in enumerate(body_ins):
+            for a in _uses(i):
+                last[a] = k
+        for r in ret_values:
+            last[r] = len(body_ins)
+        outs = [f"o{k}" for k in range(nret)]
+        self.text = {p: p for p in self.params}
+        self.text.update({c: c for c in self.consts})
+        kind: dict[str, str] = {}
+        free: list[str] = []
+        nbuf = 0
+        body: list[str] = []
+        for k, i in enumerate(body_ins):
+            args = [self.arg(a) for a in i.args]
+            dying = [a for a in dict.fromkeys(_uses(i)) if last.get(a, -1) <= k]
+            if i.target in slot_of:
+                dest = outs[slot_of[i.target]]
+                kind[i.target] = "out"
+            else:
+                dest = None
+                for a in dying:
+                    if kind.get(a) == "buffer":
+                        dest = self.text[a]
+                        kind[a] = "dead"
+                        break
+                if dest is None:
+                    if free:
+                        dest = free.pop()
+                    else:
+                        dest = f"b{nbuf}"
+                        nbuf += 1
+                kind[i.target] = "buffer"
+            body.append(self.op_text(i, args, out=dest))
+            self.text[i.target] = dest
+            for a in dying:
+                if kind.get(a) == "buffer":
+                    free.append(self.text[a])
+                    kind[a] = "dead"
+        for k, r in copies:
+            body.append(f"np.copyto(o{k}, {self.arg(r)})")
+        bufs = [f"b{j}" for j in range(nbuf)]
+        sig = ", ".join([*self.params, *outs, *bufs])
+        lines = [f"def _block({sig}):"] + ["    " + b for b in (body or ["pass"])]
+        full, tail = size - size % TILE, size % TILE
+        self.globals["_full_bufs"] = tuple(np.empty(TILE) for _ in bufs)
+        self.globals["_tail_bufs"] = tuple(np.empty(tail) for _ in bufs)
+        lines += ["", "", f"def _compiled({', '.join(self.params)}):"]
+        for k, r in enumerate(ret_values):
+            if r in prefill:
+                i = prefill[r]
+                fill = 0 if i.fn == "zeros_like" else i.args[1]
+                lines.append(f"    o{k} = np.full({shape!r}, {_lit(fill)})")
+            else:
+                lines.append(f"    o{k} = np.empty({shape!r})")
+        flat = [f"{p}.reshape(-1)" for p in self.params] + [f"o{k}.reshape(-1)" for k in range(nret)]
+        lines.append(f"    _flat = ({', '.join(flat)},)")
+        lines.append(f"    for s in range(0, {full}, {TILE}):")
+        lines.append(f"        _block(*[a[s:s + {TILE}] for a in _flat], *_full_bufs)")
+        if tail:
+            lines.append(f"    _block(*[a[{full}:] for a in _flat], *_tail_bufs)")
+        lines.append(f"    return ({', '.join(outs)}{',' if nret == 1 else ''})")
+        return "\n".join(lines) + "\n"
+
+    def op_text(self, i: Ins, args: list[str], out: str | None) -> str:
+        if i.kind == "ufunc":
+            if out is None and len(args) == 2 and i.fn in _BINARY_UFUNC:
+                return f"{_paren(args[0])} {_BINARY_UFUNC[i.fn]} {_paren(args[1])}"
+            if out is None and i.fn == "negative":
+                return f"-{_paren(args[0])}"
+            tail = f", out={out}" if out else ""
+            return f"np.{i.fn}({', '.join(args)}{tail})"
+        if i.kind == "numexpr":
+            tail = f", out={out}" if out else ""
+            return f"{i.fn}({', '.join(args)}{tail})"
+        if i.kind == "getitem":
+            return f"{args[0]}[{i.params['index']}]"
+        if i.kind == "helper":
+            return f"_scatter(np, {args[0]}, index={i.params['index']}, shape={i.params['shape']!r})"
+        if i.fn == "full":
+            return f"np.full({i.args[0]!r}, {args[1]})"
+        if i.fn in ("reshape", "broadcast_to"):
+            return f"np.{i.fn}({args[0]}, {i.params['shape']!r})"
+        if i.fn == "transpose":
+            return f"np.transpose({args[0]}, {i.params.get('axes')!r})"
+        params = "".join(f", {k}={v!r}" for k, v in i.params.items())
+        return f"np.{i.fn}({', '.join(args)}{params})"
+
+    # ---- numexpr fusion -------------------------------------------------------------------------
+    def fuse(self, returned: set[str]) -> None:
+        """Merge single-use elementwise arithmetic into its consumer: one numexpr pass per chain."""
+        import numexpr
+
+        uses: dict[str, int] = {}
+        for i in self.ins:
+            for a in _uses(i):
+                uses[a] = uses.get(a, 0) + 1
+        pending: dict[str, tuple[str, list[str], list[Ins]]] = {}   # value -> (text, inputs, instructions)
+        fused: list[Ins] = []
+        names: dict[str, str] = {}
+
+        def leaf(a: Any, leaves: list[str]) -> str:
+            if not isinstance(a, str):
+                return f"({_lit(a)})"
+            if a in pending:
+                text, sub, merged = pending.pop(a)
+                leaves.extend(s for s in sub if s not in leaves)
+                group.extend(merged)
+                return f"({text})"
+            if a not in leaves:
+                leaves.append(a)
+            return names.setdefault(a, f"v{len(names)}")
+
+        def kernel(target: str, text: str, leaves: list[str], merged: list[Ins]) -> Ins:
+            if len(merged) == 1:  # nothing fused: NumPy's own ufunc is faster than a kernel call
+                return merged[0]
+            sig = [(names[a], self.env[a].dtype.type) for a in leaves]
+            fn = _NumexprKernel(numexpr.NumExpr(text, signature=sig), text)
+            gname = f"_ne{sum(1 for g in self.globals if g.startswith('_ne'))}"
+            self.globals[gname] = fn
+            return Ins(target, "numexpr", gname, list(leaves))
+
+        for i in self.ins:
+            v = self.env.get(i.target)
+            ok = (i.kind == "ufunc" and isinstance(v, np.ndarray) and v.size >= NUMEXPR_MIN_SIZE
+                  and v.dtype == np.float64 and (i.fn in _NE_BINARY or i.fn in _NE_UNARY)
+                  and all(not isinstance(a, str) or (isinstance(self.env.get(a), np.ndarray)
+                          and self.env[a].shape == v.shape and self.env[a].dtype == np.float64)
+                          for a in i.args))
+            if not ok:
+                for a in i.args:
+                    if isinstance(a, str) and a in pending:
+                        fused.append(kernel(a, *pending.pop(a)))
+                fused.append(i)
+                continue
+            leaves: list[str] = []
+            group: list[Ins] = []
+            texts = [leaf(a, leaves) for a in i.args]
+            group.append(i)
+            if i.fn in _NE_BINARY:
+                text = f"{texts[0]} {_NE_BINARY[i.fn]} {texts[1]}"
+            else:
+                text = _NE_UNARY[i.fn].format(texts[0])
+            if uses.get(i.target, 0) == 1 and i.target not in returned:
+                pending[i.target] = (text, leaves, group)
+            elif leaves:
+                fused.append(kernel(i.target, text, leaves, group))
+            else:
+                fused.append(i)
+        for name, (text, leaves, group) in list(pending.items()):
+            fused.append(kernel(name, text, leaves, group))
+        self.ins = fused
+
+
+class _NumexprKernel:
+    """A precompiled numexpr expression, called like a ufunc (``out=`` optional)."""
+
+    __slots__ = ("ex", "text")
+
+    def __init__(self, ex: Any, text: str) -> None:
+        self.ex = ex
+        self.text = text
+
+    def __call__(self, *args: Any, out: Any = None) -> Any:
+        with _NE_LOCK:
+            return self.ex(*args, out=out, order="K", casting="safe", ex_uses_vml=False)
+
+    def __repr__(self) -> str:
+        return f"numexpr[{self.text}]"
+
+
+def _uses(i: Ins) -> list[str]:
+    found = []
+    for a in i.args:
+        if isinstance(a, str):
+            found.append(a)
+        elif isinstance(a, tuple):
+            found.extend(x for x in a if isinstance(x, str))
+    return found
+
+
+def _paren(t: str) -> str:
+    return t if t.isidentifier() or t.replace(".", "", 1).isdigit() else f"({t})"
+
+
+def _dtype_text(env: dict[str, Any], r: Any) -> str:
+    v = env.get(r)
+    return f"np.{np.asarray(v).dtype.name}" if v is not None else "np.float64"
+
+
+# ---------------------------------------------------------------------------------------------
+# the public compile
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Specialization:
+    fn: Callable[..., tuple[Any, ...]]
+    source: str
+    program: Program
+    backend: str
+
+
+class Compiled:
+    """A compiled ``value_and_grad``: ``fast(*args) -> (out, grads)``, specialized per input signature.
+
+    ``fast.source`` is the code that runs for the latest signature, ``fast.program_source`` the
+    readable combined function it was lowered from (the same text ``Graph.to_source`` prints).
+    Not reentrant across threads (the buffers of one signature are shared by its calls).
+    """
+
+    def __init__(self, f: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "numpy") -> None:
+        from .autodiff import _argnums
+
+        if not callable(f):
+            raise TypeError(f"compile needs a function, not {type(f).__name__}")
+        if backend not in ("numpy", "numexpr"):
+            raise ValueError(f"compile: backend must be 'numpy' or 'numexpr', not {backend!r}")
+        self.f = f
+        self.nums, self.single = _argnums(argnums)
+        self.backend = backend
+        self._cache: dict[Any, _Specialization] = {}
+        self._last: _Specialization | None = None
+        functools.update_wrapper(self, f)  # type: ignore[arg-type]
+
+    @property
+    def source(self) -> str:
+        """The code that runs for the latest input signature (call the function once first)."""
+        if self._last is None:
+            raise RuntimeError("compile: call the function once; it is traced and compiled on its first call")
+        return self._last.source
+
+    @property
+    def program_source(self) -> str:
+        """The readable combined forward+backward function of the latest input signature."""
+        if self._last is None:
+            raise RuntimeError("compile: call the function once; it is traced and compiled on its first call")
+        return self._last.program.source(getattr(self.f, "__name__", "f").replace("<lambda>", "f"))
+
+    @property
+    def signatures(self) -> int:
+        """How many input signatures (shapes, dtypes, static arguments) have been compiled."""
+        return len(self._cache)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        if not kwargs:
+            try:
+                key = tuple([(type(a), a.shape, a.dtype) for a in args])
+            except AttributeError:
+                key = None
+            if key is not None:
+                spec = self._cache.get(key)
+                if spec is not None:
+                    res = spec.fn(*args)
+                    return (res[0], res[1]) if self.single else (res[0], res[1:])
+        return self._slow_call(args, kwargs)
+
+    def _slow_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        from .autodiff import as_float_array
+        from .tensor import Tensor
+
+        if kwargs:
+            try:
+                bound = inspect.signature(self.f).bind(*args, **kwargs)
+            except TypeError as e:
+                raise TypeError(f"compile: the arguments do not fit {getattr(self.f, '__name__', 'f')}: {e}") \
+                    from None
+            args = bound.args
+            if bound.kwargs:
+                raise TypeError("compile: pass keyword-only arguments positionally")
+        n = len(args)
+        nums = tuple(i % n if -n <= i < n else i for i in self.nums)
+        for i in nums:
+            if not 0 <= i < n:
+                raise ValueError(f"argnums names argument {i}, but the function was called with {n} positional "
+                                 f"argument{'s' if n != 1 else ''}")
+        conv: list[Any] = []
+        key: list[Any] = []
+        for i, a in enumerate(args):
+            if isinstance(a, Tensor):
+                a = a.data
+            if i in nums:
+                a = as_float_array(a, f"argument {i}")
+            elif isinstance(a, (np.ndarray, list)) and not isinstance(a, bool):
+                a = np.asarray(a)
+                if a.dtype.kind in "biu":
+                    a = a.astype(np.float64)
+            if isinstance(a, np.ndarray):
+                key.append((np.ndarray, a.shape, a.dtype))
+            else:
+                try:
+                    hash(a)
+                except TypeError:
+                    raise TypeError(f"compile: argument {i} ({type(a).__name__}) is neither an array nor a "
+                                    "hashable constant") from None
+                key.append(("static", type(a), a))
+            conv.append(a)
+        k = tuple(key)
+        spec = self._cache.get(k)
+        if spec is None:
+            spec = self._specialize(conv, nums)
+            self._cache[k] = spec
+        self._last = spec
+        res = spec.fn(*[a for a in conv if isinstance(a, np.ndarray)])
+        return (res[0], res[1]) if self.single else (res[0], res[1:])
+
+    def _specialize(self, args: list[Any], nums: tuple[int, ...]) -> _Specialization:
+        from .graph import _build, _call_naming_locals
+        from .tensor import Tensor, enable_grad
+
+        try:
+            pnames = [p.name for p in inspect.signature(self.f).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        except (TypeError, ValueError):
+            pnames = []
+        call_args: list[Any] = []
+        leaves: list[Tensor] = []
+        dyn_names: list[str] = []
+        for i, a in enumerate(args):
+            if isinstance(a, np.ndarray):
+                name = pnames[i] if i < len(pnames) and pnames[i].isidentifier() else f"x{i + 1}"
+                t = Tensor(a, requires_grad=a.dtype.kind in "fc", name=name)
+                leaves.append(t)
+                dyn_names.append(name)
+                call_args.append(t)
+            else:
+                call_args.append(a)
+        with enable_grad():
+            out, local_names = _call_naming_locals(self.f, call_args, {})
+        if not isinstance(out, Tensor):
+            if isinstance(out, (tuple, list, dict)):
+                raise TypeError(f"compile: {getattr(self.f, '__name__', 'f')} must return one array or tensor, "
+                                f"not a {type(out).__name__}")
+            out = Tensor(out)
+        graph = _build(out, [t for t in leaves if t.requires_grad], local_names, False)
+        # inputs that cannot carry a gradient (integer data arrays) are still arguments
+        wrt_idx = [i for i in nums]
+        order = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
+        for i in wrt_idx:
+            if not isinstance(args[i], np.ndarray):
+                raise TypeError(f"compile: argument {i} is differentiated but is not an array")
+        input_nodes = {n.tensor: n for n in graph.inputs}
+        wrt = [input_nodes[leaves[order.index(i)]].name for i in wrt_idx]
+        program = build_program(graph, wrt=wrt)
+        # the program's parameters are the graph inputs; non-float array args are passed too
+        params = [input_nodes[t].name if t in input_nodes else f"_unused{j}" for j, t in enumerate(leaves)]
+        program_params = params
+        use_ne = False
+        if self.backend == "numexpr":
+            try:
+                import numexpr  # noqa: F401
+
+                use_ne = True
+            except ImportError:
+                use_ne = False
+        arrays = [a for a in args if isinstance(a, np.ndarray)]
+        source, fn = lower(program, program_params, dict(zip(params, arrays)), use_numexpr=use_ne)
+        self._validate(fn, args, nums)
+        return _Specialization(fn, source, program, "numexpr" if use_ne else "numpy")
+
+    def _validate(self, fn: Callable[..., Any], args: list[Any], nums: tuple[int, ...]) -> None:
+        """Run the new code once on the inputs' elements shuffled and compare with the eager engine.
+
+        A trace records array operations only: a comparison used as a mask (``x > 0`` outside a
+        gate), ``.data`` read in Python, or an ``if`` on values would be frozen into the code;
+        shuffling moves the values around (keeping each input's range, so logs stay defined)."""
+        from .autodiff import value_and_grad
+
+        rng = np.random.default_rng(0)
+        shuffled = [rng.permutation(a.ravel()).reshape(a.shape) if isinstance(a, np.ndarray) and a.size > 1
+                    else a for a in args]
+        if all(s is a for s, a in zip(shuffled, args)):
+            return
+        got = fn(*[a for a in shuffled if isinstance(a, np.ndarray)])
+        with np.errstate(all="ignore"):
+            out, grads = value_and_grad(self.f, argnums=nums)(*shuffled)
+        for g, e in zip(got, [out, *grads]):
+            e = np.asarray(e.data if hasattr(e, "data") and not isinstance(e, np.ndarray) else e)
+            if np.shape(g) != np.shape(e) or not np.allclose(g, e, rtol=1e-7, atol=1e-12, equal_nan=True):
+                raise ValueError(
+                    f"compile: {getattr(self.f, '__name__', 'f')} does not trace to one fixed computation: "
+                    "its result depends on the input values in a way the graph does not record (a "
+                    "comparison such as x > 0 used as a mask or index outside chainrule's gates, .data or "
+                    "float() read in Python, or an if on values). Use cr.where / cr.relu / cr.maximum, or "
+                    "call cr.value_and_grad instead")
+
+
+def lower(program: Program, params: list[str], inputs: dict[str, np.ndarray],
+          use_numexpr: bool = False) -> tuple[str, Callable[..., tuple[Any, ...]]]:
+    """Lower a program to planned NumPy code for inputs like ``inputs``; returns (source, function)."""
+    lowerer = _Lowerer(program)
+    ins = lowerer.run()
+    consts = dict(lowerer.consts)
+    for cname, v in program.constants.items():
+        consts.setdefault(cname, v)
+    env = _execute(ins, consts, inputs)
+    ins, canon = _resolve_aliases(ins)
+    ins = _propagate_signs(ins, canon, program.returns, env)
+    ins = _fold_reciprocals(ins, canon, program.returns)
+    size = max([v.size for v in inputs.values()] + [1])
+    plan = size >= PLAN_MIN_SIZE
+    emitter = _Emitter(ins, canon, params, program.returns, env, consts, plan=plan,
+                       use_numexpr=use_numexpr and size >= NUMEXPR_MIN_SIZE)
+    src = emitter.emit()
+    namespace: dict[str, Any] = {"np": np, "_scatter": _gates._scatter}
+    namespace.update(consts)
+    namespace.update(emitter.globals)
+    header = "".join(f"# {name}: {_describe(v)}\n" for name, v in emitter.globals.items())
+    code = compile_source(src, namespace)
+    return header + src, code
+
+
+def _describe(v: Any) -> str:
+    if isinstance(v, tuple):
+        return f"{len(v)} block buffers" + (f" of {v[0].size} elements" if v else "")
+    if isinstance(v, np.ndarray):
+        return f"buffer {v.dtype} {v.shape}"
+    return repr(v)
+
+
+def compile_source(src: str, namespace: dict[str, Any]) -> Callable[..., Any]:
+    """Compile generated source (never text typed by a person) and return its ``_compiled``."""
+    code = builtins.compile(src, "<chainrule.compile>", "exec")
+    exec(code, namespace)  # noqa: S102 - generated by chainrule from the gate table
+    return namespace["_compiled"]
+
+
+def compile(f: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "numpy") -> Compiled:  # noqa: A001
+    """``value_and_grad(f, argnums)`` as generated, compiled code: traced on the first call and again
+    for each new input signature (shapes, dtypes). ``backend="numexpr"`` fuses elementwise chains
+    for large arrays (falls back to NumPy without numexpr). Returns ``(out, grads)`` like value_and_grad.
+    """
+    return Compiled(f, argnums, backend)
+

@@ -1,0 +1,401 @@
+"""Neural-network building blocks on top of chainrule's public engine: modules, layers and losses.
+
+A :class:`Module` holds :class:`Parameter` tensors (leaves that require gradients) and child
+modules; calling it runs ``forward``, which records the graph with ordinary chainrule ops, so
+``loss.backward()`` fills every parameter's ``.grad``. An optimizer (:mod:`chainrule.optim`) then
+applies the worksheet's update ``w -= step_size * w.grad`` in place.
+
+>>> import chainrule as cr
+>>> model = cr.nn.Sequential(cr.nn.Linear(64, 32), cr.nn.ReLU(), cr.nn.Linear(32, 10))
+>>> [name for name, _ in model.named_parameters()]
+['0.weight', '0.bias', '2.weight', '2.bias']
+
+Nothing here reaches into the engine's internals: layers are compositions of ``cr.*`` functions.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from . import functions as F
+from .tensor import Tensor
+
+__all__ = [
+    "Module", "Parameter", "Linear", "Sequential", "ReLU", "Sigmoid", "Tanh", "Dropout",
+    "cross_entropy", "mse_loss", "svm_loss", "manual_seed",
+]
+
+_rng = np.random.default_rng()
+
+
+def manual_seed(seed: int | None) -> None:
+    """Seed the generator that layers use when they are given no ``rng`` (initial weights, dropout)."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
+    if rng is None:
+        return _rng
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(rng)
+
+
+class Parameter(Tensor):
+    """A tensor a module learns: a leaf with ``requires_grad=True`` (integer data becomes float64)."""
+
+    __slots__ = ()
+
+    def __init__(self, data: Any, dtype: Any = None, name: str | None = None) -> None:
+        super().__init__(data, requires_grad=True, dtype=dtype, name=name)
+
+    def __repr__(self) -> str:
+        return "Parameter" + super().__repr__()[len("tensor"):]
+
+
+class Module:
+    """Base class of layers and models: subclasses set parameters and sub-modules as attributes in
+    ``__init__`` and compute the output in ``forward``; ``model(x)`` calls ``forward(x)``.
+
+    Parameters are found by walking the attributes in the order they were set (nested modules,
+    and lists or tuples of modules, included), which names them like ``"0.weight"``.
+    """
+
+    training: bool
+
+    def __init__(self) -> None:
+        self.training = True
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The module's computation; subclasses override it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    # ---- walking the tree ----------------------------------------------------------------
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """The direct sub-modules with their attribute names (list items as ``name.i``)."""
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield f"{name}.{i}", item
+
+    def children(self) -> Iterator[Module]:
+        """The direct sub-modules."""
+        for _, child in self.named_children():
+            yield child
+
+    def modules(self) -> Iterator[Module]:
+        """This module and every module below it."""
+        yield self
+        for child in self.children():
+            yield from child.modules()
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """Every parameter with its dotted name (``"0.weight"``), each one once, in definition order."""
+        seen: set[int] = set()
+        out: list[tuple[str, Parameter]] = []
+
+        def add(name: str, p: Parameter) -> None:
+            if id(p) not in seen:  # a parameter shared by two layers is updated once
+                seen.add(id(p))
+                out.append((name, p))
+
+        def walk(pre: str, module: Module) -> None:
+            for name, value in vars(module).items():
+                full = f"{pre}{name}"
+                if isinstance(value, Parameter):
+                    add(full, value)
+                elif isinstance(value, Module):
+                    walk(full + ".", value)
+                elif isinstance(value, (list, tuple)):
+                    for i, item in enumerate(value):
+                        if isinstance(item, Module):
+                            walk(f"{full}.{i}.", item)
+                        elif isinstance(item, Parameter):
+                            add(f"{full}.{i}", item)
+
+        walk(f"{prefix}." if prefix else "", self)
+        return iter(out)
+
+    def parameters(self) -> Iterator[Parameter]:
+        """Every parameter (what an optimizer updates)."""
+        for _, p in self.named_parameters():
+            yield p
+
+    def num_parameters(self) -> int:
+        """How many numbers the model learns."""
+        return sum(p.size for p in self.parameters())
+
+    def zero_grad(self) -> None:
+        """Forget the gradients of every parameter (they accumulate across backward passes)."""
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode: bool = True) -> Module:
+        """Training mode (dropout active) for this module and all below it; returns self."""
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode (dropout off); returns self."""
+        return self.train(False)
+
+    # ---- saving and loading ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter's values by name, e.g. ``{"0.weight": array, ...}``."""
+        return {name: np.array(p.data, copy=True) for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> Module:
+        """Copy values from ``state`` into the parameters (in place, so optimizers keep working).
+
+        With ``strict`` the names must match exactly; shapes must always match.
+        """
+        params = dict(self.named_parameters())
+        missing = [k for k in params if k not in state]
+        unexpected = [k for k in state if k not in params]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(missing)}")
+            if unexpected:
+                parts.append(f"unexpected {', '.join(unexpected)}")
+            raise KeyError(f"load_state_dict: the saved parameters do not fit {type(self).__name__}: "
+                           + "; ".join(parts))
+        for name, p in params.items():
+            if name not in state:
+                continue
+            value = np.asarray(state[name])
+            if value.shape != p.shape:
+                raise ValueError(f"load_state_dict: {name} has shape {value.shape} in the saved state, "
+                                 f"but the model's {name} has shape {p.shape}")
+            p.data[...] = value
+        return self
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the parameters to a NumPy ``.npz`` file (names as keys)."""
+        np.savez(path, **self.state_dict())
+
+    def load(self, path: str | os.PathLike[str], strict: bool = True) -> Module:
+        """Read parameters written by :meth:`save` into this model (same architecture); returns self."""
+        with np.load(path, allow_pickle=False) as f:
+            return self.load_state_dict({k: f[k] for k in f.files}, strict=strict)
+
+    # ---- display -----------------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        """The layer's settings, shown inside its repr."""
+        return ""
+
+    def __repr__(self) -> str:
+        children = list(self.named_children())
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, child in children:
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# layers
+# ----------------------------------------------------------------------------------------------
+
+_INITS = ("he", "xavier", "lecun", "uniform")
+
+
+class Linear(Module):
+    """Affine layer ``y = x @ weight + bias`` with ``weight`` of shape (in_features, out_features).
+
+    The weight is stored input-major, as the worksheet writes ``x·W``, so no transpose is needed.
+    ``init`` picks the initial weights: "he" (normal, std √(2/in), for ReLU networks; default),
+    "xavier" (uniform ±√(6/(in+out)), for tanh/sigmoid), "lecun" (normal, std √(1/in)) or
+    "uniform" (±1/√in for weights and bias, PyTorch's default). Biases start at zero otherwise.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, init: str = "he",
+                 dtype: Any = np.float32, rng: np.random.Generator | int | None = None) -> None:
+        super().__init__()
+        for what, n in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"Linear: {what} must be a positive integer, not {n!r}")
+        if init not in _INITS:
+            raise ValueError(f"Linear: init must be one of {', '.join(_INITS)}, not {init!r}")
+        self.in_features, self.out_features, self.init = int(in_features), int(out_features), init
+        g = _generator(rng)
+        shape = (self.in_features, self.out_features)
+        if init == "he":
+            w = g.standard_normal(shape) * math.sqrt(2.0 / in_features)
+        elif init == "lecun":
+            w = g.standard_normal(shape) * math.sqrt(1.0 / in_features)
+        elif init == "xavier":
+            limit = math.sqrt(6.0 / (in_features + out_features))
+            w = g.uniform(-limit, limit, shape)
+        else:
+            w = g.uniform(-1, 1, shape) / math.sqrt(in_features)
+        self.weight = Parameter(w, dtype=dtype)
+        if bias:
+            b = g.uniform(-1, 1, out_features) / math.sqrt(in_features) if init == "uniform" else \
+                np.zeros(out_features)
+            self.bias: Parameter | None = Parameter(b, dtype=dtype)
+        else:
+            self.bias = None
+
+    def forward(self, x: Any) -> Tensor:
+        out = F.matmul(x, self.weight)
+        return out if self.bias is None else F.add(out, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} → {self.out_features}" + ("" if self.bias is not None else ", bias=False")
+
+
+class Sequential(Module):
+    """Layers applied one after the other; parameters are named by position (``"0.weight"``)."""
+
+    def __init__(self, *layers: Module) -> None:
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a Module "
+                                "(write cr.nn.ReLU(), not cr.relu)")
+            setattr(self, str(i), layer)
+        self._count = len(layers)
+
+    @property
+    def layers(self) -> list[Module]:
+        """The layers, in order."""
+        return [getattr(self, str(i)) for i in range(self._count)]
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i: int) -> Module:
+        return self.layers[i]
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.layers)
+
+    def forward(self, x: Any) -> Any:
+        for i in range(self._count):
+            x = getattr(self, str(i))(x)
+        return x
+
+
+class ReLU(Module):
+    """max(x, 0), elementwise."""
+
+    def forward(self, x: Any) -> Tensor:
+        return F.relu(x)
+
+
+class Sigmoid(Module):
+    """The logistic function 1/(1+e⁻ˣ), elementwise (stable for large |x|)."""
+
+    def forward(self, x: Any) -> Tensor:
+        return F.sigmoid(x)
+
+
+class Tanh(Module):
+    """tanh x, elementwise."""
+
+    def forward(self, x: Any) -> Tensor:
+        return F.tanh(x)
+
+
+class Dropout(Module):
+    """In training mode, zero each input with probability ``p`` and scale the rest by 1/(1−p), so the
+    expected value is unchanged; in evaluation mode (``model.eval()``) pass the input through."""
+
+    def __init__(self, p: float = 0.5, *, rng: np.random.Generator | int | None = None) -> None:
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must be in [0, 1), not {p!r}")
+        self.p = float(p)
+        self._gen = None if rng is None else _generator(rng)
+
+    def forward(self, x: Any) -> Any:
+        if not self.training or self.p == 0:
+            return x
+        data = x.data if isinstance(x, Tensor) else np.asarray(x)
+        g = self._gen if self._gen is not None else _rng
+        keep = g.random(data.shape) >= self.p
+        mask = keep.astype(data.dtype if data.dtype.kind == "f" else np.float64) / (1 - self.p)
+        return F.multiply(x, mask)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+# ----------------------------------------------------------------------------------------------
+# losses
+# ----------------------------------------------------------------------------------------------
+
+
+def cross_entropy(logits: Any, labels: Any, reduction: str = "mean") -> Tensor:
+    """Softmax cross-entropy against integer class labels, −log softmax(logits)[label], averaged over
+    the rows (``reduction="sum"`` or ``"none"`` otherwise). Stable for large logits: one fused gate
+    whose gradient is softmax − one-hot (see :func:`chainrule.cross_entropy`)."""
+    return F.cross_entropy(logits, labels, reduction=reduction)
+
+
+def mse_loss(prediction: Any, target: Any, reduction: str = "mean") -> Tensor:
+    """Mean squared error, mean((prediction − target)²) (``reduction="sum"`` or ``"none"`` otherwise)."""
+    p_shape = np.shape(prediction.data if isinstance(prediction, Tensor) else prediction)
+    t_shape = np.shape(target.data if isinstance(target, Tensor) else target)
+    if p_shape != t_shape:
+        raise ValueError(f"mse_loss: prediction has shape {p_shape} but target has shape {t_shape}; "
+                         "they must match (reshape one of them)")
+    sq = F.square(F.subtract(prediction, target))
+    return _reduce(sq, reduction, "mse_loss")
+
+
+def svm_loss(scores: Any, labels: Any, margin: float = 1.0, reduction: str = "mean") -> Tensor:
+    """Multiclass hinge (SVM) loss: Σ_{j≠y} max(0, s_j − s_y + margin) per row, averaged over rows.
+
+    Built from the engine's gates: the correct class's own term is exactly ``margin`` (s_y − s_y +
+    margin), so it is subtracted again rather than masked out.
+    """
+    x = scores.data if isinstance(scores, Tensor) else np.asarray(scores)
+    y = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
+    _check_labels("svm_loss", x, y)
+    if not margin > 0:
+        raise ValueError(f"svm_loss: margin must be positive, not {margin!r}")
+    correct = F.reshape(scores[np.arange(y.shape[0]), y] if isinstance(scores, Tensor)
+                        else x[np.arange(y.shape[0]), y], (-1, 1))
+    per_row = F.sum(F.relu(F.add(F.subtract(scores, correct), margin)), axis=1)
+    return _reduce(F.subtract(per_row, margin), reduction, "svm_loss")
+
+
+def _reduce(t: Tensor, reduction: str, who: str) -> Tensor:
+    if reduction == "mean":
+        return F.mean(t)
+    if reduction == "sum":
+        return F.sum(t)
+    if reduction == "none":
+        return t
+    raise ValueError(f"{who}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+
+
+def _check_labels(who: str, x: Any, y: Any) -> None:
+    if x.ndim != 2:
+        raise ValueError(f"{who}: scores must be 2-D (samples, classes), got shape {x.shape}")
+    if y.shape != x.shape[:1]:
+        raise ValueError(f"{who}: labels must have shape ({x.shape[0]},), one per row of the scores "
+                         f"{x.shape}, got shape {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{who}: labels must be integer class indices, got dtype {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= x.shape[1]):
+        raise ValueError(f"{who}: labels must lie in 0..{x.shape[1] - 1}, got labels from {y.min()} to {y.max()}")
+

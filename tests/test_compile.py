@@ -1,0 +1,207 @@
+"""cr.compile: same answers as value_and_grad (small, planned and tiled sizes, both backends), results
+that stay valid across calls, re-tracing per signature, and the numexpr fallback."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from conftest import numeric_grad
+
+import chainrule as cr
+from chainrule import compiler
+
+
+def q2a(x, y, z):
+    return (x + y) * z
+
+
+def q2b(x, y, z):
+    return (x**2 + 2 * y) * z**3
+
+
+def q2c(x, y, z):
+    return (np.log(x) + np.sin(y)) ** 2 + 4 * x
+
+
+def sigmoid(x):
+    a = -x
+    b = np.exp(a)
+    c = 1 + b
+    d = 1 / c
+    return d
+
+
+def complex_layer(x, y):
+    return np.log(x) * cr.sigmoid(np.sqrt(y)) / cr.sigmoid((x + y) ** 2)
+
+
+def complex_layer_staged(x, y):
+    return np.log(x) * (1 / (1 + np.exp(-np.sqrt(y)))) / (1 / (1 + np.exp(-((x + y) ** 2))))
+
+
+FUNCS = [(q2a, 3), (q2b, 3), (q2c, 3), (sigmoid, 1), (complex_layer, 2), (complex_layer_staged, 2)]
+# 1: scalars, 7: plain code, 5000: planned buffers, 2*TILE+123: tiled blocks with a tail
+SIZES = [None, 7, 5000, 2 * compiler.TILE + 123]
+
+
+def _close(res, ref, rtol=1e-12):
+    out, grads = res
+    rout, rgrads = ref
+    np.testing.assert_allclose(out, rout, rtol=rtol, atol=1e-300)
+    assert len(grads) == len(rgrads)
+    for g, r in zip(grads, rgrads):
+        assert np.shape(g) == np.shape(r)
+        np.testing.assert_allclose(g, r, rtol=rtol, atol=1e-13)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numexpr"])
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("f, n", FUNCS, ids=[f.__name__ for f, _ in FUNCS])
+def test_compiled_matches_value_and_grad(f, n, size, backend, rng):
+    if backend == "numexpr":
+        pytest.importorskip("numexpr")
+    args = [rng.uniform(0.5, 2.0, size=size) if size else float(rng.uniform(0.5, 2.0)) for _ in range(n)]
+    argnums = tuple(range(n))
+    fast = cr.compile(f, argnums=argnums, backend=backend)
+    ref = cr.value_and_grad(f, argnums=argnums)(*args)
+    _close(fast(*args), ref)
+    _close(fast(*args), ref)  # second call: the cached specialization
+    assert "def _compiled(" in fast.source
+
+
+def test_compiled_matches_numerical_gradient(rng):
+    args = [rng.uniform(0.5, 2.0, size=4) for _ in range(2)]
+    out, (gx, gy) = cr.compile(complex_layer, argnums=(0, 1))(*args)
+    np.testing.assert_allclose(gx, numeric_grad(complex_layer, args, 0), rtol=1e-6)
+    np.testing.assert_allclose(gy, numeric_grad(complex_layer, args, 1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("size", [7, 5000, 2 * compiler.TILE + 5])
+def test_results_stay_valid_after_the_next_call(size, rng):
+    fast = cr.compile(q2a, argnums=(0, 1, 2))
+    a = [rng.uniform(0.5, 2, size) for _ in range(3)]
+    b = [rng.uniform(0.5, 2, size) for _ in range(3)]
+    out1, g1 = fast(*a)
+    keep = [out1.copy(), *(g.copy() for g in g1)]
+    out2, g2 = fast(*b)
+    for k, v in zip(keep, [out1, *g1]):
+        np.testing.assert_array_equal(k, v)
+    ids = [id(out1), *map(id, g1), id(out2), *map(id, g2)]
+    assert len(set(ids)) == len(ids)                     # every result its own array
+    for g in [*g1, *g2]:
+        assert all(not np.shares_memory(g, x) for x in a + b)   # dx = dz is a copy, not the input
+    g1[0][...] = 0                                       # the caller may write into a result
+    _close(fast(*a), cr.value_and_grad(q2a, argnums=(0, 1, 2))(*a))
+
+
+def test_int_argnums_gives_one_gradient_and_tuple_gives_tuple():
+    out, g = cr.compile(q2a, argnums=2)(1.0, 3.0, 2.0)
+    assert float(out) == 8.0 and float(g) == 4.0
+    out, gs = cr.compile(q2a, argnums=(0, 2))(1.0, 3.0, 2.0)
+    assert isinstance(gs, tuple) and [float(v) for v in gs] == [2.0, 4.0]
+    assert np.shape(cr.compile(q2a)(1.0, 3.0, 2.0)[1]) == ()
+
+
+def test_retraces_for_new_shapes_and_dtypes(rng):
+    fast = cr.compile(q2b, argnums=(0, 1, 2))
+    for shape in [(3,), (3,), (2, 2), ()]:
+        args = [rng.uniform(0.5, 2, shape) for _ in range(3)]
+        _close(fast(*args), cr.value_and_grad(q2b, argnums=(0, 1, 2))(*args))
+    assert fast.signatures == 3
+    args32 = [rng.uniform(0.5, 2, 4).astype(np.float32) for _ in range(3)]
+    out, grads = fast(*args32)
+    assert fast.signatures == 4 and out.dtype == np.float32
+    fast([1, 2], [3, 4], [5, 6])  # lists of ints: promoted like value_and_grad does
+    assert fast.signatures == 5
+
+
+def test_broadcasting_reductions_matmul_and_static_args(rng):
+    def layer(x, w, b, scale):
+        return cr.sum(cr.tanh(x @ w + b) ** 2) * scale
+
+    x, w, b = rng.normal(size=(5, 3)), rng.normal(size=(3, 2)), rng.normal(size=2)
+    fast = cr.compile(layer, argnums=(1, 2))
+    _close(fast(x, w, b, 0.5), cr.value_and_grad(layer, argnums=(1, 2))(x, w, b, 0.5))
+    _close(fast(x, w, b, 2.0), cr.value_and_grad(layer, argnums=(1, 2))(x, w, b, 2.0))
+    assert fast.signatures == 2
+
+    def f(x, y):
+        return cr.mean(x * y, axis=0) + cr.max(x) + cr.logsumexp(x[:, ::2], axis=1)[0]
+
+    x, y = rng.normal(size=(3, 4)), rng.normal(size=4)
+    _close(cr.compile(f, argnums=(0, 1))(x, y), cr.value_and_grad(f, argnums=(0, 1))(x, y))
+    big = rng.normal(size=(300, 40))
+    _close(cr.compile(lambda x: cr.sum(x * x, axis=1) + 1, argnums=0)(big),
+           cr.value_and_grad(lambda x: cr.sum(x * x, axis=1) + 1)(big))
+
+
+def test_unused_input_gets_zero_gradient():
+    out, (gx, gy, gz) = cr.compile(q2c, argnums=(0, 1, 2))(np.e, np.pi / 2, 2.0)
+    assert float(gz) == 0.0 and float(out) == pytest.approx(4 + 4 * np.e)
+    big = [np.full(2 * compiler.TILE + 1, v) for v in (np.e, np.pi / 2, 2.0)]
+    out, (gx, gy, gz) = cr.compile(q2c, argnums=(0, 1, 2))(*big)
+    assert not gz.any() and gz.shape == big[2].shape
+
+
+def test_source_is_inspectable():
+    fast = cr.compile(complex_layer, argnums=(0, 1))
+    with pytest.raises(RuntimeError, match="call the function once"):
+        fast.source  # noqa: B018
+    fast(np.ones(5000), np.ones(5000))
+    assert "out=" in fast.source                      # planned buffers
+    assert "def complex_layer(x, y):" in fast.program_source
+    fast(np.ones(3), np.ones(3))
+    assert "out=" not in fast.source                  # tiny arrays: plain code
+
+
+def test_powers_are_strength_reduced():
+    fast = cr.compile(q2b, argnums=(0, 1, 2))
+    fast(*[np.ones(5000)] * 3)
+    assert "np.power" not in fast.source and "np.square" in fast.source
+
+
+def test_numexpr_backend_falls_back_without_numexpr(monkeypatch, rng):
+    monkeypatch.setitem(sys.modules, "numexpr", None)  # import numexpr now raises ImportError
+    args = [rng.uniform(0.5, 2, 40000) for _ in range(2)]
+    fast = cr.compile(complex_layer, argnums=(0, 1), backend="numexpr")
+    _close(fast(*args), cr.value_and_grad(complex_layer, argnums=(0, 1))(*args))
+    assert fast._last.backend == "numpy"
+
+
+def test_numexpr_backend_fuses_chains(rng):
+    pytest.importorskip("numexpr")
+    args = [rng.uniform(0.5, 2, 40000) for _ in range(2)]
+    fast = cr.compile(complex_layer_staged, argnums=(0, 1), backend="numexpr")
+    res = fast(*args)
+    assert "numexpr[" in fast.source
+    _close(res, cr.compile(complex_layer_staged, argnums=(0, 1))(*args), rtol=1e-13)
+
+
+def test_errors_are_clear():
+    with pytest.raises(ValueError, match="backend"):
+        cr.compile(q2a, backend="cuda")
+    with pytest.raises(TypeError, match="function"):
+        cr.compile(3)
+    with pytest.raises(ValueError, match="argnums names argument 5"):
+        cr.compile(q2a, argnums=5)(1.0, 2.0, 3.0)
+    with pytest.raises(TypeError, match="one array or tensor"):
+        cr.compile(lambda x: (x, x))(1.0)
+
+
+def test_values_frozen_into_the_trace_are_refused():
+    x = np.array([-1.0, 2.0, 3.0, -0.5])
+    with pytest.raises(ValueError, match="does not trace to one fixed computation"):
+        cr.compile(lambda x: cr.where(x > 0, x, 0 * x))(x)   # x > 0 outside a gate: a constant mask
+    out, g = cr.compile(lambda x: cr.relu(x) * 2)(x)          # the gate's own rule: fine
+    assert g.dtype == np.float64
+    np.testing.assert_array_equal(g, [0.0, 2.0, 2.0, 0.0])
+
+
+def test_tensor_arguments_are_accepted():
+    x = np.array([1.0, 2.0])
+    fast = cr.compile(lambda x: x * x)
+    out, g = fast(cr.tensor(x))
+    assert type(out) is np.ndarray and type(g) is np.ndarray
+    np.testing.assert_array_equal(g, 2 * x)
