@@ -5,8 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI replays the same examples every run (a red CI always means a real change); locally each run
+# explores new ones. CHAINRULE_HYPOTHESIS_PROFILE=explore overrides either way.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("CHAINRULE_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "explore"))
 
 
 @pytest.fixture

@@ -304,7 +304,7 @@ UNARY = [
     ("exp", lambda a: np.exp(a * 0.3)),
     ("log", lambda a: np.log(1 + a * a)),
     ("sin", np.sin), ("cos", np.cos), ("tanh", cr.tanh), ("sigmoid", cr.sigmoid),
-    ("sqrt", lambda a: np.sqrt(2 + a)), ("square", np.square), ("neg", lambda a: -a),
+    ("sqrt", lambda a: np.sqrt(1 + a * a)), ("square", np.square), ("neg", lambda a: -a),
     ("recip", lambda a: 1 / (2 + a * a)), ("pow3", lambda a: a**3), ("abs1", lambda a: abs(a) + a),
 ]
 BINARY = [

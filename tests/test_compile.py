@@ -52,7 +52,7 @@ def _close(res, ref, rtol=1e-12):
     np.testing.assert_allclose(out, rout, rtol=rtol, atol=1e-300)
     assert len(grads) == len(rgrads)
     for g, r in zip(grads, rgrads):
-        assert np.shape(g) == np.shape(r)
+        assert np.shape(g) == np.shape(r) and np.asarray(g).dtype == np.asarray(r).dtype
         np.testing.assert_allclose(g, r, rtol=rtol, atol=1e-13)
 
 
@@ -150,10 +150,10 @@ def test_source_is_inspectable():
     with pytest.raises(RuntimeError, match="call the function once"):
         fast.source  # noqa: B018
     fast(np.ones(5000), np.ones(5000))
-    assert "out=" in fast.source                      # planned buffers
+    assert "# _b0: buffer float64 (5000,)" in fast.source   # planned buffers
     assert "def complex_layer(x, y):" in fast.program_source
     fast(np.ones(3), np.ones(3))
-    assert "out=" not in fast.source                  # tiny arrays: plain code
+    assert "_b0" not in fast.source                   # tiny arrays: plain code
 
 
 def test_powers_are_strength_reduced():
@@ -205,3 +205,23 @@ def test_tensor_arguments_are_accepted():
     out, g = fast(cr.tensor(x))
     assert type(out) is np.ndarray and type(g) is np.ndarray
     np.testing.assert_array_equal(g, 2 * x)
+
+
+def test_float32_large_arrays_keep_their_dtype(rng):
+    args = [rng.uniform(0.5, 2, 2 * compiler.TILE + 1).astype(np.float32) for _ in range(2)]
+    out, (gx, gy) = cr.compile(complex_layer, argnums=(0, 1))(*args)
+    ref_out, (rx, ry) = cr.value_and_grad(complex_layer, argnums=(0, 1))(*args)
+    assert out.dtype == gx.dtype == gy.dtype == np.float32
+    for g, r in ((gx, rx), (gy, ry)):  # float32 rounding, relative to the gradient's scale
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * float(np.abs(r).max()))
+
+
+def test_shape_gates_on_rewritten_values(rng):
+    def f(x, y):  # 1 / (...) and -(...) feeding concatenate, stack and maximum
+        a = 1 / (1 + x * x)
+        b = -(y * x)
+        return cr.sum(cr.concatenate([a, b]) * cr.stack([b, a]).reshape(-1)) + cr.sum(cr.maximum(a, b))
+
+    for n in (3, 5000):
+        x, y = rng.normal(size=n), rng.normal(size=n)
+        _close(cr.compile(f, argnums=(0, 1))(x, y), cr.value_and_grad(f, argnums=(0, 1))(x, y))

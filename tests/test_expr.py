@@ -454,8 +454,8 @@ def _show(t, implicit: bool, power: str) -> str:
     op, a, b = t
     if op == "^":
         return f"({_show(a, implicit, power)}){power}{b}"
-    if op == "*" and implicit:
-        return f"({_show(a, implicit, power)}) ({_show(b, implicit, power)})"
+    if op == "*" and implicit:  # bracketed whole: "a / (b)(c)" would be ambiguous, and is refused
+        return f"(({_show(a, implicit, power)}) ({_show(b, implicit, power)}))"
     return f"({_show(a, implicit, power)} {op} {_show(b, implicit, power)})"
 
 

@@ -222,6 +222,8 @@ row("cross_entropy", "cross_entropy mean", lambda x: apply(cr.GATES["cross_entro
     lambda x: -np.mean(np.log(ref_softmax(x))[_LABELS]), each(normal(4, 3, scale=2)))
 row("cross_entropy", "cross_entropy sum", lambda x: apply(cr.GATES["cross_entropy"], x, index=_LABELS),
     lambda x: -np.sum(np.log(ref_softmax(x))[_LABELS]), each(normal(4, 3)))
+row("cross_entropy", "cr.cross_entropy labels", lambda x: cr.cross_entropy(x, _LABELS[1]),
+    lambda x: -np.mean(np.log(ref_softmax(x))[_LABELS]), each(normal(4, 3, scale=3)))
 
 # shape gates
 row("reshape", "reshape (3,4)->(2,6)", lambda x: cr.reshape(x, (2, 6)), lambda x: x.reshape(2, 6),

@@ -279,4 +279,7 @@ def test_graph_without_gradient_path() -> None:
     g = cr.trace(lambda x: x * 0 + 3, x=1.0)
     assert g.grads["x"] == 0.0
     c = cr.trace(lambda x: np.float64(3.0), x=1.0)
-    assert c.staged() == "out = 3" or c.output.kind == "const"
+    assert c.output.kind == "const" and c.staged() == "out = 3"
+    assert "∂out/∂x = 0   (not used)" in c.table()
+    with pytest.raises(ValueError, match="no backward pass"):
+        c.backward_graph()

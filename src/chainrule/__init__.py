@@ -78,7 +78,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackwardReport", "Compiled", "check_backward", "compile",
-    "AnomalyError", "Equation", "GATES", "Gate", "Graph", "Node", "trace", "GradcheckError", "GraphFreedError", "ShapeError", "Tensor",
+    "AnomalyError", "Equation", "GATES", "Gate", "Graph", "Node", "trace", "GradcheckError", "GraphFreedError",
+    "ShapeError", "Tensor",
     "abs", "absolute", "add", "amax", "amin", "broadcast_to", "clip", "concatenate", "cos", "detect_anomaly",
     "divide", "dot", "enable_grad", "equal", "exp", "expand_dims", "expanded", "grad", "gradcheck", "greater",
     "greater_equal", "less", "less_equal", "log", "log_softmax", "logsumexp", "matmul", "max", "maximum",

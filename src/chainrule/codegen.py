@@ -443,11 +443,8 @@ def build_program(graph: Any, wrt: Iterable[str] | None = None) -> Program:
     helper_cache: dict[Any, str] = {}
 
     def code_name(n: Any) -> str:
-        name = n.name if n.name not in _RESERVED and n.name.isidentifier() and not keyword.iskeyword(n.name) \
-            else None
-        if name is None:
-            name = namer.claim(n.name)
-        return name
+        ok = n.name not in _RESERVED and n.name.isidentifier() and not keyword.iskeyword(n.name)
+        return n.name if ok else namer.claim(n.name)
 
     def constant(v: Any, base: str) -> Sym:
         arr = np.asarray(v)
@@ -474,8 +471,7 @@ def build_program(graph: Any, wrt: Iterable[str] | None = None) -> Program:
             expr = _forward_expr(n.gate, args, n.params)
             if _size(expr) > 1:
                 expr = _helper_call(program, n.gate, args, n.params, helper_cache, namer)
-            comment = None
-            program.forward.append(Stmt(name, expr, comment))
+            program.forward.append(Stmt(name, expr))
             if expr.op not in ("name", "num", "array"):
                 fwd_table.setdefault(expr_key(expr, memo), sym(name, shape))
             value[id(n)] = sym(name, shape)
@@ -680,7 +676,9 @@ def _to_shape(gi: Sym, node_shape: tuple[int, ...], target: tuple[int, ...]) -> 
 def _helper_call(program: Program, gate: Gate, args: list[Sym], params: dict[str, Any],
                  cache: dict[Any, str], namer: _Namer) -> Sym:
     """A composite forward (sigmoid's stable form, logsumexp, ...) as a helper function call."""
-    key = (gate.name, _freeze(params), tuple(a.known_shape for a in args if a.op != "name"))
+    # one helper per gate, parameters and input shapes (shape-dependent forwards bake shapes in)
+    key = (gate.name, _freeze(params), tuple((a.known_shape, None if a.op == "name" else expr_key(a))
+                                             for a in args))
     hname = cache.get(key)
     stand_ins = [a if a.op != "name" else None for a in args]
     pnames = ["x", "y", "w", "v"][: len(args)] if len(args) <= 4 else [f"x{i}" for i in range(len(args))]

@@ -22,7 +22,7 @@ import numpy as np
 from . import backend, functions
 from .autodiff import as_float_array, run_backward
 from .gates import FAN_OUT, Gate, unbroadcast
-from .symbolic import _index_text, const, ops, sym, to_text
+from .symbolic import const, index_text, ops, sym, to_text
 from .tensor import Tensor, enable_grad, expanded
 
 
@@ -285,11 +285,11 @@ def equation_text(node: Node) -> str:
     params = dict(node.params)
     fmt = gate.fmt
     if gate.name == "getitem":
-        return f"{names[0]}[{_index_text(params.get('index'))}]"
+        return f"{names[0]}[{index_text(params.get('index'))}]"
     if gate.name in ("concatenate", "stack"):
         return f"{gate.name}([{', '.join(names)}], axis={params.get('axis', 0)})"
     if gate.name == "scatter":
-        return f"scatter({names[0]}, index=[{_index_text(params.get('index'))}], shape={params.get('shape')})"
+        return f"scatter({names[0]}, index=[{index_text(params.get('index'))}], shape={params.get('shape')})"
     extras: list[str] = []
     if gate.name in ("reshape", "broadcast_to"):
         extras.append(str(tuple(params.pop("shape", ()))))
@@ -484,7 +484,9 @@ def _build(out: Tensor, input_tensors: list[Tensor] | None, local_names: dict[in
             continue
         if t._gate is None:  # a tensor that needs no gradient: a constant
             text = const_text(t.data) if t.name is None else None
-            if text is None:
+            if t is out:  # a function whose result does not depend on its inputs
+                text = claim(t.name or "out")
+            elif text is None:
                 const_count += 1
                 text = claim(t.name or f"c{const_count}")
             node = Node(text, "const", t.data, None, tensor=t)
@@ -624,7 +626,7 @@ def _table(graph: Graph) -> str:
                 else:
                     prod = fmt_value(part.grad)
             else:
-                left.append(f"vector-Jacobian product for {inp.name}")
+                left.append(f"back to {inp.name}")
                 prod = fmt_value(part.grad)
             fan = uses.get(id(inp), 0) > 1
             right.append(f"adds {prod} to {d(inp.name)}" if fan else f"{d(inp.name)} = {prod}")

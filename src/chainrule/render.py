@@ -300,10 +300,18 @@ def to_svg(graph: Graph, engine: str | None = None, max_nodes: int | None = None
     return layout(to_dot(graph, max_nodes=max_nodes), "svg", engine).decode("utf-8")
 
 
+def _cached_svg(graph: Graph) -> str:
+    # Jupyter asks for both reprs; lay the graph out once (a traced graph does not change)
+    cached = graph.__dict__.get("_svg_cache")
+    if cached is None:
+        cached = graph.__dict__["_svg_cache"] = to_svg(graph)
+    return cached
+
+
 def repr_svg(graph: Graph) -> str | None:
     """Jupyter's SVG view; None (so Jupyter falls back to text) when nothing can draw it."""
     try:
-        return to_svg(graph)
+        return _cached_svg(graph)
     except (RenderError, GraphTooLargeError):
         return None
 
@@ -311,7 +319,7 @@ def repr_svg(graph: Graph) -> str | None:
 def repr_html(graph: Graph) -> str:
     """Jupyter's HTML view: the picture, or the staged equations with a note saying why not."""
     try:
-        return f'<div class="chainrule-graph">{_strip_xml_header(to_svg(graph))}</div>'
+        return f'<div class="chainrule-graph">{_strip_xml_header(_cached_svg(graph))}</div>'
     except (RenderError, GraphTooLargeError) as e:
         return (f'<div class="chainrule-graph"><pre>{html.escape(graph.staged())}</pre>'
                 f"<p><i>{html.escape(str(e))}</i></p></div>")

@@ -47,7 +47,7 @@ import numpy as np
 
 from .gates import GATES, keepdims_shape, normalize_axis, reduced_shape
 
-__all__ = ["Sym", "sym", "const", "ops", "to_text", "MathPrinter", "NumpyPrinter", "is_number"]
+__all__ = ["Sym", "sym", "const", "ops", "to_text", "MathPrinter", "NumpyPrinter", "is_number", "binary", "neg", "call"]
 
 # binding strengths (higher binds tighter), Python's order
 _ATOM, _POW, _UNARY, _MUL, _ADD, _CMP = 100, 90, 80, 70, 60, 50
@@ -477,7 +477,8 @@ _ONE_LETTER = re.compile(r"[A-Za-zα-ω](?![A-Za-z0-9_α-ω])")  # 2x and 3z², 
 _SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
 
 
-def _index_text(index: Any) -> str:
+def index_text(index: Any) -> str:
+    """An index as it is written inside brackets: ``0, 1:3``, ``..., None``, ``[0, 2]``."""
     def one(i: Any) -> str:
         if i is Ellipsis:
             return "..."
@@ -538,7 +539,7 @@ class MathPrinter:
             a, b = self.render(e.args[0])[0], self.render(e.args[1])[0]
             return self.comparison(a, self.compare[e.op], b)
         if e.op == "getitem":
-            return f"{self.wrap(e.args[0], _ATOM)}[{_index_text(e.params['index'])}]", _ATOM
+            return f"{self.wrap(e.args[0], _ATOM)}[{index_text(e.params['index'])}]", _ATOM
         if e.op == "call":
             return self.call(e)
         return self.binary(e)
@@ -583,7 +584,7 @@ class MathPrinter:
         if gate is not None and not params and gate.fmt.count("{") == len(e.args) and len(e.args) >= 1:
             return self.fill(gate.fmt, e.args)
         args = [self.render(a)[0] for a in e.args]
-        args += [f"{k}={_index_text(v) if k == 'index' else v}" for k, v in params.items()]
+        args += [f"{k}={index_text(v) if k == 'index' else v}" for k, v in params.items()]
         return f"{self.call_name(name)}({', '.join(args)})", _ATOM
 
     def call_name(self, name: str) -> str:
