@@ -247,10 +247,12 @@ def _log_softmax_vjp(m, g, x, out, needs, axis=-1):
 
 
 def _cross_entropy_vjp(m, g, x, out, needs, index=None, scale=1.0):
-    # softmax minus the one-hot of the labels, times the upstream gradient and the 1/n of the mean
+    # softmax(x) minus the one-hot of the labels, times the upstream gradient and the 1/n of a mean
+    # (the softmax spelled out in primitive ops, so generated code can write every step)
+    e = m.exp(x - m.max(x, axis=-1, keepdims=True))
     gs = g * scale
     onehot = m.scatter(m.broadcast_to(gs, index[-1].shape), index=index, shape=x.shape)
-    return (m.softmax(x, axis=-1) * gs - onehot,)
+    return (e / m.sum(e, axis=-1, keepdims=True) * gs - onehot,)
 
 
 def _reshape_vjp(m, g, x, out, needs, shape=()):

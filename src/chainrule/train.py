@@ -29,7 +29,8 @@ from .tensor import no_grad
 
 __all__ = ["add_parser", "run", "main", "build_mlp", "fit", "History", "TrainError"]
 
-DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, hidden=(256, 128), optimizer="adam", test_size=0.2, seed=0)
+DEFAULTS = dict(epochs=40, batch_size=64, lr=1e-3, hidden=(512, 256), dropout=0.3, optimizer="adam", test_size=0.2,
+                seed=0)
 
 
 class TrainError(Exception):
@@ -141,9 +142,11 @@ class _Progress:
         except ImportError:
             pass
         try:
+            from rich.console import Console
             from rich.progress import Progress
 
-            self.bar = Progress(*Progress.get_default_columns(), "{task.fields[info]}", transient=False)
+            self.bar = Progress(*Progress.get_default_columns(), "{task.fields[info]}",
+                                console=Console(stderr=True))
             self.bar.start()
             self.task = self.bar.add_task("training", total=epochs, info="")
             self.kind = "rich"
@@ -266,13 +269,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train",
         help="train an MLP classifier (digits, or your own X/y arrays) with chainrule",
-        description="Train a multilayer perceptron with chainrule's nn/optim/data modules: shuffled "
-                    "mini-batches, softmax cross-entropy, backprop, an optimizer step. Shows a progress bar "
-                    "with loss and accuracy and prints the final test accuracy.",
+        description="Train a multilayer perceptron with chainrule's nn/optim/data modules: shuffled\n"
+                    "mini-batches, softmax cross-entropy, backprop, an optimizer step. Shows a progress\n"
+                    "bar with loss and accuracy and prints the final test accuracy.",
         epilog="examples:\n  chainrule train digits --epochs 30 --plot curves.png --save model.npz\n"
                "  chainrule train --data mine.npz --hidden 64 --optimizer sgd --lr 0.1\n\n"
-               "--data FILE.npz holds X (samples × features, or images: flattened) and y (integer class "
-               "labels 0..k−1), saved with np.savez('mine.npz', X=X, y=y).",
+               "--data FILE.npz holds X (samples × features, or images: flattened) and y (integer\n"
+               "class labels 0..k−1), saved with np.savez('mine.npz', X=X, y=y).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dataset", nargs="?", choices=["digits"],
@@ -290,10 +293,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=_nonneg_float, default=0.0,
                    help="L2 penalty (decoupled for adamw; default %(default)s)")
     p.add_argument("--hidden", type=_hidden_sizes, default=DEFAULTS["hidden"], metavar="SIZES",
-                   help="hidden layer sizes, comma-separated (default 256,128; '' for none: softmax regression)")
+                   help="hidden layer sizes, comma-separated (default 512,256; '' for none: softmax regression)")
     p.add_argument("--activation", choices=sorted(_ACTIVATIONS), default="relu",
                    help="hidden-layer nonlinearity (default %(default)s)")
-    p.add_argument("--dropout", type=_fraction_closed, default=0.0,
+    p.add_argument("--dropout", type=_fraction_closed, default=DEFAULTS["dropout"],
                    help="dropout probability after each hidden layer (default %(default)s)")
     p.add_argument("--test-size", type=_fraction_open, default=DEFAULTS["test_size"],
                    help="fraction of the samples held out for testing (default %(default)s)")
@@ -376,7 +379,8 @@ def _run(args: argparse.Namespace) -> int:
             raise TrainError(f"--save {args.save}: cannot write ({e})") from None
         saved = args.save if args.save.endswith(".npz") else args.save + ".npz"
         print(f"parameters saved to {saved} (load with model.load({saved!r}) into "
-              f"chainrule.train.build_mlp({X.shape[1]}, {tuple(args.hidden)}, {n_classes}, {args.activation!r}))")
+              f"chainrule.train.build_mlp({X.shape[1]}, {tuple(args.hidden)}, {n_classes}, {args.activation!r}"
+              f"{f', dropout={args.dropout}' if args.dropout and args.hidden else ''}))")
     return 0
 
 
