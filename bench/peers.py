@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import run_peers  # noqa: E402
 
@@ -42,8 +40,8 @@ def mlp_chainrule(init, X, y, lr):
     model = cr.nn.Sequential(cr.nn.Linear(sizes[0], sizes[1]), cr.nn.ReLU(), cr.nn.Linear(sizes[1], sizes[2]),
                              cr.nn.ReLU(), cr.nn.Linear(sizes[2], sizes[3]))
     linears = [m for m in model if isinstance(m, cr.nn.Linear)]
-    for i, lin in enumerate(linears, 1):  # the harness's weights are (in, out): x @ W + b
-        lin.load_state_dict({"weight": np.ascontiguousarray(init[f"W{i}"].T).copy(), "bias": init[f"b{i}"].copy()})
+    for i, lin in enumerate(linears, 1):  # chainrule's Linear, like the harness, is x @ W + b with W (in, out)
+        lin.load_state_dict({"weight": init[f"W{i}"].copy(), "bias": init[f"b{i}"].copy()})
     opt = cr.optim.SGD(model.parameters(), lr=lr)
 
     def step():
@@ -56,7 +54,7 @@ def mlp_chainrule(init, X, y, lr):
     def params():
         out = []
         for lin in linears:
-            out += [lin.weight.data.T.copy(), lin.bias.data.copy()]
+            out += [lin.weight.data.copy(), lin.bias.data.copy()]
         return out
 
     return step, params
