@@ -131,16 +131,7 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: str = "mean")
     """
     x = logits.data if isinstance(logits, Tensor) else np.asarray(logits)
     y = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
-    if x.ndim != 2:
-        raise ValueError(f"cross_entropy: logits must be 2-D (samples, classes), got shape {x.shape}")
-    if y.shape != x.shape[:1]:
-        raise ValueError(f"cross_entropy: labels must have shape ({x.shape[0]},), one per row of the logits "
-                         f"{x.shape}, got shape {y.shape}")
-    if y.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: labels must be integer class indices, got dtype {y.dtype}")
-    if y.size and (y.min() < 0 or y.max() >= x.shape[1]):
-        raise ValueError(f"cross_entropy: labels must lie in 0..{x.shape[1] - 1} (the logits have "
-                         f"{x.shape[1]} classes), got labels from {y.min()} to {y.max()}")
+    check_class_labels("cross_entropy", x, y, "logits")
     index = (np.arange(y.shape[0]), y)
     if reduction == "none":
         return -log_softmax(logits, axis=-1)[index]
@@ -148,6 +139,20 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: str = "mean")
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
     scale = 1.0 / y.shape[0] if reduction == "mean" and y.shape[0] else 1.0  # (max() is shadowed here)
     return apply(_G["cross_entropy"], logits, index=index, scale=scale)
+
+
+def check_class_labels(who: str, x: Any, y: Any, what: str = "scores") -> None:
+    """Raise one clear error unless ``y`` holds one integer class index per row of the 2-D ``x``."""
+    if x.ndim != 2:
+        raise ValueError(f"{who}: {what} must be 2-D (samples, classes), got shape {x.shape}")
+    if y.shape != x.shape[:1]:
+        raise ValueError(f"{who}: labels must have shape ({x.shape[0]},), one per row of the {what} "
+                         f"{x.shape}, got shape {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{who}: labels must be integer class indices, got dtype {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= x.shape[1]):
+        raise ValueError(f"{who}: labels must lie in 0..{x.shape[1] - 1} (the {what} have "
+                         f"{x.shape[1]} classes), got labels from {y.min()} to {y.max()}")
 
 
 def _no_extras(name: str, kw: dict[str, Any]) -> None:

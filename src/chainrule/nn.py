@@ -369,7 +369,7 @@ def svm_loss(scores: Any, labels: Any, margin: float = 1.0, reduction: str = "me
     """
     x = scores.data if isinstance(scores, Tensor) else np.asarray(scores)
     y = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
-    _check_labels("svm_loss", x, y)
+    F.check_class_labels("svm_loss", x, y)
     if not margin > 0:
         raise ValueError(f"svm_loss: margin must be positive, not {margin!r}")
     correct = F.reshape(scores[np.arange(y.shape[0]), y] if isinstance(scores, Tensor)
@@ -386,16 +386,4 @@ def _reduce(t: Tensor, reduction: str, who: str) -> Tensor:
     if reduction == "none":
         return t
     raise ValueError(f"{who}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
-
-
-def _check_labels(who: str, x: Any, y: Any) -> None:
-    if x.ndim != 2:
-        raise ValueError(f"{who}: scores must be 2-D (samples, classes), got shape {x.shape}")
-    if y.shape != x.shape[:1]:
-        raise ValueError(f"{who}: labels must have shape ({x.shape[0]},), one per row of the scores "
-                         f"{x.shape}, got shape {y.shape}")
-    if y.dtype.kind not in "iu":
-        raise TypeError(f"{who}: labels must be integer class indices, got dtype {y.dtype}")
-    if y.size and (y.min() < 0 or y.max() >= x.shape[1]):
-        raise ValueError(f"{who}: labels must lie in 0..{x.shape[1] - 1}, got labels from {y.min()} to {y.max()}")
 
