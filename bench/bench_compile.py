@@ -1,12 +1,15 @@
 """Benchmark ``cr.compile`` against the hand-written staged NumPy functions of the worksheet.
 
 Times forward+backward of q2a, q2b, q2c, sigmoid and complex_layer with the hand-written NumPy
-reference (``../shared/bench/seed_functions.py``), ``cr.compile`` (NumPy backend and numexpr
-backend) and, for scale, eager ``cr.value_and_grad``: all in one process, pinned to one CPU, with
-the peer harness's allocator settings, and prints each ratio to hand-written NumPy (lower is
-faster) and the geometric means. The jax.jit figure comes from the stored peer baseline, when given.
+reference (``../shared/bench/seed_functions.py``), ``cr.compile`` (the default ``auto`` backend,
+the NumPy backend, the fused numba backend, the numexpr backend) and, for scale, eager
+``cr.value_and_grad``: all in one process, pinned to one CPU, with the peer harness's allocator
+settings, and prints each ratio to hand-written NumPy (lower is faster) and the geometric means.
+Where jax is importable (the peer environment) jax.jit runs in the same process, through the
+harness's own engine; otherwise its figure comes from the stored peer baseline, when given.
 
     .venv/bin/python bench/bench_compile.py [--sizes 1,1000000] [--baseline ../shared/bench/baseline-1cpu.json]
+    ../peers-venv/bin/python bench/bench_compile.py --sizes 1000000     # with jax.jit in the same run
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu", type=int, default=0, help="pin to this CPU (-1: no pinning)")
     p.add_argument("--min-time", type=float, default=0.15)
     p.add_argument("--eager", action="store_true", help="also time eager value_and_grad")
+    p.add_argument("--no-jax", action="store_true", help="do not time jax.jit even where jax is importable")
     args = p.parse_args(argv)
     _reexec()
     if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
@@ -80,12 +84,27 @@ def main(argv: list[str] | None = None) -> int:
         has_ne = True
     except ImportError:
         has_ne = False
+    try:
+        import numba
+
+        has_nb = True
+    except ImportError:
+        has_nb = False
+    jax_engine = None
+    if not args.no_jax:
+        try:
+            jax_engine = sf.Jax(jit=True).setup()
+        except Exception:  # noqa: BLE001 - jax missing or unusable: use the stored baseline
+            jax_engine = None
     m = SimpleNamespace(log=np.log, sin=np.sin, exp=np.exp, sqrt=np.sqrt)
-    baseline = _baseline(args.baseline)
+    baseline = {} if jax_engine is not None else _baseline(args.baseline)
     sizes = [int(float(s)) for s in args.sizes.split(",")]
-    engines = ["numpy-compiled"] + (["numexpr-compiled"] if has_ne else []) + (["eager"] if args.eager else [])
-    print(f"numpy {np.__version__}, numexpr {'(1 thread)' if has_ne else 'not installed'}; "
-          f"pinned to CPU {args.cpu}; times in ms, ratio = time / hand-written NumPy time (lower is faster)")
+    engines = (["auto-compiled", "numpy-compiled"] + (["numba-compiled"] if has_nb else [])
+               + (["numexpr-compiled"] if has_ne else []) + (["jax-jit"] if jax_engine is not None else [])
+               + (["eager"] if args.eager else []))
+    print(f"numpy {np.__version__}, numexpr {'(1 thread)' if has_ne else 'not installed'}, "
+          f"numba {numba.__version__ if has_nb else 'not installed'}; pinned to CPU {args.cpu}; "
+          "times in ms, ratio = time / hand-written NumPy time (lower is faster)")
     for n in sizes:
         ratios: dict[str, list[float]] = {e: [] for e in engines}
         jax_ratios: list[float] = []
@@ -99,14 +118,19 @@ def main(argv: list[str] | None = None) -> int:
             calls = {"hand": (lambda call_, a: lambda: call_(*a))(spec.numpy, arrays)}
             ref = spec.numpy(*arrays)
             for e in engines:
-                if e == "eager":
-                    fn = cr.value_and_grad(f, argnums=argnums)
+                if e == "jax-jit":
+                    call = jax_engine.make_call(name, jax_engine.prepare(arrays))
+                    ok, err = sf.compare(ref, jax_engine.to_numpy(call(), arrays))
                 else:
-                    fn = cr.compile(f, argnums=argnums, backend="numexpr" if e.startswith("numexpr") else "numpy")
-                ok, err = sf.compare(ref, fn(*arrays))
+                    if e == "eager":
+                        fn = cr.value_and_grad(f, argnums=argnums)
+                    else:
+                        fn = cr.compile(f, argnums=argnums, backend=e.split("-")[0])
+                    ok, err = sf.compare(ref, fn(*arrays))
+                    call = (lambda call_, a: lambda: call_(*a))(fn, arrays)
                 if not ok:
                     print(f"  {name} {e}: MISMATCH (max rel err {err:.2e})")
-                calls[e] = (lambda call_, a: lambda: call_(*a))(fn, arrays)
+                calls[e] = call
             times = {k: timeit(c, args.min_time) for k, c in calls.items()}
             row = f"{name:14s} {times['hand'] * 1e3:11.4f} "
             for e in engines:

@@ -47,19 +47,26 @@ def complex_layer(x, y):
 
 
 GOLDEN_Q2A = textwrap.dedent('''\
+    import numpy as np
+
+
     def q2a(x, y, z):
         # forward pass
         t1 = x + y
         out = t1 * z
         # backward pass
-        dt1 = z  # mul gate: swaps its inputs
-        dz = t1  # mul gate: swaps its inputs
+        dout = np.ones_like(out)
+        dt1 = dout * z  # mul gate: swaps its inputs
+        dz = dout * t1  # mul gate: swaps its inputs
         dx = dt1  # add gate: distributes the upstream gradient unchanged to both inputs
         dy = dt1  # add gate: distributes the upstream gradient unchanged to both inputs
         return out, dx, dy, dz
     ''')
 
 GOLDEN_Q2B = textwrap.dedent('''\
+    import numpy as np
+
+
     def q2b(x, y, z):
         # forward pass
         t1 = x ** 2
@@ -68,8 +75,9 @@ GOLDEN_Q2B = textwrap.dedent('''\
         t4 = z ** 3
         out = t3 * t4
         # backward pass
-        dt3 = t4  # mul gate: swaps its inputs
-        dt4 = t3  # mul gate: swaps its inputs
+        dout = np.ones_like(out)
+        dt3 = dout * t4  # mul gate: swaps its inputs
+        dt4 = dout * t3  # mul gate: swaps its inputs
         dt1 = dt3  # add gate: distributes the upstream gradient unchanged to both inputs
         dt2 = dt3  # add gate: distributes the upstream gradient unchanged to both inputs
         dz = dt4 * (3 * z ** 2)  # pow gate: ∂(xʸ)/∂x = y·xʸ⁻¹ and ∂(xʸ)/∂y = xʸ·ln x
@@ -89,7 +97,8 @@ GOLDEN_SIGMOID_STAGED = textwrap.dedent('''\
         c = 1 + b
         d = 1 / c
         # backward pass
-        dc = -1 / c ** 2  # div gate: ∂(x/y)/∂x = 1/y and ∂(x/y)/∂y = -x/y²
+        dd = np.ones_like(d)
+        dc = dd * (-1 / c ** 2)  # div gate: ∂(x/y)/∂x = 1/y and ∂(x/y)/∂y = -x/y²
         db = dc  # add gate: distributes the upstream gradient unchanged to both inputs
         da = db * b  # exp gate: its local gradient is its own output, eˣ
         dx = -da  # neg gate: flips the sign of the gradient
@@ -107,7 +116,8 @@ GOLDEN_SIGMOID_EXPANDED = textwrap.dedent('''\
         t3 = 1 + t2
         out = np.reciprocal(t3)
         # backward pass
-        dt3 = -out ** 2  # reciprocal gate: ∂(1/x)/∂x = -1/x²
+        dout = np.ones_like(out)
+        dt3 = -dout * out ** 2  # reciprocal gate: ∂(1/x)/∂x = -1/x²
         dt2 = dt3  # add gate: distributes the upstream gradient unchanged to both inputs
         dt1 = dt2 * t2  # exp gate: its local gradient is its own output, eˣ
         dx = -dt1  # neg gate: flips the sign of the gradient
@@ -135,8 +145,9 @@ GOLDEN_COMPLEX_LAYER = textwrap.dedent('''\
         t7 = _sigmoid(t6)
         out = t4 / t7
         # backward pass
-        dt4 = 1 / t7  # div gate: ∂(x/y)/∂x = 1/y and ∂(x/y)/∂y = -x/y²
-        dt7 = -t4 / t7 ** 2  # div gate: ∂(x/y)/∂x = 1/y and ∂(x/y)/∂y = -x/y²
+        dout = np.ones_like(out)
+        dt4 = dout * (1 / t7)  # div gate: ∂(x/y)/∂x = 1/y and ∂(x/y)/∂y = -x/y²
+        dt7 = -dout * (t4 / t7 ** 2)  # div gate: ∂(x/y)/∂x = 1/y and ∂(x/y)/∂y = -x/y²
         dt1 = dt4 * t3  # mul gate: swaps its inputs
         dt3 = dt4 * t1  # mul gate: swaps its inputs
         dt6 = dt7 * (t7 * (1 - t7))  # sigmoid gate: local gradient σ(x)·(1 − σ(x)), from its own output
@@ -178,12 +189,28 @@ def test_golden_complex_layer():
 
 def test_simplifications_read_like_a_ta_wrote_them():
     src = cr.trace(q2c, **WORKSHEET_IN["q2c"]).to_source("q2c")
-    assert "ones_like" not in src                      # no multiplication by the ones seed
+    assert src.count("np.ones_like(") == 1 and "dout = np.ones_like(out)" in src   # the named seed
+    assert "dt4 = dout  #" in src                      # add's constant local 1 is not multiplied
     assert "dz = np.zeros_like(z)" in src              # identically zero gradient
-    assert "1.0 *" not in src and "* 1\n" not in src
+    assert "1.0 *" not in src and "* 1\n" not in src and "* 1 " not in src
     fused = cr.trace(lambda x: cr.sigmoid(x), x=2.0).to_source("s")
-    assert "dx = out * (1 - out)" in fused             # forward value reused by the gate's own rule
+    assert "dx = dout * (out * (1 - out))" in fused    # forward value reused by the gate's own rule
     assert "def _sigmoid(x):" in fused                 # the stable forward as a helper
+
+
+def test_results_never_alias_the_inputs(rng):
+    """With the seed named, no gradient is one of the caller's arrays (``dx = z`` would be)."""
+    args = [rng.uniform(0.5, 2.0, size=4) for _ in range(3)]
+    for f in (q2a, q2b, lambda x, y, z: x * 1.0 + y):
+        out, *grads = run_source(cr.trace(f, *args).to_source("f"), "f", *args)
+        assert not any(np.shares_memory(g, a) for g in [out, *grads] for a in args)
+
+
+def test_folded_seed_for_the_compiler():
+    graph = cr.trace(q2a, **WORKSHEET_IN["q2a"])
+    folded = build_program(graph, fold_seed=True).source("q2a")
+    assert "ones_like" not in folded and "dt1 = z  #" in folded   # one pass less; compile copies
+    assert run_source(folded, "q2a", 1.0, 3.0, 2.0) == run_source(graph.to_source("q2a"), "q2a", 1.0, 3.0, 2.0)
 
 
 def test_common_subexpressions_are_computed_once():
@@ -363,10 +390,12 @@ def test_degenerate_graphs(rng):
     src = _check(lambda x: x, rng.normal(size=3))
     assert "dx = np.ones_like(x)" in src
     src = _check(lambda x, y: x * 1.0, rng.normal(size=3), rng.normal(size=3))
-    assert "dx = np.ones_like(x)" in src and "dy = np.zeros_like(y)  # no path to the output" in src
+    assert "dx = dout  #" in src and "dy = np.zeros_like(y)  # no path to the output" in src
     src = _check(lambda x: 3.0 + 0 * x, rng.normal(size=2))
     assert "dx = np.zeros_like(x)  # its gradient is identically 0" in src
     src = _check(lambda x: cr.sum(x), rng.normal(size=3))
-    assert "dx = np.ones_like(x)" in src
+    assert "dx = np.full((3,), dout)" in src          # a writable array, not a broadcast view
     src = _check(lambda x: cr.relu(x) * 2, np.array([1.0, -1.0, 2.0]))
-    assert "dx = 2.0 * (x > 0)" in src                 # gradients stay floating point
+    assert "dx = dt1 * (x > 0)" in src
+    folded = build_program(cr.trace(lambda x: cr.relu(x) * 2, np.array([1.0, -1.0, 2.0])), fold_seed=True)
+    assert "dx = 2.0 * (x > 0)" in folded.source()   # gradients stay floating point

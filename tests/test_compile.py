@@ -8,6 +8,9 @@ import sys
 import numpy as np
 import pytest
 from conftest import numeric_grad
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_codegen import build, expressions
 
 import chainrule as cr
 from chainrule import compiler
@@ -56,12 +59,12 @@ def _close(res, ref, rtol=1e-12):
         np.testing.assert_allclose(g, r, rtol=rtol, atol=1e-13)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numexpr"])
+@pytest.mark.parametrize("backend", ["numpy", "numexpr", "numba"])
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("f, n", FUNCS, ids=[f.__name__ for f, _ in FUNCS])
 def test_compiled_matches_value_and_grad(f, n, size, backend, rng):
-    if backend == "numexpr":
-        pytest.importorskip("numexpr")
+    if backend != "numpy":
+        pytest.importorskip(backend)
     args = [rng.uniform(0.5, 2.0, size=size) if size else float(rng.uniform(0.5, 2.0)) for _ in range(n)]
     argnums = tuple(range(n))
     fast = cr.compile(f, argnums=argnums, backend=backend)
@@ -78,9 +81,10 @@ def test_compiled_matches_numerical_gradient(rng):
     np.testing.assert_allclose(gy, numeric_grad(complex_layer, args, 1), rtol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "auto"])
 @pytest.mark.parametrize("size", [7, 5000, 2 * compiler.TILE + 5])
-def test_results_stay_valid_after_the_next_call(size, rng):
-    fast = cr.compile(q2a, argnums=(0, 1, 2))
+def test_results_stay_valid_after_the_next_call(size, backend, rng):
+    fast = cr.compile(q2a, argnums=(0, 1, 2), backend=backend)
     a = [rng.uniform(0.5, 2, size) for _ in range(3)]
     b = [rng.uniform(0.5, 2, size) for _ in range(3)]
     out1, g1 = fast(*a)
@@ -146,7 +150,7 @@ def test_unused_input_gets_zero_gradient():
 
 
 def test_source_is_inspectable():
-    fast = cr.compile(complex_layer, argnums=(0, 1))
+    fast = cr.compile(complex_layer, argnums=(0, 1), backend="numpy")
     with pytest.raises(RuntimeError, match="call the function once"):
         fast.source  # noqa: B018
     fast(np.ones(5000), np.ones(5000))
@@ -157,7 +161,7 @@ def test_source_is_inspectable():
 
 
 def test_powers_are_strength_reduced():
-    fast = cr.compile(q2b, argnums=(0, 1, 2))
+    fast = cr.compile(q2b, argnums=(0, 1, 2), backend="numpy")
     fast(*[np.ones(5000)] * 3)
     assert "np.power" not in fast.source and "np.square" in fast.source
 
@@ -180,7 +184,7 @@ def test_numexpr_backend_fuses_chains(rng):
 
 
 def test_errors_are_clear():
-    with pytest.raises(ValueError, match="backend"):
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'numpy', 'numba', 'numexpr'"):
         cr.compile(q2a, backend="cuda")
     with pytest.raises(TypeError, match="function"):
         cr.compile(3)
@@ -225,3 +229,103 @@ def test_shape_gates_on_rewritten_values(rng):
     for n in (3, 5000):
         x, y = rng.normal(size=n), rng.normal(size=n)
         _close(cr.compile(f, argnums=(0, 1))(x, y), cr.value_and_grad(f, argnums=(0, 1))(x, y))
+
+
+# ---- the fused backend (numba) --------------------------------------------------------------------
+
+
+def _numpy_plan(f, argnums, *args):
+    return cr.compile(f, argnums=argnums, backend="numpy")(*args)
+
+
+@pytest.mark.parametrize("f, n", FUNCS[:5], ids=[f.__name__ for f, _ in FUNCS[:5]])
+def test_fused_agrees_with_the_numpy_backend(f, n, rng):
+    """The worksheet's five functions: fused loops == the NumPy plan (to float64 rounding) ==
+    value_and_grad, over whole blocks and a tail."""
+    pytest.importorskip("numba")
+    args = [rng.uniform(0.5, 2.0, size=compiler.TILE + 4321) for _ in range(n)]
+    argnums = tuple(range(n))
+    fast = cr.compile(f, argnums=argnums, backend="numba")
+    res = fast(*args)
+    assert fast.backend_used == "numba" and "numba.njit" in fast.source
+    _close(res, _numpy_plan(f, argnums, *args), rtol=1e-14)
+    _close(fast(*args), cr.value_and_grad(f, argnums=argnums)(*args))
+    for g in res[1]:
+        assert all(not np.shares_memory(g, a) for a in args)
+
+
+def test_fused_keeps_transcendentals_in_numpy(rng):
+    """exp and log run as NumPy's SIMD calls between the loops; arithmetic and sqrt inside them."""
+    pytest.importorskip("numba")
+    fast = cr.compile(complex_layer_staged, argnums=(0, 1), backend="numba")
+    fast(*[rng.uniform(0.5, 2.0, size=5000) for _ in range(2)])
+    block = fast.source.split("def _block")[1].split("def _compiled")[0]
+    assert "np.log(x, " in block and block.count("np.exp(") == 2
+    kernels = fast.source.split("def _block")[0]
+    assert "np.sqrt(" in kernels and "np.exp(" not in kernels and "np.log(" not in kernels
+
+
+def test_fused_random_expressions(rng):
+    """A corpus of random elementwise expressions (the codegen corpus): fused == NumPy plan."""
+    pytest.importorskip("numba")
+    cases = [
+        [("u", 0, 0), ("b", 2, 3, 1), ("u", 5, 4)],                 # exp, mul, sigmoid (where)
+        [("b", 4, 0, 1), ("u", 8, 3), ("b", 3, 4, 2)],              # maximum, neg, div
+        [("u", 11, 2), ("u", 10, 3), ("b", 5, 4, 0), ("u", 6, 5)],  # abs, pow3, constants, sqrt
+        [("u", 1, 1), ("u", 4, 3), ("b", 1, 4, 0), ("u", 7, 5)],    # log, tanh, sub, square
+    ]
+    for steps in cases:
+        f = build(steps)
+        args = [rng.uniform(-1.5, 1.5, size=3000) + 0.01 for _ in range(3)]
+        fast = cr.compile(f, argnums=(0, 1, 2), backend="numba")
+        res = fast(*args)
+        assert fast.backend_used == "numba"
+        _close(res, _numpy_plan(f, (0, 1, 2), *args), rtol=1e-13)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=expressions(), seed=st.integers(0, 2**16))
+def test_fused_hypothesis_corpus(steps, seed):
+    """Random expressions from the codegen corpus (few: each new one compiles its loops)."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(seed)
+    f = build(steps)
+    args = [rng.uniform(-1.5, 1.5, size=2500) + 0.01 for _ in range(3)]
+    with np.errstate(all="ignore"):
+        res = cr.compile(f, argnums=(0, 1, 2), backend="numba")(*args)
+        _close(res, _numpy_plan(f, (0, 1, 2), *args), rtol=1e-13)
+
+
+def test_fused_falls_back_where_the_program_is_not_elementwise(rng):
+    pytest.importorskip("numba")
+    x = rng.normal(size=(100, 50))
+    fast = cr.compile(lambda x: cr.sum(x * x, axis=1) + 1, backend="numba")
+    _close(fast(x), cr.value_and_grad(lambda x: cr.sum(x * x, axis=1) + 1)(x))
+    assert fast.backend_used == "numpy"
+    small = cr.compile(q2a, argnums=(0, 1, 2), backend="numba")
+    small(1.0, 2.0, 3.0)
+    assert small.backend_used == "numpy"                 # tiny arrays: plain code, no kernel call
+    f32 = [rng.uniform(0.5, 2, 5000).astype(np.float32) for _ in range(3)]
+    small(*f32)
+    assert small.backend_used == "numpy"                 # fused loops are float64 only
+
+
+def test_numba_backend_warns_once_without_numba(monkeypatch, rng):
+    from chainrule import fused
+
+    monkeypatch.setattr(fused, "_NUMBA", False)          # as if numba were not installed
+    monkeypatch.setattr(compiler, "_warned_numba", False)
+    args = [rng.uniform(0.5, 2, 5000) for _ in range(2)]
+    with pytest.warns(RuntimeWarning, match="needs numba"):
+        fast = cr.compile(complex_layer, argnums=(0, 1), backend="numba")
+        res = fast(*args)
+    assert fast.backend_used == "numpy"
+    _close(res, cr.value_and_grad(complex_layer, argnums=(0, 1))(*args))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # once per process, and never for "auto"
+        cr.compile(q2b, argnums=(0, 1, 2), backend="numba")(*[rng.uniform(0.5, 2, 5000)] * 3)
+        auto = cr.compile(complex_layer, argnums=(0, 1))
+        auto(*args)
+    assert auto.backend_used == "numpy"

@@ -8,10 +8,13 @@ becomes a small helper function in the generated source.
 
 :func:`build_program` turns a traced :class:`~chainrule.graph.Graph` into a :class:`Program`
 (forward statements, backward statements, returns) with the simplifications a teaching assistant
-would make: no multiplication by the ones seed, constant folding (by :mod:`symbolic`'s
+would make: the seed named once (``dout = np.ones_like(out)``, multiplied in where a rule multiplies
+by the upstream gradient, so no gradient is ever one of the caller's arrays), constant local gradients
+not multiplied by (add's 1), constant folding (by :mod:`symbolic`'s
 constructors), dead code left out, repeated subexpressions computed once, and forward values
 reused in the backward pass (sigmoid's ``out * (1 - out)``). :meth:`Program.source` prints it;
-``chainrule.compile`` lowers the same program to fast code, so the two never disagree.
+``chainrule.compile`` lowers the same program (built with the seed folded to 1) to fast code, so the
+two never disagree.
 """
 
 from __future__ import annotations
@@ -151,6 +154,9 @@ class CodePrinter(NumpyPrinter):
             if isinstance(v, bool) or v not in (0, 1):
                 return f"np.full({shape}, {self.number(float(v))})", 100
             return f"np.{'ones' if v == 1 else 'zeros'}({shape})", 100
+        if (isinstance(e, Sym) and e.op == "call" and e.value == "broadcast_to" and e.args[0].op == "name"
+                and e.args[0].known_shape == ()):  # one 0-d value everywhere: a writable array, not a view
+            return f"np.full({tuple(e.params['shape'])!r}, {e.args[0].value})", 100
         if isinstance(e, Sym) and e.op == "call" and e.value == "zeros_like":
             return f"np.zeros_like({self.text(e.args[0])})", 100
         if isinstance(e, Sym) and e.op == "call" and e.value == "full_like":
@@ -285,6 +291,9 @@ def _substitute(e: Sym, table: dict[Any, Sym], memo: dict[int, Any], done: dict[
             y = -args[0]
         if y.op == "call" and y.value == "reshape" and y.args[0].op == "num":
             y = y.args[0]
+        elif (y.op == "call" and y.value == "broadcast_to" and y.args[0].op == "call"
+              and y.args[0].value == "reshape" and y.args[0].args[0].known_shape == ()):
+            y = call("broadcast_to", y.args[0].args[0], shape=tuple(y.params["shape"]))  # a 0-d value
         elif (y.op == "call" and y.value in ("reshape", "broadcast_to") and y.args[0].op == "call"
               and y.args[0].value == "broadcast_to" and y.args[0].args[0].op == "num"):
             y = call("broadcast_to", y.args[0].args[0], shape=tuple(y.params["shape"]))  # still all one number
@@ -427,10 +436,14 @@ def _size(e: Sym) -> int:
     return sum(1 for x in _walk(e) if x.op not in ("name", "num", "array"))
 
 
-def build_program(graph: Any, wrt: Iterable[str] | None = None) -> Program:
+def build_program(graph: Any, wrt: Iterable[str] | None = None, fold_seed: bool = False) -> Program:
     """The combined forward+backward function of a traced graph as a :class:`Program`.
 
     ``wrt``: names of the inputs whose gradients are returned (default: all, in argument order).
+    ``fold_seed``: the readable answer key (default) names the seed, ``dout = np.ones_like(out)``, and
+    multiplies by it where a rule multiplies by the upstream gradient; ``True`` folds it to the number 1
+    (``dt1 = z``), which is fewer passes for ``chainrule.compile`` (whose lowering copies any result
+    that would alias an input).
     """
     nodes = graph.nodes
     namer = _Namer(n.name for n in nodes if n.kind != "const")
@@ -497,7 +510,7 @@ def build_program(graph: Any, wrt: Iterable[str] | None = None) -> Program:
     grad_leaf: dict[int, Sym] = {}
     grad_name: dict[int, str] = {}
     backward: list[Stmt] = []
-    if id(out) in live:
+    if id(out) in live and fold_seed:
         contribs[id(out)] = [(const(1), None)]  # the ones seed: folded away, never multiplied by
     remaining = {k: len(v) for k, v in consumers.items()}
     queue: deque[Any] = deque([out] if id(out) in live else [])
@@ -558,7 +571,11 @@ def build_program(graph: Any, wrt: Iterable[str] | None = None) -> Program:
                 if not need:
                     grads.append(None)
                     continue
-                gi = binary("mul", g, _wrap_local(gate.local[k](ops, *args, out_sym)))
+                local = _wrap_local(gate.local[k](ops, *args, out_sym))
+                if _is_zero(local):  # a local gradient of 0: no contribution, whatever the seed
+                    grads.append(local)
+                    continue
+                gi = binary("mul", g, local)
                 grads.append(_to_shape(gi, nshape, tuple(np.shape(n.inputs[k].value))))
         else:
             grads = list(gate.vjp(ops, g, *args, out_sym, needs, **n.params))
@@ -575,8 +592,16 @@ def build_program(graph: Any, wrt: Iterable[str] | None = None) -> Program:
         return ready
 
     finish_order: list[Any] = []
-    if queue:
+    if queue and not fold_seed:  # the named seed: d<out> = np.ones_like(out)
+        gname = namer.claim("d" + ident[id(out)])
+        grad_name[id(out)] = gname
+        shape = tuple(np.shape(out.value))
+        backward.append(Stmt(gname, call("full_like", value[id(out)], fill=1)))
+        grad_leaf[id(out)] = sym(gname, shape)
+        shapes[gname] = shape
+    elif queue:
         finish(out)
+    if queue:
         finish_order.append(out)
     while queue:
         n = queue.popleft()

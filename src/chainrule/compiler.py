@@ -16,9 +16,14 @@ compiler plans registers:
   reused buffer, never an input, never aliased with another result: it stays valid after the next call.
 
 Small arrays skip the buffers (their cost is Python overhead, not memory) and run as plain
-operator code. With ``backend="numexpr"`` (extra ``fast``) chains of elementwise arithmetic on
+operator code. With numba installed (extra ``fast``) the default ``backend="auto"`` runs float64
+elementwise programs on arrays of ``FUSED_MIN_SIZE`` elements or more as fused loops between
+NumPy's SIMD transcendental calls (:mod:`chainrule.fused`); ``backend="numba"`` does the same and
+warns once where numba is missing. With ``backend="numexpr"`` chains of elementwise arithmetic on
 large arrays are fused into single numexpr passes; NumPy keeps the transcendental calls it
 evaluates faster (exp, log, sqrt with SIMD). Without numexpr installed the NumPy plan is used.
+The readable program is built with its ones seed folded (``dt1 = z``): the results are copied
+where they would be a caller's array, so nothing returned aliases an input.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import functools
 import inspect
 import math
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +53,9 @@ PLAN_MIN_SIZE = 2048
 NUMEXPR_MIN_SIZE = 32768
 #: elementwise programs on large arrays run in blocks of this many elements (buffers stay in cache)
 TILE = 65536
+#: float64 elementwise programs on arrays at least this large run fused numba loops (backend "auto"/"numba")
+FUSED_MIN_SIZE = 2048
+BACKENDS = ("auto", "numpy", "numba", "numexpr")
 
 _UFUNC = {
     "add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "pow": "power", "neg": "negative",
@@ -557,7 +566,8 @@ class _Emitter:
     """Lowered instructions -> Python source, with or without the buffer plan."""
 
     def __init__(self, ins: list[Ins], canon: dict[str, Any], params: list[str], returns: list[str],
-                 env: dict[str, Any], consts: dict[str, Any], plan: bool, use_numexpr: bool) -> None:
+                 env: dict[str, Any], consts: dict[str, Any], plan: bool, use_numexpr: bool,
+                 use_numba: bool = False) -> None:
         self.ins = ins
         self.canon = canon
         self.params = params
@@ -566,6 +576,8 @@ class _Emitter:
         self.consts = consts
         self.plan = plan
         self.numexpr = use_numexpr
+        self.numba = use_numba
+        self.kernels = ""                   # the fused loops' source, when the program was fused
         self.globals: dict[str, Any] = {}
         self.text: dict[str, str] = {}
 
@@ -589,6 +601,14 @@ class _Emitter:
 
     def emit(self) -> str:
         ret_values = [self.c(r) for r in self.returns]
+        if self.numba:
+            from . import fused
+
+            shape = fused.fusable_shape(self.ins, self.params, ret_values, self.env, self.consts)
+            if shape is not None:
+                self.kernels, src, kglobals = fused.emit_fused(self.ins, self.params, ret_values, self.env, shape)
+                self.globals.update(kglobals)
+                return src
         if self.numexpr:
             self.fuse(set(r for r in ret_values if isinstance(r, str)))
         if self.plan:
@@ -925,13 +945,13 @@ class Compiled:
     Not reentrant across threads (the buffers of one signature are shared by its calls).
     """
 
-    def __init__(self, f: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "numpy") -> None:
+    def __init__(self, f: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "auto") -> None:
         from .autodiff import _argnums
 
         if not callable(f):
             raise TypeError(f"compile needs a function, not {type(f).__name__}")
-        if backend not in ("numpy", "numexpr"):
-            raise ValueError(f"compile: backend must be 'numpy' or 'numexpr', not {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"compile: backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
         self.f = f
         self.nums, self.single = _argnums(argnums)
         self.backend = backend
@@ -952,6 +972,14 @@ class Compiled:
         if self._last is None:
             raise RuntimeError("compile: call the function once; it is traced and compiled on its first call")
         return self._last.program.source(getattr(self.f, "__name__", "f").replace("<lambda>", "f"))
+
+    @property
+    def backend_used(self) -> str:
+        """The backend that runs the latest input signature: ``"numba"`` (fused loops), ``"numpy"``
+        or ``"numexpr"``; small, non-elementwise or non-float64 programs run as NumPy code."""
+        if self._last is None:
+            raise RuntimeError("compile: call the function once; it is traced and compiled on its first call")
+        return self._last.backend
 
     @property
     def signatures(self) -> int:
@@ -1050,7 +1078,7 @@ class Compiled:
         order = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
         input_nodes = {id(n.tensor): n for n in graph.inputs}
         wrt = [input_nodes[id(leaves[order.index(i)])].name for i in nums]
-        program = build_program(graph, wrt=wrt)
+        program = build_program(graph, wrt=wrt, fold_seed=True)  # results never alias inputs: see _Emitter
         # every array argument is a parameter of the generated function, in argument order
         params = [input_nodes[id(t)].name if id(t) in input_nodes else f"_unused{j}" for j, t in enumerate(leaves)]
         use_ne = False
@@ -1062,9 +1090,12 @@ class Compiled:
             except ImportError:
                 use_ne = False
         arrays = [a for a in args if isinstance(a, np.ndarray)]
-        source, fn = lower(program, params, dict(zip(params, arrays)), use_numexpr=use_ne)
+        use_numba = (self.backend in ("auto", "numba") and max([a.size for a in arrays] + [0]) >= FUSED_MIN_SIZE
+                     and _numba_available(warn=self.backend == "numba"))
+        source, fn, backend = lower(program, params, dict(zip(params, arrays)), use_numexpr=use_ne,
+                                    use_numba=use_numba)
         self._validate(fn, args, nums)
-        return _Specialization(fn, source, program, "numexpr" if use_ne else "numpy")
+        return _Specialization(fn, source, program, backend)
 
     def _validate(self, fn: Callable[..., Any], args: list[Any], nums: tuple[int, ...]) -> None:
         """Run the new code once on the inputs' elements shuffled and compare with the eager engine.
@@ -1098,9 +1129,11 @@ class Compiled:
                     "call cr.value_and_grad instead")
 
 
-def lower(program: Program, params: list[str], inputs: dict[str, np.ndarray],
-          use_numexpr: bool = False) -> tuple[str, Callable[..., tuple[Any, ...]]]:
-    """Lower a program to planned NumPy code for inputs like ``inputs``; returns (source, function)."""
+def lower(program: Program, params: list[str], inputs: dict[str, np.ndarray], use_numexpr: bool = False,
+          use_numba: bool = False) -> tuple[str, Callable[..., tuple[Any, ...]], str]:
+    """Lower a program to planned code for inputs like ``inputs``; returns (source, function, backend),
+    the backend being the one that ran: ``"numba"`` where the program was fused, else ``"numexpr"``
+    or ``"numpy"``."""
     lowerer = _Lowerer(program)
     ins = lowerer.run()
     consts = dict(lowerer.consts)
@@ -1117,14 +1150,34 @@ def lower(program: Program, params: list[str], inputs: dict[str, np.ndarray],
     size = max([v.size for v in inputs.values()] + [1])
     plan = size >= PLAN_MIN_SIZE
     emitter = _Emitter(ins, canon, params, program.returns, env, consts, plan=plan,
-                       use_numexpr=use_numexpr and size >= NUMEXPR_MIN_SIZE)
+                       use_numexpr=use_numexpr and size >= NUMEXPR_MIN_SIZE,
+                       use_numba=use_numba and size >= FUSED_MIN_SIZE)
     src = emitter.emit()
     namespace: dict[str, Any] = {"np": np, "_scatter": _gates._scatter}
     namespace.update(consts)
     namespace.update(emitter.globals)
     header = "".join(f"# {name}: {_describe(v)}\n" for name, v in emitter.globals.items())
     code = compile_source(src, namespace)
-    return header + src, code
+    if emitter.kernels:
+        return header + "\n" + emitter.kernels + "\n\n" + src, code, "numba"
+    return header + src, code, "numexpr" if use_numexpr else "numpy"
+
+
+_warned_numba = False
+
+
+def _numba_available(warn: bool) -> bool:
+    """Whether the fused backend can run; ``backend="numba"`` without numba warns once per process."""
+    global _warned_numba
+    from . import fused
+
+    if fused.available():
+        return True
+    if warn and not _warned_numba:
+        _warned_numba = True
+        warnings.warn("compile: backend='numba' needs numba (pip install 'chainrule[fast]'); "
+                      "using the NumPy backend", RuntimeWarning, stacklevel=5)
+    return False
 
 
 def _describe(v: Any) -> str:
@@ -1132,6 +1185,8 @@ def _describe(v: Any) -> str:
         return f"{len(v)} block buffers" + (f" of {v[0].size} elements" if v else "")
     if isinstance(v, np.ndarray):
         return f"buffer {v.dtype} {v.shape}"
+    if type(v).__module__.startswith("numba"):
+        return "the fused loop below, compiled by numba"
     return repr(v)
 
 
@@ -1142,10 +1197,13 @@ def compile_source(src: str, namespace: dict[str, Any]) -> Callable[..., Any]:
     return namespace["_compiled"]
 
 
-def compile(f: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "numpy") -> Compiled:  # noqa: A001
+def compile(f: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "auto") -> Compiled:  # noqa: A001
     """``value_and_grad(f, argnums)`` as generated, compiled code: traced on the first call and again
-    for each new input signature (shapes, dtypes). ``backend="numexpr"`` fuses elementwise chains
-    for large arrays (falls back to NumPy without numexpr). Returns ``(out, grads)`` like value_and_grad.
+    for each new input signature (shapes, dtypes). Returns ``(out, grads)`` like value_and_grad.
+
+    ``backend``: ``"auto"`` (default) runs float64 elementwise programs on large arrays as fused
+    numba loops when numba is installed (extra ``fast``), everything else as planned NumPy code;
+    ``"numba"`` is the same but warns once when numba is missing; ``"numpy"`` never fuses;
+    ``"numexpr"`` fuses elementwise chains with numexpr. ``fast.backend_used`` tells which ran.
     """
     return Compiled(f, argnums, backend)
-
