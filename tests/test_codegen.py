@@ -14,6 +14,7 @@ import pytest
 from conftest import numeric_grad
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from worksheet_functions import complex_layer, q2a, q2b, q2c
 
 import chainrule as cr
 from chainrule.codegen import build_program
@@ -22,28 +23,12 @@ WORKSHEET_IN = {"q2a": dict(x=1.0, y=3.0, z=2.0), "q2b": dict(x=3.0, y=1.0, z=2.
                 "q2c": dict(x=np.e, y=np.pi / 2, z=2.0)}
 
 
-def q2a(x, y, z):
-    return (x + y) * z
-
-
-def q2b(x, y, z):
-    return (x**2 + 2 * y) * z**3
-
-
-def q2c(x, y, z):
-    return (np.log(x) + np.sin(y)) ** 2 + 4 * x
-
-
 def sigmoid_staged(x):
     a = -x
     b = np.exp(a)
     c = 1 + b
     d = 1 / c
     return d
-
-
-def complex_layer(x, y):
-    return np.log(x) * cr.sigmoid(np.sqrt(y)) / cr.sigmoid((x + y) ** 2)
 
 
 GOLDEN_Q2A = textwrap.dedent('''\

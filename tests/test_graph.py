@@ -13,6 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import numeric_grad
+from worksheet_functions import complex_layer
+from worksheet_functions import q2a as q1a
+from worksheet_functions import q2b as q1b
+from worksheet_functions import q2c as q1c
 
 import chainrule as cr
 from chainrule.graph import fmt_value
@@ -32,18 +36,6 @@ def check_golden(name: str, text: str) -> None:
 # ---- the worksheet's functions, written as a student would -------------------------------------
 
 
-def q1a(x, y, z):
-    return (x + y) * z
-
-
-def q1b(x, y, z):
-    return (x**2 + 2 * y) * z**3
-
-
-def q1c(x, y, z):
-    return (np.log(x) + np.sin(y)) ** 2 + 4 * x
-
-
 def sigmoid_staged(x):  # question 3, as the worksheet splits it
     a = -x
     b = np.exp(a)
@@ -51,10 +43,6 @@ def sigmoid_staged(x):  # question 3, as the worksheet splits it
     d = c ** -1
     out = d
     return out
-
-
-def complex_layer(x, y):  # question 4
-    return np.log(x) * cr.sigmoid(np.sqrt(y)) / cr.sigmoid((x + y) ** 2)
 
 
 Q2_INPUTS = {

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from worksheet_functions import q2a, q2b, q2c
 
 import chainrule as cr
 from chainrule import render as R
@@ -23,18 +24,6 @@ ENGINES = [
     pytest.param("dot", marks=pytest.mark.skipif(not HAVE_DOT, reason="Graphviz's dot is not installed")),
     pytest.param("graphviz-pure", marks=pytest.mark.skipif(not HAVE_PURE, reason="graphviz-pure is not installed")),
 ]
-
-
-def q2a(x, y, z):
-    return (x + y) * z
-
-
-def q2b(x, y, z):
-    return (x**2 + 2 * y) * z**3
-
-
-def q2c(x, y, z):
-    return (np.log(x) + np.sin(y)) ** 2 + 4 * x
 
 
 Q2 = [(q2a, dict(x=1.0, y=3.0, z=2.0)), (q2b, dict(x=3.0, y=1.0, z=2.0)),
