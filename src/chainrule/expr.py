@@ -607,8 +607,11 @@ class _Evaluator:
 
     def eval(self, node: ast.AST) -> Any:
         if isinstance(node, ast.Constant):
+            v = node.value
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) <= 2**53:
+                return v  # integers stay integers, so generated code reads `x ** 2`, `2 * y`
             try:
-                return float(node.value)
+                return float(v)
             except OverflowError:
                 return math.inf
         if isinstance(node, ast.Name):
@@ -622,7 +625,9 @@ class _Evaluator:
                     return _fold(_binop(type(node.op), a, b))
                 if isinstance(node, ast.UnaryOp):
                     v = self.eval(node.operand)
-                    return v if isinstance(node.op, ast.UAdd) else _fold(-_numeric(v))
+                    if isinstance(node.op, ast.UAdd):
+                        return v
+                    return -v if isinstance(v, int) else _fold(-_numeric(v))
                 if isinstance(node, ast.Call):
                     args = [self.eval(a) for a in node.args]
                     return _fold(FUNCTIONS[node.func.id].fn(*args))
@@ -640,6 +645,8 @@ def _numeric(v: Any) -> Any:
 
 
 def _binop(op: type, a: Any, b: Any) -> Any:
+    if isinstance(a, int) and isinstance(b, int):  # folding constants: NumPy's rules (1/0 is inf)
+        a, b = np.float64(a), np.float64(b)
     a, b = _numeric(a), _numeric(b)
     if op is ast.Add:
         return a + b
