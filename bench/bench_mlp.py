@@ -1,14 +1,17 @@
 """Benchmark: one training step of a 784-256-256-10 ReLU MLP (batch 128, float32, softmax
-cross-entropy, plain SGD) — chainrule eager (cr.nn + cr.optim) against hand-written NumPy.
+cross-entropy, plain SGD) — chainrule eager (cr.nn + cr.optim) and chainrule compiled
+(``cr.compile`` of the loss as a function of the parameters, then ``opt.step(grads)``) against
+hand-written NumPy, and against jax.jit where jax is installed (the peer environment).
 
-The NumPy step, the initial weights and the batch come from the peer harness
-(``../shared/bench/run_peers.py``: ``mlp_init``, ``mlp_numpy``), so the numbers line up with its
-PyTorch/JAX tables. Both steps are timed alternately in the same process, several rounds, and the
-ratio chainrule / NumPy is reported per round and as the median. First both run one step with
-lr=1 from the same weights and must agree (loss and every parameter update).
+The NumPy and JAX steps, the initial weights and the batch come from the peer harness
+(``../shared/bench/run_peers.py``: ``mlp_init``, ``mlp_numpy``, ``mlp_jax_jit``), so the numbers
+line up with its PyTorch/JAX tables. All steps are timed alternately in the same process, several
+rounds; each round's ratios to NumPy are reported and their medians. First every step runs once
+with lr=1 from the same weights and must agree with NumPy (loss and every parameter update).
 
     python bench/bench_mlp.py                 # 7 rounds
-    python bench/bench_mlp.py --rounds 15 --threads 1 --json out.json
+    python bench/bench_mlp.py --rounds 15 --threads 1 --cpu 0 --json out.json
+    ../peers-venv/bin/python bench/bench_mlp.py --threads 1 --cpu 0   # with jax.jit
 
 A benchmark, not a test: nothing here asserts a time.
 """
@@ -39,6 +42,7 @@ def parse_args() -> argparse.Namespace:
                    help="folder of the peer harness run_peers.py (default ../shared/bench)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--profile", action="store_true", help="print a cProfile of 300 chainrule steps")
+    p.add_argument("--no-jax", action="store_true", help="leave jax.jit out even where jax is installed")
     return p.parse_args()
 
 
@@ -54,7 +58,7 @@ def main() -> int:
                  "(or set CHAINRULE_BENCH_HARNESS)")
     sys.path.insert(0, str(args.harness))
     import numpy as np
-    from run_peers import MLP_BATCH, MLP_LR, MLP_SIZES, PARAM_NAMES, mlp_init, mlp_numpy
+    from run_peers import MLP_BATCH, MLP_LR, MLP_SIZES, PARAM_NAMES, mlp_init, mlp_jax_jit, mlp_numpy
 
     import chainrule as cr
 
@@ -81,22 +85,54 @@ def main() -> int:
 
         return step, lambda: [p.data.copy() for p in model.parameters()]
 
+    def mlp_compiled(init: dict, X: np.ndarray, y: np.ndarray, lr: float):
+        """The compiled step: the loss as a function of the parameters and the batch, compiled once
+        (forward+backward as generated NumPy code); the optimizer updates in place with its gradients."""
+        params = [cr.nn.Parameter(init[k].copy()) for k in PARAM_NAMES]
+        opt = cr.optim.SGD(params, lr=lr)
+
+        def loss_fn(W1, b1, W2, b2, W3, b3, xb):
+            h = cr.relu(xb @ W1 + b1)
+            h = cr.relu(h @ W2 + b2)
+            return cr.nn.cross_entropy(h @ W3 + b3, y)  # labels index the loss: fixed by the trace
+
+        fast = cr.compile(loss_fn, argnums=(0, 1, 2, 3, 4, 5))
+
+        def step():
+            loss, grads = fast(*params, X)
+            opt.step(grads)
+            return loss
+
+        return step, lambda: [p.data.copy() for p in params]
+
+    builders = {"numpy": mlp_numpy, "chainrule": mlp_chainrule, "chainrule-compiled": mlp_compiled}
+    if not args.no_jax:
+        try:
+            import jax  # noqa: F401
+
+            builders["jax-jit"] = mlp_jax_jit
+        except ImportError:
+            print("(jax is not installed here: no jax.jit column; run with ../peers-venv/bin/python)")
+
     init, X, y = mlp_init()
 
     # correctness: the same update as the hand-written step
     ref_step, ref_params = mlp_numpy(init, X, y, 1.0)
     ref_loss = float(ref_step())
     ref_delta = [p - init[k] for p, k in zip(ref_params(), PARAM_NAMES)]
-    step, params = mlp_chainrule(init, X, y, 1.0)
-    loss = step()
-    delta = [p - init[k] for p, k in zip(params(), PARAM_NAMES)]
-    err = max(float(np.max(np.abs(d - r)) / np.max(np.abs(r))) for d, r in zip(delta, ref_delta))
-    dtypes = {str(loss.dtype)} | {str(p.dtype) for p in params()}
-    print(f"check: loss {float(loss.item()):.6f} vs NumPy {ref_loss:.6f}, max relative update error {err:.1e}, "
-          f"dtypes {sorted(dtypes)}")
-    if abs(float(loss.item()) - ref_loss) > 1e-4 * abs(ref_loss) or err > 1e-4 or dtypes != {"float32"}:
-        print("bench_mlp: chainrule's step does not match the hand-written one", file=sys.stderr)
-        return 1
+    for name, build in builders.items():
+        step, params = build(init, X, y, 1.0)
+        out = step()
+        loss = float(np.asarray(getattr(out, "data", out)))  # a Tensor (eager), an array or a jax value
+        got = [np.asarray(p) for p in params()]
+        delta = [p.astype(np.float64) - init[k] for p, k in zip(got, PARAM_NAMES)]
+        err = max(float(np.max(np.abs(d - r)) / np.max(np.abs(r))) for d, r in zip(delta, ref_delta))
+        dtypes = sorted({str(p.dtype) for p in got})
+        print(f"check {name:18s}: loss {loss:.6f} vs NumPy {ref_loss:.6f}, max relative update error {err:.1e}, "
+              f"dtypes {dtypes}")
+        if abs(loss - ref_loss) > 1e-4 * abs(ref_loss) or err > 1e-4 or dtypes != ["float32"]:
+            print(f"bench_mlp: the {name} step does not match the hand-written one", file=sys.stderr)
+            return 1
 
     def per_step(fn) -> float:
         """Seconds per call: the fastest of 5 timed batches of calls (the least disturbed by other
@@ -114,28 +150,36 @@ def main() -> int:
             best = min(best, (time.perf_counter() - t0) / n)
         return best
 
-    numpy_step, _ = mlp_numpy(init, X, y, MLP_LR)
-    cr_step, _ = mlp_chainrule(init, X, y, MLP_LR)
-    rounds = []
+    steps = {name: build(init, X, y, MLP_LR)[0] for name, build in builders.items()}
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for r in range(args.rounds):
-        t_np = per_step(numpy_step)
-        t_cr = per_step(cr_step)
-        rounds.append((t_np, t_cr))
-        print(f"round {r + 1}: numpy {t_np * 1e3:.3f} ms  chainrule {t_cr * 1e3:.3f} ms  ratio {t_cr / t_np:.3f}")
-    ratios = [c / n for n, c in rounds]
-    med_np = statistics.median(n for n, _ in rounds)
-    med_cr = statistics.median(c for _, c in rounds)
+        for name, fn in steps.items():
+            times[name].append(per_step(fn))
+        print(f"round {r + 1}: " + "  ".join(f"{n} {t[-1] * 1e3:.3f} ms" for n, t in times.items()))
+    med = {name: statistics.median(t) for name, t in times.items()}
+
+    def ratio(a: str, b: str) -> str:
+        rs = [x / y for x, y in zip(times[a], times[b])]
+        return f"{a}/{b} median {statistics.median(rs):.3f} (min {min(rs):.3f}, max {max(rs):.3f})"
+
     arch = "-".join(map(str, MLP_SIZES))
-    print(f"\nMLP {arch}, batch {MLP_BATCH}, float32, SGD step: hand-written NumPy {med_np * 1e3:.3f} ms, "
-          f"chainrule eager {med_cr * 1e3:.3f} ms; ratio chainrule/NumPy median {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} rounds)")
+    print(f"\nMLP {arch}, batch {MLP_BATCH}, float32, SGD step, median of {args.rounds} rounds: "
+          + ", ".join(f"{n} {m * 1e3:.3f} ms" for n, m in med.items()))
+    print("ratios per round: " + "; ".join(
+        [ratio("chainrule", "numpy"), ratio("chainrule-compiled", "numpy")]
+        + ([ratio("chainrule-compiled", "jax-jit")] if "jax-jit" in times else [])))
 
     if args.json:
         args.json.write_text(json.dumps({
             "benchmark": f"mlp {arch} batch {MLP_BATCH} float32 sgd step",
-            "numpy_ms": [n * 1e3 for n, _ in rounds], "chainrule_ms": [c * 1e3 for _, c in rounds],
-            "ratio_median": statistics.median(ratios), "numpy": np.__version__, "chainrule": cr.__version__,
+            **{f"{n}_ms": [t * 1e3 for t in ts] for n, ts in times.items()},
+            "ratio_median": statistics.median(c / n for n, c in zip(times["numpy"], times["chainrule"])),
+            "compiled_ratio_median": statistics.median(
+                c / n for n, c in zip(times["numpy"], times["chainrule-compiled"])),
+            "numpy": np.__version__, "chainrule": cr.__version__,
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
         }, indent=2))
+    cr_step = steps["chainrule"]
     if args.profile:
         import cProfile
         import pstats

@@ -60,8 +60,34 @@ def mlp_chainrule(init, X, y, lr):
     return step, params
 
 
+def mlp_chainrule_compiled(init, X, y, lr):
+    """The same step with ``cr.compile``: the loss as a function of the parameters and the batch,
+    forward+backward generated and compiled once, then optim.SGD's in-place update with its gradients.
+    The labels are closed over: they index the cross-entropy, so a compiled function fixes them."""
+    import chainrule as cr
+
+    params = [cr.nn.Parameter(init[k].copy()) for k in run_peers.PARAM_NAMES]
+    opt = cr.optim.SGD(params, lr=lr)
+
+    def loss_fn(W1, b1, W2, b2, W3, b3, xb):
+        h = cr.relu(xb @ W1 + b1)
+        h = cr.relu(h @ W2 + b2)
+        return cr.nn.cross_entropy(h @ W3 + b3, y)
+
+    fast = cr.compile(loss_fn, argnums=(0, 1, 2, 3, 4, 5))
+
+    def step():
+        loss, grads = fast(*params, X)
+        opt.step(grads)
+        return loss
+
+    return step, lambda: [p.data.copy() for p in params]
+
+
 run_peers.CHAIN_IMPLS["chainrule"] = (chain_chainrule, "Tensor shape (1,) float64, backward()")
 run_peers.MLP_IMPLS["chainrule"] = (mlp_chainrule, "cr.nn.Sequential, cross_entropy, optim.SGD")
+run_peers.MLP_IMPLS["chainrule-compiled"] = (mlp_chainrule_compiled, "cr.compile(loss of the parameters), "
+                                             "optim.SGD.step(grads)")
 run_peers.__file__ = os.path.abspath(__file__)  # workers re-enter here, with the additions above
 
 if __name__ == "__main__":

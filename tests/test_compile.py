@@ -329,3 +329,106 @@ def test_numba_backend_warns_once_without_numba(monkeypatch, rng):
         auto = cr.compile(complex_layer, argnums=(0, 1))
         auto(*args)
     assert auto.backend_used == "numpy"
+
+
+# ---- a compiled training step: float32 MLP, cross-entropy, SGD ------------------------------------
+
+
+def _mlp_case(rng, n=64, sizes=(40, 32, 32, 10)):
+    X = rng.normal(size=(n, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], size=n)
+    params = []
+    for fi, fo in zip(sizes[:-1], sizes[1:]):
+        params += [(rng.normal(size=(fi, fo)) / np.sqrt(fi)).astype(np.float32),
+                   (0.1 * rng.normal(size=fo)).astype(np.float32)]
+
+    def loss_fn(W1, b1, W2, b2, W3, b3, xb):
+        h = cr.relu(xb @ W1 + b1)
+        h = cr.relu(h @ W2 + b2)
+        return cr.cross_entropy(h @ W3 + b3, y)
+
+    return loss_fn, params, X
+
+
+def test_float32_mlp_loss_stays_float32_and_matches_the_engine(rng):
+    loss_fn, params, X = _mlp_case(rng)
+    fast = cr.compile(loss_fn, argnums=tuple(range(6)))
+    out, grads = fast(*params, X)
+    ref_out, ref_grads = cr.value_and_grad(loss_fn, argnums=tuple(range(6)))(*params, X)
+    assert out.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
+    assert "float64" not in fast.source                  # no buffer, seed or one-hot promoted
+    assert fast.source.count("np.max(") == 1             # the softmax's max: forward and rule share it
+    assert "np.ones(())" not in fast.program_source      # the folded seed keeps the dtype in the text too
+    np.testing.assert_allclose(out, ref_out.data if hasattr(ref_out, "data") else ref_out, rtol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6)
+    # against float64 numerical gradients of the same loss (central differences on a few entries)
+    p64 = [p.astype(np.float64) for p in params]
+    f64 = cr.compile(loss_fn, argnums=tuple(range(6)))
+    _, g64 = f64(*p64, X.astype(np.float64))
+    for k in (0, 3, 5):
+        for idx in [(0,) * p64[k].ndim, tuple(s - 1 for s in p64[k].shape)]:
+            up, dn = [p.copy() for p in p64], [p.copy() for p in p64]
+            up[k][idx] += 1e-6
+            dn[k][idx] -= 1e-6
+            X64 = X.astype(np.float64)
+            num = (float(loss_fn(*up, X64).data) - float(loss_fn(*dn, X64).data)) / 2e-6
+            assert g64[k][idx] == pytest.approx(num, rel=1e-5, abs=1e-9)
+            assert grads[k][idx] == pytest.approx(num, rel=2e-3, abs=1e-5)
+
+
+def test_matmul_results_and_bias_gradients_stay_valid_after_the_next_call(rng):
+    loss_fn, params, X = _mlp_case(rng, n=128, sizes=(40, 64, 64, 10))   # large enough for planned buffers
+    fast = cr.compile(loss_fn, argnums=tuple(range(6)))
+    assert fast(*params, X) is not None and "_b0" in fast.source
+    out1, g1 = fast(*params, X)
+    keep = [g.copy() for g in g1]
+    other = [p * 1.5 for p in params]
+    out2, g2 = fast(*other, X)
+    for k, g in zip(keep, g1):
+        np.testing.assert_array_equal(k, g)
+    arrays = [*g1, *g2]
+    for i, a in enumerate(arrays):
+        assert not any(np.shares_memory(a, b) for b in arrays[i + 1:] + params + other + [X])
+    _, ref = cr.value_and_grad(loss_fn, argnums=tuple(range(6)))(*other, X)
+    for g, r in zip(g2, ref):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6)
+
+
+def test_compiled_sgd_step_with_parameters(rng):
+    loss_fn, params, X = _mlp_case(rng)
+    P = [cr.nn.Parameter(p.copy()) for p in params]
+    opt = cr.optim.SGD(P, lr=0.1)
+    fast = cr.compile(loss_fn, argnums=tuple(range(6)))
+    data_ids = [id(p.data) for p in P]
+    loss0, grads = fast(*P, X)                        # Parameters are accepted as arguments
+    expected = [p - 0.1 * g for p, g in zip(params, grads)]
+    opt.step(grads)                                   # the hand formula w -= lr * g, in place
+    for p, e in zip(P, expected):
+        np.testing.assert_allclose(p.data, e, rtol=1e-6)
+    assert [id(p.data) for p in P] == data_ids
+    opt.lr = 0.5
+    losses = [float(loss0)]
+    for _ in range(60):
+        loss, grads = fast(*P, X)                     # the same compiled code on the updated values
+        opt.step(grads)
+        losses.append(float(loss))
+    assert fast.signatures == 1                       # traced once, on the first call
+    assert losses[-1] < 0.5 * losses[0]
+    ref_loss, _ = cr.value_and_grad(loss_fn, argnums=0)(*[p.data for p in P], X)
+    loss, _ = fast(*P, X)
+    assert float(loss) == pytest.approx(float(ref_loss), rel=1e-5)
+    with pytest.raises(ValueError, match="got 2 gradients for 6 parameters"):
+        opt.step(grads[:2])
+
+
+def test_relu_reads_a_constant_array_of_zeros_and_keeps_nan(rng):
+    x = rng.normal(size=5000).astype(np.float32)
+    x[[3, 10]] = [np.nan, -np.inf]
+    fast = cr.compile(lambda x: cr.relu(x) * x)
+    with np.errstate(invalid="ignore"):  # -inf * 0 in the gradient, in both
+        out, g = fast(x)
+        ref_out, ref_g = cr.value_and_grad(lambda x: cr.relu(x) * x)(x)
+    assert "np.maximum(x, _fill0" in fast.source and "constant float32 (5000,) of 0.0" in fast.source
+    np.testing.assert_array_equal(out, ref_out.data if hasattr(ref_out, "data") else ref_out)  # nan stays nan
+    np.testing.assert_allclose(g, ref_g, rtol=1e-6)

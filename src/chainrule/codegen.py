@@ -60,6 +60,9 @@ class Program:
     helpers: dict[str, tuple[list[str], list[Stmt], Sym]] = field(default_factory=dict)
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     needs_scatter: bool = False
+    #: the gradients' float dtype (the output's, as the eager engine's ones seed has): a number the
+    #: folded program materializes as an array (``np.full``) takes it, so float32 stays float32
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float64))
 
     def source(self, name: str = "f", inline_constants: bool = True) -> str:
         """Standalone Python importing only numpy: ``def name(*params): ... return out, d...``."""
@@ -151,9 +154,11 @@ class CodePrinter(NumpyPrinter):
         if isinstance(e, Sym) and e.op == "call" and e.value == "broadcast_to" and e.args[0].op == "num":
             v = e.args[0].value
             shape = repr(tuple(e.params["shape"]))
+            dtype = self.program.dtype if self.program is not None else np.dtype(np.float64)
+            dt = "" if dtype == np.float64 else f", dtype=np.{dtype.name}"  # float32 programs stay float32
             if isinstance(v, bool) or v not in (0, 1):
-                return f"np.full({shape}, {self.number(float(v))})", 100
-            return f"np.{'ones' if v == 1 else 'zeros'}({shape})", 100
+                return f"np.full({shape}, {self.number(float(v))}{dt})", 100
+            return f"np.{'ones' if v == 1 else 'zeros'}({shape}{dt})", 100
         if (isinstance(e, Sym) and e.op == "call" and e.value == "broadcast_to" and e.args[0].op == "name"
                 and e.args[0].known_shape == ()):  # one 0-d value everywhere: a writable array, not a view
             return f"np.full({tuple(e.params['shape'])!r}, {e.args[0].value})", 100
@@ -451,6 +456,8 @@ def build_program(graph: Any, wrt: Iterable[str] | None = None, fold_seed: bool 
     value: dict[int, Sym] = {}          # node id -> its stand-in
     shapes: dict[str, tuple[int, ...]] = {}
     program = Program(params=[], forward=[], backward=[], returns=[], shapes=shapes)
+    out_dtype = np.asarray(graph.output.value).dtype
+    program.dtype = out_dtype if out_dtype.kind in "fc" else np.dtype(np.float64)
     fwd_table: dict[Any, Sym] = {}      # key of a forward expression -> the name holding it
     memo: dict[int, Any] = {}
     helper_cache: dict[Any, str] = {}

@@ -13,7 +13,7 @@ array([0.8, 1.6])
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,11 +44,17 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
-    def step(self) -> None:
-        """Update every parameter that has a gradient, in place."""
+    def step(self, grads: Sequence[Any] | None = None) -> None:
+        """Update every parameter that has a gradient, in place. ``grads``: one gradient per
+        parameter, in order, used instead of each ``.grad`` (what a ``cr.compile``d loss returns)."""
+        if grads is not None:
+            grads = list(grads)
+            if len(grads) != len(self.params):
+                raise ValueError(f"{type(self).__name__}.step: got {len(grads)} gradients for "
+                                 f"{len(self.params)} parameters (pass one per parameter, in order)")
         self.steps += 1
         for i, p in enumerate(self.params):
-            g = p.grad
+            g = p.grad if grads is None else grads[i]
             if g is not None:
                 self._update(i, p.data, g)
 
