@@ -432,3 +432,23 @@ def test_relu_reads_a_constant_array_of_zeros_and_keeps_nan(rng):
     assert "np.maximum(x, _fill0" in fast.source and "constant float32 (5000,) of 0.0" in fast.source
     np.testing.assert_array_equal(out, ref_out.data if hasattr(ref_out, "data") else ref_out)  # nan stays nan
     np.testing.assert_allclose(g, ref_g, rtol=1e-6)
+
+
+def test_integer_arguments_are_compiled_by_value_never_stale() -> None:
+    # labels passed as an argument pick elements (an index), so the code is specialized to their
+    # values: new labels must give new answers, never the first call's
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((5, 3))
+
+    def loss(W, X, y):
+        return cr.cross_entropy(X @ W, y)
+
+    fast = cr.compile(loss, argnums=0)
+    labels = [np.array([0, 1, 2, 0, 1, 2, 0, 1]), np.array([2, 2, 2, 2, 1, 1, 1, 1])]
+    for y in labels + labels:
+        X = rng.standard_normal((8, 5))
+        out, g = fast(W, X, y)
+        ref_out, ref_g = cr.value_and_grad(loss, argnums=0)(W, X, y)
+        np.testing.assert_allclose(out, ref_out, rtol=1e-12)
+        np.testing.assert_allclose(g, ref_g, rtol=1e-12)
+    assert fast.signatures == 2  # one per distinct label array, reused when it comes back

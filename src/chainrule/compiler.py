@@ -1043,6 +1043,13 @@ def _dtype_text(env: dict[str, Any], r: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Static:
+    """An integer or boolean array argument (labels, indices, masks): compiled by value."""
+
+    value: np.ndarray
+
+
 @dataclass
 class _Specialization:
     fn: Callable[..., tuple[Any, ...]]
@@ -1103,7 +1110,8 @@ class Compiled:
     def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
         if not kwargs:
             try:
-                key = tuple([(type(a), a.shape, a.dtype) for a in args])
+                key = tuple([(type(a), a.shape, a.dtype, a.tobytes() if a.dtype.kind in "biu" else None)
+                             for a in args])
             except AttributeError:
                 key = None
             if key is not None:
@@ -1146,9 +1154,15 @@ class Compiled:
             elif isinstance(a, (np.ndarray, list)) and not isinstance(a, bool):
                 a = np.asarray(a)
                 if a.dtype.kind in "biu":
-                    a = a.astype(np.float64)
+                    # labels, indices, masks: they pick elements rather than flow through arithmetic,
+                    # so the code is specialized to their values (new values compile anew)
+                    a = _Static(a)
+                    key.append((np.ndarray, a.value.shape, a.value.dtype, a.value.tobytes()))
+                    conv.append(a)
+                    unwrapped = False
+                    continue
             if isinstance(a, np.ndarray):
-                key.append((np.ndarray, a.shape, a.dtype))
+                key.append((np.ndarray, a.shape, a.dtype, None))
                 unwrapped = unwrapped and (a is orig or a is getattr(orig, "data", None))
             else:
                 try:
@@ -1162,6 +1176,13 @@ class Compiled:
         spec = self._cache.get(k)
         if spec is None:
             spec = self._specialize(conv, nums)
+            if any(isinstance(a, _Static) for a in conv):
+                # called with every array argument, statics included (as the fast path does)
+                keep = [j for j, a in enumerate([a for a in conv if isinstance(a, (np.ndarray, _Static))])
+                        if isinstance(a, np.ndarray)]
+                inner = spec.fn
+                spec = _Specialization(lambda *xs: inner(*[xs[j] for j in keep]), spec.source, spec.program,
+                                       spec.backend)
             self._cache[k] = spec
         self._last = spec
         if unwrapped and not kwargs and any(isinstance(a, Tensor) for a in args):
@@ -1171,9 +1192,13 @@ class Compiled:
             def on_tensors(*targs: Any) -> tuple[Any, ...]:
                 return fn(*[a.data if isinstance(a, Tensor) else a for a in targs])
 
-            self._cache[tuple((type(a), a.shape, a.dtype) for a in args)] = _Specialization(
+            self._cache[tuple((type(a), a.shape, a.dtype, None) for a in args)] = _Specialization(
                 on_tensors, spec.source, spec.program, spec.backend)
-        res = spec.fn(*[a for a in conv if isinstance(a, np.ndarray)])
+        if any(isinstance(a, _Static) for a in conv):
+            res = spec.fn(*[a.value if isinstance(a, _Static) else a for a in conv
+                            if isinstance(a, (np.ndarray, _Static))])
+        else:
+            res = spec.fn(*[a for a in conv if isinstance(a, np.ndarray)])
         return (res[0], res[1]) if self.single else (res[0], res[1:])
 
     def _specialize(self, args: list[Any], nums: tuple[int, ...]) -> _Specialization:
@@ -1194,7 +1219,7 @@ class Compiled:
                 leaves.append(t)
                 call_args.append(t)
             else:
-                call_args.append(a)
+                call_args.append(a.value if isinstance(a, _Static) else a)
         with enable_grad():
             out, local_names = _call_naming_locals(self.f, call_args, {})
         if not isinstance(out, Tensor):
@@ -1239,8 +1264,9 @@ class Compiled:
         if all(s is a for s, a in zip(shuffled, args)):
             return
         got = fn(*[a for a in shuffled if isinstance(a, np.ndarray)])
+        plain = [a.value if isinstance(a, _Static) else a for a in shuffled]
         with np.errstate(all="ignore"):
-            out, grads = value_and_grad(self.f, argnums=nums)(*shuffled)
+            out, grads = value_and_grad(self.f, argnums=nums)(*plain)
         for g, e in zip(got, [out, *grads]):
             e = np.asarray(e.data if hasattr(e, "data") and not isinstance(e, np.ndarray) else e)
             e = e.astype(np.result_type(e, np.float16))
