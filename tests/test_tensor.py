@@ -3,6 +3,7 @@ updates, NumPy dispatch, broadcasting and fan-out, dtypes."""
 
 from __future__ import annotations
 
+import math
 import operator
 
 import numpy as np
@@ -27,10 +28,22 @@ def test_item_and_python_conversions() -> None:
     t = cr.tensor(2.5, requires_grad=True)
     assert t.item() == 2.5 and isinstance(t.item(), float)
     assert t.shape == () and t.ndim == 0
-    assert float(t) == 2.5
+    assert float(t.detach()) == 2.5 and float(cr.tensor(2.5)) == 2.5
+    with cr.no_grad():
+        assert float(t) == 2.5
     assert cr.tensor([[7.0]]).item() == 7.0
     with pytest.raises(ValueError):
         cr.tensor([1.0, 2.0]).item()
+
+
+def test_python_number_conversions_never_drop_a_gradient() -> None:
+    # math.exp(x) calls float(x): on a tensor that takes part in a gradient that would silently
+    # compute with a plain number, so it is refused with a message saying what to use instead
+    with pytest.raises(TypeError, match="would drop its gradient.*cr.exp"):
+        cr.grad(lambda x: math.exp(x))(1.0)
+    with pytest.raises(TypeError, match="would drop its gradient"):
+        cr.grad(lambda x: x * math.sqrt(x))(4.0)
+    assert cr.grad(lambda x: x * np.sqrt(x))(4.0) == pytest.approx(3.0)
 
 
 def test_dtype_argument_and_integer_promotion() -> None:

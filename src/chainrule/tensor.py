@@ -308,10 +308,25 @@ class Tensor:
         return bool(self.data)
 
     def __float__(self) -> float:
+        self._refuse_python_number("float()")
         return float(self.data)
 
     def __int__(self) -> int:
+        self._refuse_python_number("int()")
         return int(self.data)
+
+    def __index__(self) -> int:
+        self._refuse_python_number("using it as an index")
+        return self.data.__index__()
+
+    def _refuse_python_number(self, what: str) -> None:
+        # math.exp(t), float(t), ... would compute on a plain number and silently drop the gradient
+        if self.requires_grad and state.grad_enabled:
+            raise TypeError(
+                f"{what} on a tensor that requires grad (also what math.exp, math.sqrt, ... do) would drop "
+                "its gradient: use chainrule's or NumPy's functions (cr.exp, np.sqrt, ...), or .item() "
+                "for the plain value"
+            )
 
     def __hash__(self) -> int:
         return id(self)
