@@ -452,3 +452,14 @@ def test_integer_arguments_are_compiled_by_value_never_stale() -> None:
         np.testing.assert_allclose(out, ref_out, rtol=1e-12)
         np.testing.assert_allclose(g, ref_g, rtol=1e-12)
     assert fast.signatures == 2  # one per distinct label array, reused when it comes back
+
+
+@pytest.mark.parametrize("x", [1.0, -1.0, np.ones(3), -np.ones(3)])
+def test_a_python_if_on_values_is_refused_not_frozen(x) -> None:
+    # tracing records array operations only: an `if` on the input's value would be frozen into the
+    # code, so compile refuses it (value_and_grad handles it)
+    f = lambda x: x * 2 if np.sum(x) > 0 else x * 3  # noqa: E731
+    with pytest.raises(ValueError, match="does not trace to one fixed computation"):
+        cr.compile(f)(x)
+    out, g = cr.value_and_grad(f)(x)
+    np.testing.assert_allclose(g, np.full(np.shape(x), 2.0 if np.sum(x) > 0 else 3.0))

@@ -1251,36 +1251,47 @@ class Compiled:
         return _Specialization(fn, source, program, backend)
 
     def _validate(self, fn: Callable[..., Any], args: list[Any], nums: tuple[int, ...]) -> None:
-        """Run the new code once on the inputs' elements shuffled and compare with the eager engine.
+        """Run the new code on other inputs and compare with the eager engine.
 
-        A trace records array operations only: a comparison used as a mask (``x > 0`` outside a
-        gate), ``.data`` read in Python, or an ``if`` on values would be frozen into the code;
-        shuffling moves the values around (keeping each input's range, so logs stay defined)."""
+        A trace records array operations only: an ``if`` on values, ``.data`` read in Python, or a
+        mask computed from the inputs (``x > 0`` in ``cr.where`` or as an index) would be frozen into
+        the code. Two probes move the values: the inputs' elements shuffled (each input keeps its
+        range, so logs stay defined) and the inputs negated (which catches ``if x > 0`` on a scalar);
+        entries where the engine's answer is not finite are not compared."""
         from .autodiff import value_and_grad
 
         rng = np.random.default_rng(0)
-        shuffled = [rng.permutation(a.ravel()).reshape(a.shape) if isinstance(a, np.ndarray) and a.size > 1
-                    else a for a in args]
-        if all(s is a for s, a in zip(shuffled, args)):
-            return
-        got = fn(*[a for a in shuffled if isinstance(a, np.ndarray)])
-        plain = [a.value if isinstance(a, _Static) else a for a in shuffled]
-        with np.errstate(all="ignore"):
-            out, grads = value_and_grad(self.f, argnums=nums)(*plain)
-        for g, e in zip(got, [out, *grads]):
-            e = np.asarray(e.data if hasattr(e, "data") and not isinstance(e, np.ndarray) else e)
-            e = e.astype(np.result_type(e, np.float16))
-            rtol = 1e-6 if np.finfo(e.dtype).eps < 1e-10 else 1e-3  # rounding of float32 runs is coarser
-            ok = np.isfinite(e)  # where the engine overflows, rewritten algebra may differ: skip those
-            finite = np.abs(e[ok])
-            atol = rtol * (float(finite.max()) if finite.size else 1.0)
-            if np.shape(g) != np.shape(e) or not np.allclose(np.asarray(g)[ok], e[ok], rtol=rtol, atol=atol):
-                raise ValueError(
-                    f"compile: {getattr(self.f, '__name__', 'f')} does not trace to one fixed computation: "
-                    "its result depends on the input values in a way the graph does not record (a "
-                    "comparison such as x > 0 used as a mask or index outside chainrule's gates, .data or "
-                    "float() read in Python, or an if on values). Use cr.where / cr.relu / cr.maximum, or "
-                    "call cr.value_and_grad instead")
+        probes = [
+            [rng.permutation(a.ravel()).reshape(a.shape) if isinstance(a, np.ndarray) and a.size > 1 else a
+             for a in args],
+            [np.asarray(-a) if isinstance(a, np.ndarray) and a.dtype.kind in "fc" else a for a in args],
+        ]
+        for probe in probes:
+            if all(p is a for p, a in zip(probe, args)):
+                continue
+            plain = [a.value if isinstance(a, _Static) else a for a in probe]
+            with np.errstate(all="ignore"):
+                try:
+                    expected = value_and_grad(self.f, argnums=nums)(*plain)
+                except (ValueError, TypeError, ArithmeticError, IndexError):
+                    continue  # the function is not defined there: nothing to compare
+                got = fn(*[a for a in probe if isinstance(a, np.ndarray)])
+            out, grads = expected
+            for g, e in zip(got, [out, *(grads if isinstance(grads, tuple) else (grads,))]):
+                e = np.asarray(e.data if hasattr(e, "data") and not isinstance(e, np.ndarray) else e)
+                e = e.astype(np.result_type(e, np.float16))
+                rtol = 1e-6 if np.finfo(e.dtype).eps < 1e-10 else 1e-3  # float32 rounding is coarser
+                ok = np.isfinite(e)  # where the engine overflows, rewritten algebra may differ: skip those
+                finite = np.abs(e[ok])
+                atol = rtol * (float(finite.max()) if finite.size else 1.0)
+                if np.shape(g) != np.shape(e) or not np.allclose(np.asarray(g)[ok], e[ok], rtol=rtol, atol=atol):
+                    raise ValueError(
+                        f"compile: {getattr(self.f, '__name__', 'f')} does not trace to one fixed computation: "
+                        "its result depends on the input values in a way the graph does not record: a Python "
+                        "`if` or float() on values, .data read in Python, or a mask computed from the inputs "
+                        "(x > 0 in cr.where / np.where, or as an index), which compile does not support. "
+                        "Write it with cr.relu / cr.maximum / cr.minimum / cr.abs, or use cr.value_and_grad, "
+                        "which handles all of these")
 
 
 def lower(program: Program, params: list[str], inputs: dict[str, np.ndarray], use_numexpr: bool = False,
