@@ -13,6 +13,7 @@ with :func:`add_parser`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -335,6 +336,20 @@ def _make_optimizer(args: argparse.Namespace, params: Iterable[nn.Parameter]) ->
     return optim.Adam(params, lr=lr, weight_decay=args.weight_decay)
 
 
+_PLOT_FORMATS = {".png", ".svg", ".pdf", ".jpg", ".jpeg"}
+
+
+def _one_blas_thread() -> Any:
+    """Matmuls this small are fastest on one BLAS thread, and a second thread that has to wait for a
+    busy core makes every step many times slower; threadpoolctl (installed with scikit-learn)
+    limits it for the duration of training, when present."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def run(args: argparse.Namespace) -> int:
     """Handle ``chainrule train``: load, split, standardise, train, report; returns the exit status."""
     try:
@@ -359,10 +374,13 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{name}: {len(X_train)} training and {len(X_test)} test samples, {X.shape[1]} features, "
           f"{n_classes} classes; MLP {arch} ({args.activation}, {model.num_parameters():,} parameters), "
           f"{type(opt).__name__} lr={opt.lr:g}, batch {args.batch_size}, {args.epochs} epochs")
+    if args.plot and os.path.splitext(args.plot)[1].lower() not in _PLOT_FORMATS:
+        raise TrainError(f"--plot {args.plot}: give a picture file ending in {', '.join(sorted(_PLOT_FORMATS))}")
     progress = _Progress(args.epochs, enabled=not args.no_progress)
     try:
-        history = fit(model, opt, X_train, y_train, X_test, y_test, epochs=args.epochs,
-                      batch_size=args.batch_size, seed=rng, on_epoch=progress.update)
+        with _one_blas_thread():
+            history = fit(model, opt, X_train, y_train, X_test, y_test, epochs=args.epochs,
+                          batch_size=args.batch_size, seed=rng, on_epoch=progress.update)
     finally:
         progress.close()
     correct = round(history.test_acc[-1] * len(X_test))
