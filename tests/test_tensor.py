@@ -497,3 +497,20 @@ def test_unsupported_numpy_functions_raise_type_error_naming_them(call, name) ->
     t = cr.tensor([1.0, 2.0], requires_grad=True)
     with pytest.raises(TypeError, match=name.replace(".", r"\.")):
         call(t)
+
+
+def test_truth_tests_answer_plainly_and_unsupported_names_are_exact() -> None:
+    x = cr.tensor([1.0, 2.0], requires_grad=True)
+    assert np.all(x > 0) and np.any(x > 1.5) and (x > 0).all() and not (x > 5).any()
+    assert np.allclose(x, [1.0, 2.0])
+    with pytest.raises(TypeError, match=r"np\.linalg\.inv is not supported"):
+        np.linalg.inv(cr.tensor(np.eye(2), requires_grad=True))
+
+
+def test_expanded_softmax_defines_every_name_it_uses() -> None:
+    g = cr.trace(lambda x: cr.softmax(x), x=np.array([1.0, 2.0, 3.0]), expand=True)
+    defined = {n.name for n in g.inputs} | {e.name for e in g.equations}
+    for e in g.equations:
+        for name in e.inputs:
+            assert name in defined or name.lstrip("-").replace(".", "").isdigit(), (e, name)
+    np.testing.assert_allclose(g.value, np.exp([1, 2, 3]) / np.exp([1, 2, 3]).sum())

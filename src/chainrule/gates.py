@@ -152,19 +152,21 @@ def _relu(xp: Any, x: Any) -> Any:
     return xp.maximum(x, 0)
 
 
-def _max_shifted(xp: Any, x: Any, axis: Any) -> Any:
+def _max_shifted(xp: Any, x: Any, axis: Any, guard: bool = True) -> Any:
     mx = xp.max(x, axis=axis, keepdims=True)
-    return xp.where(xp.isfinite(mx), mx, 0)  # all -inf rows stay -inf, not nan
+    # guard: all -inf rows stay -inf, not nan. The staged (expanded) form leaves the guard out:
+    # it is there for learners to read, and shifting by the max is what they know.
+    return xp.where(xp.isfinite(mx), mx, 0) if guard else mx
 
 
-def _logsumexp(xp: Any, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    mx = _max_shifted(xp, x, axis)
+def _logsumexp(xp: Any, x: Any, axis: Any = None, keepdims: bool = False, guard: bool = True) -> Any:
+    mx = _max_shifted(xp, x, axis, guard)
     r = xp.log(xp.sum(xp.exp(x - mx), axis=axis, keepdims=True)) + mx
     return r if keepdims else xp.reshape(r, reduced_shape(x.shape, axis))
 
 
-def _softmax(xp: Any, x: Any, axis: int = -1) -> Any:
-    e = xp.exp(x - _max_shifted(xp, x, axis))
+def _softmax(xp: Any, x: Any, axis: int = -1, guard: bool = True) -> Any:
+    e = xp.exp(x - _max_shifted(xp, x, axis, guard))
     return e / xp.sum(e, axis=axis, keepdims=True)
 
 
@@ -393,10 +395,10 @@ MIN = _gate("min", _reduction("min"), "min gate: routes the gradient to the smal
             "min({0})", kind=_R, vjp=_extreme_vjp)
 LOGSUMEXP = _gate("logsumexp", _logsumexp, "logsumexp gate: its gradient is the softmax of its input",
                   "logsumexp({0})", kind=_R, vjp=_logsumexp_vjp,
-                  expand=lambda m, x, axis=None, keepdims=False: _logsumexp(m, x, axis=axis, keepdims=keepdims))
+                  expand=lambda m, x, axis=None, keepdims=False: _logsumexp(m, x, axis, keepdims, guard=False))
 SOFTMAX = _gate("softmax", _softmax, "softmax gate: s·(g − Σ g·s), from its own output s",
                 "softmax({0})", kind=_R, vjp=_softmax_vjp,
-                expand=lambda m, x, axis=-1: _softmax(m, x, axis=axis))
+                expand=lambda m, x, axis=-1: _softmax(m, x, axis, guard=False))
 LOG_SOFTMAX = _gate("log_softmax", _log_softmax, "log-softmax gate: g − softmax(x)·Σ g",
                     "log_softmax({0})", kind=_R, vjp=_log_softmax_vjp,
                     expand=lambda m, x, axis=-1: x - m.logsumexp(x, axis=axis, keepdims=True))

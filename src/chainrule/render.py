@@ -93,6 +93,8 @@ def gate_symbol(node: Node) -> str:
         return call.group(1)
     if fmt == "-{0}":
         return "neg"
+    if fmt == "{0}":
+        return "="  # identity (a gradient passed on unchanged): not an "x" to be read as ×
     return fmt.replace("{0}", "x").replace("{1}", "y").replace("{2}", "z").replace(" ", "")
 
 

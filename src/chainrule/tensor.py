@@ -519,6 +519,14 @@ class Tensor:
     def relu(self) -> Tensor:
         return apply(GATES["relu"], self)
 
+    def all(self, axis: Any = None) -> Any:
+        """Whether every element is true (a plain NumPy answer: truth values have no gradient)."""
+        return np.all(self.data, axis=axis)
+
+    def any(self, axis: Any = None) -> Any:
+        """Whether some element is true (a plain NumPy answer: truth values have no gradient)."""
+        return np.any(self.data, axis=axis)
+
     def dot(self, other: Any) -> Tensor:
         from .functions import dot
 
@@ -545,8 +553,10 @@ class Tensor:
 
         fn = ARRAY_FUNCTIONS.get(func)
         if fn is None:
+            where = getattr(func, "__module__", "numpy") or "numpy"
+            name = where.replace("numpy", "np", 1) + "." + func.__name__
             raise TypeError(
-                f"np.{func.__name__} is not supported by chainrule on tensors: it has no gradient rule "
+                f"{name} is not supported by chainrule on tensors: it has no gradient rule "
                 "(use .detach().numpy() if you only need values)"
             )
         return fn(*args, **kwargs)
