@@ -271,3 +271,14 @@ def test_graph_without_gradient_path() -> None:
     assert "∂out/∂x = 0   (not used)" in c.table()
     with pytest.raises(ValueError, match="no backward pass"):
         c.backward_graph()
+
+
+def test_eager_graph_takes_the_callers_variable_names() -> None:
+    x = cr.tensor([1.0, 2.0], requires_grad=True)
+    w = cr.tensor(3.0, requires_grad=True)
+    h = x * w
+    out = np.exp(h).sum()
+    g = out.graph()
+    assert [n.name for n in g.inputs] == ["x", "w"]
+    assert [e.name for e in g.equations] == ["h", "t1", "out"]
+    np.testing.assert_allclose(g.grads["w"], (np.exp(h.data) * x.data).sum())

@@ -10,6 +10,7 @@ Names are deterministic: they never come from ``id()``.
 from __future__ import annotations
 
 import inspect
+import os
 import math
 import numbers
 import sys
@@ -406,8 +407,22 @@ def trace(f: Callable[..., Any] | Tensor, *args: Any, expand: bool = False, **kw
 
 
 def trace_tensor(out: Tensor, expand: bool = False) -> Graph:
-    """The graph behind an eagerly computed tensor; its leaves that require grad are the inputs."""
-    return _build(out, None, {}, expand)
+    """The graph behind an eagerly computed tensor; its leaves that require grad are the inputs,
+    named after the caller's variables that hold them (``x = cr.tensor(...)`` reads as ``x``), and
+    its intermediates after the caller's variables too, where they are bound to one."""
+    return _build(out, None, _caller_names(), expand)
+
+
+def _caller_names() -> dict[int, str]:
+    """Tensors bound to local variables of the innermost caller outside chainrule, by id."""
+    frame = sys._getframe(1)
+    here = os.path.dirname(os.path.abspath(__file__))
+    while frame is not None and frame.f_code.co_filename.startswith(here):
+        frame = frame.f_back
+    if frame is None:
+        return {}
+    return {id(v): k for k, v in frame.f_locals.items()
+            if isinstance(v, Tensor) and not k.startswith("_")}
 
 
 def _is_numeric(val: Any) -> bool:
