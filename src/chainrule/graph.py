@@ -10,9 +10,9 @@ Names are deterministic: they never come from ``id()``.
 from __future__ import annotations
 
 import inspect
-import os
 import math
 import numbers
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
