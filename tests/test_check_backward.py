@@ -179,3 +179,36 @@ def test_broken_functions_get_one_clear_message():
     assert "raised ZeroDivisionError: oops" in str(rep)
     with pytest.raises(TypeError, match="needs the inputs"):
         cr.check_backward(q2a_ok, ref_q2a)
+
+
+def sigmoid_hw(x):  # the worksheet's staged sigmoid, with one wrong local gradient
+    a = -x
+    b = np.exp(a)
+    c = 1 + b
+    d = c**-1
+    out = d
+    dd = 1
+    dc = dd * -1 / c**2
+    db = dc
+    da = db * a  # should be db * b
+    dx = -da
+    return out, dx
+
+
+def test_first_wrong_step_inside_a_fused_composite():
+    s = 1 / (1 + np.exp(-2.0))
+    for ref in (cr.sigmoid, lambda x: 1 / (1 + np.exp(-x))):  # one fused gate, or its stages
+        rep = cr.check_backward(sigmoid_hw, ref, 2.0)
+        assert [m.name for m in rep.wrong] == ["dx"]
+        step = rep.first_wrong_step
+        assert step is not None and step.name == "da"
+        assert step.expected == pytest.approx(-s * (1 - s))  # ∂σ/∂a = -σ'(x)
+        assert "first wrong step: da" in str(rep)
+
+
+def test_function_that_cannot_take_the_inputs_is_one_clear_error():
+    def f(x):
+        return x * x, 2 * x
+
+    with pytest.raises(TypeError, match=r"f takes \(x\) but 2 inputs were given"):
+        cr.check_backward(f, ref_q2a, 1.0, 2.0)

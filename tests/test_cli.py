@@ -308,8 +308,72 @@ def test_check_errors(tmp_path: Path) -> None:
     assert_clean_error(res)
     assert "q2a" in res.stderr
     res = run("check", "broken.py:f", "--against", "x", "--at", "x=1", cwd=tmp_path)
-    assert res.returncode == 1 and "SyntaxError" in res.stderr  # the user's own file: their error shown
+    assert_clean_error(res)  # the user's own file: their error, where it is, in one line
+    assert "SyntaxError" in res.stderr and "(broken.py, line 1)" in res.stderr
     assert_clean_error(run("check", "sol.py:q2a", "--against", "(x + y) * foo(z)", "--at", "x=1", cwd=tmp_path))
+
+
+SIGMOID_HW = """
+import numpy as np
+
+def sigmoid(x):
+    a = -x
+    b = np.exp(a)
+    c = 1 + b
+    d = c ** -1
+    out = d
+    dd = 1
+    dc = dd * -1 / c**2
+    db = dc
+    da = db * a  # the bug: should be db * b
+    dx = -da
+    return out, dx
+"""
+
+
+@pytest.mark.parametrize("against", ["sigmoid(x)", "1 / (1 + exp(-x))"])
+def test_check_names_first_wrong_step_against_fused_or_staged(tmp_path: Path, against: str) -> None:
+    (tmp_path / "sig_hw.py").write_text(SIGMOID_HW)
+    res = run("check", "sig_hw.py:sigmoid", "--against", against, "--at", "x=2", cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    # ∂σ/∂a at x = 2 is -σ'(2); the student's da is db * a = (-1/c²) * (-2), with c = 1 + e^-2
+    c = 1 + math.exp(-2.0)
+    m = re.search(r"first wrong step: da: expected (\S+), got (\S+)", res.stdout)
+    assert m, res.stdout
+    assert float(m.group(1)) == pytest.approx(-DSIG2, rel=1e-8)
+    assert float(m.group(2)) == pytest.approx(-1 / c**2 * -2.0, rel=1e-8)
+
+
+def test_check_function_and_expression_disagree_on_inputs(tmp_path: Path) -> None:
+    (tmp_path / "ok.py").write_text("def f(x):\n    return x*x, 2*x\n")
+    res = run("check", "ok.py:f", "--against", "x*y", "--at", "x=1", "y=2", cwd=tmp_path)
+    assert_clean_error(res)
+    assert "f takes (x) but the expression has variables x, y" in res.stderr
+    assert "x2" not in res.stdout + res.stderr and "TypeError" not in res.stderr
+
+
+def test_check_import_failure_is_one_line_with_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.py").write_text("def f(x):\n    return x +\n")
+    (tmp_path / "boom.py").write_text("import math\nk = 1\nz = undefined_name\n")
+    for target, kind, where in (("bad.py:f", "SyntaxError", "(bad.py, line 2)"),
+                                ("boom.py:f", "NameError: name 'undefined_name' is not defined", "(boom.py, line 3)")):
+        res = run("check", target, "--against", "x", "--at", "x=1", cwd=tmp_path)
+        assert_clean_error(res)
+        assert kind in res.stderr and where in res.stderr, res.stderr
+        assert "frozen" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_step_help_example_shows_descent() -> None:
+    res = run("step", "--help")
+    m = re.search(r'chainrule step "\(w x - 1\)\^2" (.*)', res.stdout)
+    assert m, res.stdout
+    args = m.group(1).split("#")[0].split()
+    res = run("step", "(w x - 1)^2", *args, "--json")
+    assert res.returncode == 0, res.stderr
+    history = json.loads(res.stdout)["history"]
+    outs = [h["output"] for h in history]
+    assert len(outs) > 1 and all(b < a for a, b in zip(outs, outs[1:])), outs  # it goes downhill
+    assert len({h["values"]["w"] for h in history}) == len(history)  # w moves every step
 
 
 # ---------------------------------------------------------------------------------------------

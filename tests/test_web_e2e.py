@@ -161,11 +161,12 @@ def test_q2a_backward_pass_and_gradient_step(page: Any) -> None:
     expect(page.locator("#value-x")).to_have_value("0.8")
     expect(page.locator("#value-y")).to_have_value("2.8")
     expect(page.locator("#value-z")).to_have_value("1.6")
-    # and the page recomputed at the new point: (0.8 + 2.8) * 1.6 = 5.76, gradients 1.6, 1.6, 3.6
-    page.locator("#show-all").click()
-    expect(page.locator('#equations tr[data-node="out"] td.value')).to_have_text("5.76")
-    expect(grad_cell(page, "x")).to_have_text("1.6")
-    expect(grad_cell(page, "z")).to_have_text("3.6")
+    # and the table shows the new point at once (no "Show all" needed): the inputs, t1 = 0.8 + 2.8 = 3.6,
+    # out = 3.6 * 1.6 = 5.76, gradients 1.6, 1.6, 3.6
+    for name, value in (("x", "0.8"), ("y", "2.8"), ("z", "1.6"), ("t1", "3.6"), ("out", "5.76")):
+        expect(page.locator(f'#equations tr[data-node="{name}"] td.value')).to_have_text(value)
+    for name, value in (("x", "1.6"), ("y", "1.6"), ("z", "3.6"), ("t1", "1.6"), ("out", "1")):
+        expect(grad_cell(page, name)).to_have_text(value)
     shot(page, "q2a-after-step")
 
 
@@ -197,6 +198,8 @@ def test_examples_menu_and_expanded_switch(page: Any) -> None:
     expect(grad_cell(page, "x")).to_have_text("0.104994")
     page.locator("#gd-step").click()  # lr 0.2 from the example: x = 2 - 0.2 * 0.104994 = 1.979
     expect(page.locator("#value-x")).to_have_value(re.compile(r"^1\.97900"))
+    expect(page.locator('#equations tr[data-node="x"] td.value')).to_have_text(re.compile(r"^1\.979"))
+    expect(page.locator('#equations tr[data-node="out"] td.value')).not_to_have_text("")  # σ(1.979)
     shot(page, "q3-expanded")
     page.locator("#mode-fused").check()
     expect(page.locator("#equations tbody tr")).to_have_count(2)  # x and one sigmoid gate

@@ -177,3 +177,13 @@ def test_without_graphviz_the_report_holds_dot(tmp_path: Path, monkeypatch: pyte
                                                                       "q4.dot"]
     assert not list((tmp_path / "w").glob("*.svg"))
     assert "out = 8, fx = 2, fy = 2, fz = 4" in out  # the answers are all still there
+
+
+def test_out_that_is_a_file_is_one_clear_message(tmp_path: Path, capsys) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    for target in (str(tmp_path / "afile"), str(tmp_path / "afile" / "sub")):
+        assert cli.main(["worksheet", "--out", target]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {target}: " in err and "exists and is not a directory" in err
+        assert "FileExistsError" not in err and "Errno" not in err
+    assert (tmp_path / "afile").read_text() == "not a folder"  # nothing written over it

@@ -3,6 +3,7 @@ hand-written forward+backward functions against chainrule's own answer (``check_
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -189,34 +190,44 @@ def _close(a: Any, b: Any, rtol: float, atol: float) -> bool:
         return False
 
 
-def _first_wrong_step(graph: Any, params: list[str], final: dict[str, Any], order: list[str],
+def _first_wrong_step(graphs: list[Any], params: list[str], final: dict[str, Any], order: list[str],
                       rtol: float, atol: float) -> Mismatch | None:
     """Map the function's locals to graph nodes by value; the first ``d<local>`` whose value is not
-    that node's gradient (or, failing that, the first local no node computes) is the wrong step."""
-    nodes = [n for n in graph.nodes if n.kind != "const"]
-    by_local: dict[str, list[Any]] = {}
-    for p, node in zip(params, graph.inputs):
-        by_local[p] = [node]
+    that node's gradient (or, failing that, the first local no node computes) is the wrong step.
+
+    Each of ``graphs`` (the reference as traced, and with composites staged into their parts) is
+    matched on its own, so a local is right when it is the gradient of its node in any of them."""
     grad_names = _grad_names(order, params)
-    for name in order:
-        if name in by_local or name not in final or name in grad_names:
-            continue
-        hits = [n for n in nodes if _close(final[name], n.value, rtol, atol)]
-        if hits:
-            by_local[name] = hits
+    by_local: dict[str, list[list[Any]]] = {}  # local -> the nodes holding its value, one list per graph
+    for graph in graphs:
+        nodes = [n for n in graph.nodes if n.kind != "const"]
+        for p, node in zip(params, graph.inputs):
+            by_local.setdefault(p, []).append([node])
+        for name in order:
+            if name in params or name not in final or name in grad_names:
+                continue
+            hits = [n for n in nodes if _close(final[name], n.value, rtol, atol)]
+            if hits:
+                by_local.setdefault(name, []).append(hits)
     for name in order:
         if name not in grad_names or name not in final or name[1:] not in by_local:
             continue
-        hits = by_local[name[1:]]
-        grads = [n.grad for n in hits if n.grad is not None]
-        if not grads:
+        first: tuple[Any, list[Any]] | None = None
+        right = False
+        for hits in by_local[name[1:]]:
+            grads = [n.grad for n in hits if n.grad is not None]
+            if not grads:
+                continue
+            first = first or (grads[0], hits)
+            candidates = grads + ([sum(grads[1:], grads[0])] if len(grads) > 1 else [])
+            if any(_close(final[name], g, rtol, atol) for g in candidates):
+                right = True
+                break
+        if right or first is None:
             continue
-        candidates = grads + ([sum(grads[1:], grads[0])] if len(grads) > 1 else [])
-        if any(_close(final[name], g, rtol, atol) for g in candidates):
-            continue
-        m = _first_diff(name, grads[0], final[name], rtol, atol)
+        m = _first_diff(name, first[0], final[name], rtol, atol)
         if m is not None:
-            m.note = m.note or f"the gradient of {name[1:]} (= {hits[0].name} of the reference)"
+            m.note = m.note or f"the gradient of {name[1:]} (= {first[1][0].name} of the reference)"
             return m
     return None
 
@@ -227,9 +238,10 @@ def _grad_names(order: list[str], params: list[str]) -> set[str]:
     return {n for n in order if n.startswith("d") and len(n) > 1 and n[1:] in known}
 
 
-def _forward_unmatched(graph: Any, params: list[str], final: dict[str, Any], order: list[str],
+def _forward_unmatched(graphs: list[Any], params: list[str], final: dict[str, Any], order: list[str],
                        rtol: float, atol: float) -> Mismatch | None:
-    nodes = [n for n in graph.nodes if n.kind != "const"]
+    """The first forward local (not an input, not a ``d<name>``) whose value no reference node has."""
+    nodes = [n for graph in graphs for n in graph.nodes if n.kind != "const"]
     grad_names = _grad_names(order, params)
     for name in order:
         if name in params or name in grad_names or name not in final:
@@ -266,6 +278,7 @@ def check_backward(
         raise TypeError("check_backward needs the inputs to check at: check_backward(fn, reference, x, y, ...)")
     arrays = [as_float_array(a, f"argument {i}").astype(np.float64) for i, a in enumerate(args)]
     fname = getattr(fn, "__name__", "fn")
+    _check_arity(fn, fname, len(arrays))
     params = list(_param_names(fn))[: len(arrays)]
     params += [f"x{i + 1}" for i in range(len(params), len(arrays))]
     rng = np.random.default_rng(seed)
@@ -296,12 +309,29 @@ def check_backward(
             if m is not None:
                 report.wrong.append(m)
         if report.wrong:
-            step = _first_wrong_step(graph, params, final, order, rtol, atol)
+            # composites (sigmoid, tanh, ...) are one node as traced; staged into their parts they
+            # have the intermediates a hand-written solution names (a = -x; b = exp(a); ...)
+            graphs = [trace(reference, *inputs, expand=True), graph]
+            step = _first_wrong_step(graphs, params, final, order, rtol, atol)
             if step is None and report.wrong[0] is not None and report.wrong[0].name == names[0]:
-                step = _forward_unmatched(graph, params, final, order, rtol, atol)
+                step = _forward_unmatched(graphs, params, final, order, rtol, atol)
             report.first_wrong_step = step
             return report
     return BackwardReport(True, fname, dict(zip(params, arrays)), sets[0][0], checked=checked)
+
+
+def _check_arity(fn: Callable[..., Any], fname: str, n: int) -> None:
+    """One clear TypeError when ``fn`` cannot take ``n`` inputs (rather than a crash inside the check)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*range(n))
+    except TypeError:
+        names = ", ".join(p.name for p in sig.parameters.values())
+        raise TypeError(f"{fname} takes ({names}) but {n} input{'s were' if n != 1 else ' was'} given "
+                        "to check at") from None
 
 
 def _returned_name(final: dict[str, Any], value: Any, default: str, hint: str, params: list[str]) -> str:

@@ -397,11 +397,8 @@ def _load_user_function(target: str) -> Callable[..., Any]:
         spec.loader.exec_module(module)
     except SystemExit as e:
         raise UsageError(f"{path_text} exited while being imported (code {e.code})") from None
-    except BaseException as e:  # the user's file failed: show where, in their code
-        if isinstance(e, KeyboardInterrupt):
-            raise
-        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None))
-        raise Failure(f"importing {path_text} failed:\n{tb.rstrip()}") from None
+    except Exception as e:  # the user's file failed: one line saying what and where, in their code
+        raise UsageError(f"importing {path_text} failed: {_where_in(e, path, path_text)}") from None
     finally:
         if sys.path and sys.path[0] == folder:
             sys.path.pop(0)
@@ -415,6 +412,22 @@ def _load_user_function(target: str) -> Callable[..., Any]:
     return fn
 
 
+def _where_in(e: BaseException, path: Path, shown: str) -> str:
+    """``Kind: message (FILE, line N)`` for an exception raised while importing the user's file ``path``:
+    the line of a syntax error, else the last line of ``path`` that the traceback passed through."""
+    if isinstance(e, SyntaxError):
+        line = f", line {e.lineno}" if e.lineno else ""
+        where = shown if e.filename and Path(e.filename).resolve() == path.resolve() else (e.filename or shown)
+        return f"{type(e).__name__}: {e.msg} ({where}{line})"
+    lineno = None
+    target = str(path.resolve())
+    for frame in traceback.extract_tb(e.__traceback__):
+        if frame.filename and str(Path(frame.filename).resolve()) == target:
+            lineno = frame.lineno
+    line = f", line {lineno}" if lineno else ""
+    return f"{type(e).__name__}: {e} ({shown}{line})"
+
+
 def cmd_check(args: argparse.Namespace, out: Printer) -> int:
     """Run the user's combined forward+backward function against chainrule's answer for EXPR."""
     from . import check as check_mod
@@ -425,6 +438,10 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
     expr = parse(args.against.strip())
     fn = _load_user_function(args.target)
     params = _positional_params(fn)
+    if params is not None and not set(expr.variables) <= set(params) and not _takes_varargs(fn):
+        have = ", ".join(expr.variables)
+        raise UsageError(f"{getattr(fn, '__name__', 'the function')} takes ({', '.join(params)}) but the expression "
+                         f"has variable{'s' if len(expr.variables) != 1 else ''} {have}")
     if params is not None and set(expr.variables) <= set(params):
         order = params  # the student's own parameter order, unused inputs (q2c's z) included
         values = parse_values(args.at or [], order)
@@ -442,6 +459,13 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
     out.section(f"check {args.target} against {expr.text}   at {_values_text(values)}")
     out.block(str(report))
     return 0 if ok else 1
+
+
+def _takes_varargs(fn: Callable[..., Any]) -> bool:
+    try:
+        return any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return True  # cannot tell: let check_backward try
 
 
 def _positional_params(fn: Callable[..., Any]) -> list[str] | None:
@@ -463,6 +487,11 @@ def cmd_worksheet(args: argparse.Namespace, out: Printer) -> int:
     """Solve the seed worksheet into a report (Markdown or HTML) with pictures beside it."""
     from .worksheet import solve_worksheet
 
+    folder = Path(args.out)
+    for p in (folder, *folder.parents):  # a file in the way: say so, before anything is written
+        if p.exists() and not p.is_dir():
+            what = "" if p == folder else f"{p}: "
+            raise UsageError(f"--out {args.out}: {what}exists and is not a directory")
     result = solve_worksheet(Path(args.out), fmt=args.format, picture_format=args.pictures)
     if args.json:
         out.stream.write(json.dumps(result.summary_json(), indent=2, ensure_ascii=False) + "\n")
@@ -557,7 +586,7 @@ def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
         epilog="examples:\n"
                '  chainrule step "sigmoid(x)" --at x=2 --lr 0.2 --steps 1        # worksheet Q3\n'
                '  chainrule step "(w - 3)^2" --at w=0 --lr 0.1 --steps 20 --every 5\n'
-               '  chainrule step "(w x - 1)^2" --at w=0.5 x=2 --wrt w --lr 0.05 --steps 3',
+               '  chainrule step "(w x - 1)^2" --at w=0 x=2 --wrt w --lr 0.05 --steps 3',
         formatter_class=_formatter,
     )
     s.add_argument("expr", metavar="EXPR", help="the expression to minimise")

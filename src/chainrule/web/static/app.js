@@ -222,10 +222,12 @@ async function compute() {
 // showing one traced graph
 // ---------------------------------------------------------------------------------------------
 
-function show(r) {
+// a fresh trace starts with the passes hidden (to step through); revealAll shows every value and
+// gradient at once, as after a gradient-descent step, which ran both passes at the new point
+function show(r, revealAll = false) {
   state.data = r;
-  state.fwd = -1;
-  state.bwd = -1;
+  state.fwd = revealAll ? r.forward.length - 1 : -1;
+  state.bwd = revealAll ? r.backward.length - 1 : -1;
   state.current = null;
   markStale(false);
   setVariables(r.variables);
@@ -473,7 +475,7 @@ async function gradientStep() {
       `${v}: ${fmt(r.step.before[v])} → ${fmt(r.step.after[v])}`);
     $("#gd-log").append(el("li", { "data-step": String(state.gdCount) },
       `${parts.join(",  ")}   (${r.output} ${fmt(r.step.output_before)} → ${fmt(r.value)})`));
-    show(r);
+    show(r, true); // the table shows the new point's values and gradients, as the picture does
   } catch (err) {
     if (seq !== state.computeSeq) return;
     clearErrors();
