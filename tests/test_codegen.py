@@ -384,3 +384,49 @@ def test_degenerate_graphs(rng):
     assert "dx = dt1 * (x > 0)" in src
     folded = build_program(cr.trace(lambda x: cr.relu(x) * 2, np.array([1.0, -1.0, 2.0])), fold_seed=True)
     assert "dx = 2.0 * (x > 0)" in folded.source()   # gradients stay floating point
+
+
+# ---- masks computed from the inputs: computed in the generated code, never frozen -----------------
+
+GOLDEN_LEAKY = textwrap.dedent('''\
+    import numpy as np
+
+
+    def leaky(z):
+        # forward pass
+        t1 = z > 0
+        t2 = 0.1 * z
+        out = np.where(t1, z, t2)
+        # backward pass
+        dout = np.ones_like(out)
+        # where gate: routes the gradient to the branch that was chosen
+        dt2 = dout * np.where(t1, 0.0, 1.0)
+        # z is used 2 times: the gradients from each use add up
+        dz = dout * np.where(t1, 1.0, 0.0) + 0.1 * dt2
+        return out, dz
+    ''')
+
+
+def test_where_with_an_input_mask_computes_the_mask_in_the_source():
+    src = cr.trace(lambda z: cr.where(z > 0, z, 0.1 * z), np.array([1.0, -2.0])).to_source("leaky")
+    assert src == GOLDEN_LEAKY
+    for z in (np.array([1.0, -2.0, 3.0]), np.array([-1.0, 2.0, -3.0]), np.array(-4.0), np.array(5.0)):
+        out, dz = run_source(src, "leaky", z)  # traced at one sign pattern, right at every other
+        np.testing.assert_allclose(out, np.where(z > 0, z, 0.1 * z))
+        np.testing.assert_allclose(dz, np.where(z > 0, 1.0, 0.1))
+
+
+def test_relu_like_and_nan_safe_sqrt_sources_agree_with_closed_forms():
+    relu_src = cr.trace(lambda z: z * (z > 0), np.array([1.0, -1.0])).to_source("relu")
+    assert "t1 = z > 0" in relu_src
+    sqrt_src = cr.trace(lambda x: cr.where(x > 0, cr.sqrt(cr.where(x > 0, x, 1.0)), 0.0),
+                        np.array([4.0, -1.0])).to_source("safe")
+    for x in (np.array([-2.0, 0.0, 4.0, 9.0]), np.array([2.0, -4.0, 0.25, -9.0])):
+        out, dz = run_source(relu_src, "relu", x)
+        np.testing.assert_array_equal(out, np.maximum(x, 0))
+        assert dz.dtype == np.float64
+        np.testing.assert_array_equal(dz, (x > 0).astype(float))
+        with np.errstate(invalid="raise", divide="raise"):  # the pattern never takes sqrt of x <= 0
+            out, dx = run_source(sqrt_src, "safe", x)
+        np.testing.assert_allclose(out, np.sqrt(np.maximum(x, 0)))
+        np.testing.assert_allclose(dx, np.where(x > 0, 0.5 / np.sqrt(np.where(x > 0, x, 1.0)), 0.0))

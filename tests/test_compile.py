@@ -196,11 +196,71 @@ def test_errors_are_clear():
 
 def test_values_frozen_into_the_trace_are_refused():
     x = np.array([-1.0, 2.0, 3.0, -0.5])
+    with pytest.raises(ValueError, match=r"does not trace to one fixed computation.*a\[a > 0\]"):
+        cr.compile(lambda a: cr.sum(a[a > 0]))(x)             # boolean-mask index: shape depends on values
     with pytest.raises(ValueError, match="does not trace to one fixed computation"):
-        cr.compile(lambda x: cr.where(x > 0, x, 0 * x))(x)   # x > 0 outside a gate: a constant mask
+        cr.compile(lambda a: cr.sum(a * 2 if a.data[0] > 0 else a * 3))(x)  # .data read in Python
     out, g = cr.compile(lambda x: cr.relu(x) * 2)(x)          # the gate's own rule: fine
     assert g.dtype == np.float64
     np.testing.assert_array_equal(g, [0.0, 2.0, 2.0, 0.0])
+
+
+def leaky(z):
+    return cr.sum(cr.where(z > 0, z, 0.1 * z))
+
+
+def safe_sqrt(x):
+    return cr.sum(cr.where(x > 0, cr.sqrt(cr.where(x > 0, x, 1.0)), 0.0))
+
+
+def relu_like(z):
+    return cr.sum(z * (z > 0))
+
+
+# closed forms, written independently of the gate table
+CLOSED = {
+    leaky: (lambda z: np.where(z > 0, z, 0.1 * z).sum(), lambda z: np.where(z > 0, 1.0, 0.1)),
+    safe_sqrt: (lambda x: np.sqrt(np.maximum(x, 0)).sum(),
+                lambda x: np.where(x > 0, 0.5 / np.sqrt(np.abs(x) + (x <= 0)), 0.0)),
+    relu_like: (lambda z: np.maximum(z, 0).sum(), lambda z: (z > 0).astype(float)),
+}
+
+
+@pytest.mark.parametrize("f", list(CLOSED), ids=lambda f: f.__name__)
+@pytest.mark.parametrize("n", [0, 3, 5000])  # 0: a scalar
+def test_masks_computed_from_the_inputs_are_recomputed_every_call(f, n, rng):
+    value, grad = CLOSED[f]
+    fast = cr.compile(f)
+    base = rng.uniform(0.5, 2.0, n) if n else np.array(1.5)
+    mixed = base * np.where(np.arange(max(n, 1)) % 2, 1.0, -1.0).reshape(base.shape)
+    for x in (base, -base, mixed, -mixed):  # one compiled program, every sign pattern
+        out, g = fast(x)
+        assert g.dtype == np.float64 and np.all(np.isfinite(g))
+        np.testing.assert_allclose(out, value(x), rtol=1e-12)
+        np.testing.assert_allclose(g, grad(x), rtol=1e-12)
+        ref_out, ref_g = cr.value_and_grad(f)(x)
+        np.testing.assert_allclose(out, ref_out, rtol=1e-12)
+        np.testing.assert_allclose(g, ref_g, rtol=1e-12)
+    assert fast.signatures == 1
+
+
+def test_the_issue_example_and_the_mask_in_the_source():
+    fast = cr.compile(lambda z: cr.where(z > 0, z, 0.1 * z).sum())
+    out, g = fast(np.array([-1.0, 2.0, -3.0]))
+    assert out == pytest.approx(-0.1 + 2.0 - 0.3)
+    np.testing.assert_allclose(g, [0.1, 1.0, 0.1])
+    assert "z > 0" in fast.source
+    out, g = fast(np.array([1.0, -2.0, 3.0]))
+    np.testing.assert_allclose(g, [1.0, 0.1, 1.0])
+
+
+def test_a_mask_turned_into_numbers_keeps_float_results():
+    f = lambda z: cr.sum((z > 0) * 1.0 + z * (z < 1.0))  # noqa: E731
+    x = np.array([-1.0, 0.5, 2.0])
+    out, g = cr.compile(f)(x)
+    ref_out, ref_g = cr.value_and_grad(f)(x)
+    assert np.asarray(out).dtype == np.float64 and out == ref_out
+    np.testing.assert_array_equal(g, [1.0, 1.0, 0.0])
 
 
 def test_tensor_arguments_are_accepted():

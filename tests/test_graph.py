@@ -282,3 +282,69 @@ def test_eager_graph_takes_the_callers_variable_names() -> None:
     assert [n.name for n in g.inputs] == ["x", "w"]
     assert [e.name for e in g.equations] == ["h", "t1", "out"]
     np.testing.assert_allclose(g.grads["w"], (np.exp(h.data) * x.data).sum())
+
+
+# ---- masks computed from the inputs: forward-only nodes ----------------------------------------
+
+
+def test_a_comparison_on_an_input_is_a_staged_forward_only_node():
+    g = cr.trace(lambda z: cr.where(z > 0, z, 0.1 * z), 2.0)
+    assert g.staged(values=False) == "t1 = z > 0\nt2 = 0.1 * z\nout = where(t1, z, t2)"
+    mask = g["t1"]
+    assert mask.op == "greater" and [i.name for i in mask.inputs] == ["z", "0"] and mask.grad is None
+    assert g.grads["z"] == 1.0
+    assert g.to_dot().count("node-t1") >= 1
+    table = g.table()
+    assert "t1  = z > 0" in table
+    assert "∂out/∂t1" not in table  # the condition gets no gradient
+    assert "z is used 2 times" in table  # z > 0 sends nothing back: only where and 0.1 * z count
+    g = cr.trace(lambda z: cr.where(z > 0, z, 0.1 * z), -2.0)
+    assert g.grads["z"] == pytest.approx(0.1)
+
+
+def test_relu_like_product_with_a_mask():
+    g = cr.trace(lambda z: z * (z > 0), np.array([-1.5, 2.0]))
+    assert g.staged(values=False) == "t1 = z > 0\nout = z * t1"
+    np.testing.assert_array_equal(g.grads["z"], [0.0, 1.0])
+    assert "∂out/∂t1" not in g.table()
+    assert [s.node.name for s in g.backward_steps()] == ["out"]
+
+
+def test_nan_safe_sqrt_has_finite_gradients_and_both_masks():
+    x = np.array([-1.0, 0.0, 4.0])
+    g = cr.trace(lambda x: cr.where(x > 0, cr.sqrt(cr.where(x > 0, x, 1.0)), 0.0), x)
+    assert [n.op for n in g.ops] == ["greater", "greater", "where", "sqrt", "where"]
+    np.testing.assert_array_equal(g.grads["x"], [0.0, 0.0, 0.25])  # 1/(2√4), 0 elsewhere
+    bg = g.backward_graph()
+    assert "where(t1, 1, 0)" in bg.staged(values=False)
+
+
+def test_mask_tensors_need_no_gradient_and_backward_never_visits_them():
+    from chainrule.autodiff import run_backward
+
+    x = cr.tensor([-1.0, 2.0, 3.0], requires_grad=True)
+    m = x > 0
+    assert m.requires_grad is False and m.is_leaf and x.is_leaf
+    y = (x * m).sum()
+    assert not y.is_leaf
+    grads = run_backward(y, accumulate=False, keep_all=True, retain_graph=True)
+    assert id(m) not in grads and id(x) in grads
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 1.0, 1.0])
+    relu = x * m
+    staged = relu.graph().staged(values=False)
+    assert staged == "m = x > 0\nrelu = x * m"
+    with cr.no_grad():  # nothing recorded without a graph
+        assert (x > 0)._gate is None
+    c = cr.tensor([1.0, -1.0])  # a genuine constant: its comparison stays a constant
+    assert (c > 0)._gate is None
+    s = cr.sign(x)  # a float forward-only node made into a leaf of its own
+    s.requires_grad_()
+    assert s.is_leaf and s._gate is None and s.requires_grad
+
+
+def test_where_with_a_float_condition_that_requires_grad():
+    x = cr.tensor([-1.0, 0.0, 2.0], requires_grad=True)
+    out = cr.where(x, x * 2, x * 3).sum()  # the condition is read by its truth value, as np.where does
+    out.backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 3.0, 2.0])

@@ -461,6 +461,7 @@ def build_program(graph: Any, wrt: Iterable[str] | None = None, fold_seed: bool 
     fwd_table: dict[Any, Sym] = {}      # key of a forward expression -> the name holding it
     memo: dict[int, Any] = {}
     helper_cache: dict[Any, str] = {}
+    nonfloat: set[str] = set()          # named forward values that are not floats (masks)
 
     def code_name(n: Any) -> str:
         ok = n.name not in _RESERVED and n.name.isidentifier() and not keyword.iskeyword(n.name)
@@ -491,11 +492,15 @@ def build_program(graph: Any, wrt: Iterable[str] | None = None, fold_seed: bool 
             expr = _forward_expr(n.gate, args, n.params)
             if _size(expr) > 1:
                 expr = _helper_call(program, n.gate, args, n.params, helper_cache, namer)
+            if np.asarray(n.value).dtype.kind in "fc" and not _is_float(expr, nonfloat):
+                expr = Sym("mul", (const(1.0), expr), shape=shape)  # mask * 1.0 folded to the mask: keep floats
             program.forward.append(Stmt(name, expr))
             if expr.op not in ("name", "num", "array"):
                 fwd_table.setdefault(expr_key(expr, memo), sym(name, shape))
             value[id(n)] = sym(name, shape)
             shapes[name] = shape
+            if np.asarray(n.value).dtype.kind not in "fc":
+                nonfloat.add(name)  # a mask (z > 0): a gradient that is one must still be a float
 
     # ---- which nodes carry gradient: on a path from a differentiated input to the output ----
     wanted = list(graph.inputs) if wrt is None else [graph[w] for w in wrt]
@@ -535,7 +540,7 @@ def build_program(graph: Any, wrt: Iterable[str] | None = None, fold_seed: bool 
             grad_leaf[id(n)] = total
             return
         total = _substitute(total, fwd_table, memo, {})
-        if total.op != "num" and not _is_float(total):  # e.g. 2 * (x > 0): keep gradients floats
+        if total.op != "num" and not _is_float(total, nonfloat):  # e.g. 2 * (x > 0): keep gradients floats
             if total.op == "mul" and total.args[0].op == "num" and not isinstance(total.args[0].value, bool):
                 total = Sym("mul", (const(float(total.args[0].value)), total.args[1]), shape=total.known_shape)
             else:
@@ -653,12 +658,15 @@ _BOOL_CALLS = {"greater", "greater_equal", "less", "less_equal", "equal", "not_e
                "isfinite", "isnan", "isinf"}
 
 
-def _is_float(e: Sym) -> bool:
-    """Whether an expression is floating point (named values are; comparisons and ints are not)."""
+def _is_float(e: Sym, nonfloat: set[str] | frozenset[str] = frozenset()) -> bool:
+    """Whether an expression is floating point (named values are, except those in ``nonfloat``,
+    masks like ``t1 = z > 0``; comparisons and ints are not)."""
     memo: dict[int, bool] = {}
     for x in _postorder(e):
-        if x.op == "name" or x.op == "array":
-            r = x.op == "name" or np.asarray(x.value).dtype.kind in "fc"
+        if x.op == "name":
+            r = x.value not in nonfloat
+        elif x.op == "array":
+            r = np.asarray(x.value).dtype.kind in "fc"
         elif x.op == "num":
             r = isinstance(x.value, (float, complex)) and not isinstance(x.value, bool)
         elif x.op in ("gt", "ge", "lt", "le", "eq", "ne") or (x.op == "call" and x.value in _BOOL_CALLS):

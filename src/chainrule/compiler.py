@@ -1254,10 +1254,12 @@ class Compiled:
         """Run the new code on other inputs and compare with the eager engine.
 
         A trace records array operations only: an ``if`` on values, ``.data`` read in Python, or a
-        mask computed from the inputs (``x > 0`` in ``cr.where`` or as an index) would be frozen into
-        the code. Two probes move the values: the inputs' elements shuffled (each input keeps its
-        range, so logs stay defined) and the inputs negated (which catches ``if x > 0`` on a scalar);
-        entries where the engine's answer is not finite are not compared."""
+        boolean-mask index computed from the inputs (``a[a > 0]``, whose result's shape depends on the
+        values) would be frozen into the code. (Masks used as values, ``cr.where(x > 0, ...)`` or
+        ``z * (z > 0)``, are recorded as forward-only nodes and recomputed on every call.) Two probes
+        move the values: the inputs' elements shuffled (each input keeps its range, so logs stay
+        defined) and the inputs negated (which catches ``if x > 0`` on a scalar); entries where the
+        engine's answer is not finite are not compared."""
         from .autodiff import value_and_grad
 
         rng = np.random.default_rng(0)
@@ -1288,10 +1290,11 @@ class Compiled:
                     raise ValueError(
                         f"compile: {getattr(self.f, '__name__', 'f')} does not trace to one fixed computation: "
                         "its result depends on the input values in a way the graph does not record: a Python "
-                        "`if` or float() on values, .data read in Python, or a mask computed from the inputs "
-                        "(x > 0 in cr.where / np.where, or as an index), which compile does not support. "
-                        "Write it with cr.relu / cr.maximum / cr.minimum / cr.abs, or use cr.value_and_grad, "
-                        "which handles all of these")
+                        "`if` or float() on values, .data read in Python, or boolean-mask indexing with a mask "
+                        "computed from the inputs (a[a > 0]: the result's shape depends on the values), which "
+                        "compile does not support. Masks as values are fine: write a[a > 0] as "
+                        "cr.where(a > 0, a, 0.0), an `if` as cr.where(cond, then, else) (or cr.relu / "
+                        "cr.maximum / cr.abs), or use cr.value_and_grad, which handles all of these")
 
 
 def lower(program: Program, params: list[str], inputs: dict[str, np.ndarray], use_numexpr: bool = False,

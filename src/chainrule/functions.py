@@ -85,8 +85,8 @@ def where(condition: ArrayLike, x: ArrayLike, y: ArrayLike) -> Tensor:
     chosen still poisons the gradient (0 · inf = NaN). Make the unused inputs harmless first:
     ``cr.where(x > 0, cr.sqrt(cr.where(x > 0, x, 1.0)), 0.0)``.
     """
-    if isinstance(condition, Tensor):
-        condition = condition.data
+    if isinstance(condition, Tensor) and condition.requires_grad:
+        condition = not_equal(condition, 0)  # its truth value (as np.where reads it): a mask, no gradient
     return apply(_G["where"], condition, x, y)
 
 

@@ -538,7 +538,7 @@ def _build(out: Tensor, input_tensors: list[Tensor] | None, local_names: dict[in
                     break
             node.name = claim(f"t{counter}")
     output = by_id[id(out)]
-    if output.kind == "const" and backward:
+    if (output.kind == "const" or _forward_only(output)) and backward:  # out depends on no input's gradient
         output.grad = np.ones_like(np.asarray(output.value, dtype=float))
     return Graph(nodes, inputs, output, expand, outputs=[by_id[id(t)] for t in roots])
 
@@ -563,12 +563,12 @@ def _stand_in(node: Node) -> Any:
 def _backward_step(node: Node) -> BackwardStep | None:
     g = node.grad
     gate = node.gate
-    if g is None or gate is None:
+    if g is None or gate is None or _forward_only(node):
         return None
     g = np.asarray(g)
     m = backend.array_ops
     vals = [i.value for i in node.inputs]
-    needs = [i.kind != "const" for i in node.inputs]
+    needs = [i.kind != "const" and not _forward_only(i) for i in node.inputs]
     parts: list[LocalGrad] = []
     if gate.local is not None:
         stand_ins = [_stand_in(i) for i in node.inputs]
@@ -589,10 +589,18 @@ def _backward_step(node: Node) -> BackwardStep | None:
     return BackwardStep(node, g, tuple(parts))
 
 
+def _forward_only(node: Node) -> bool:
+    """A node computed from the inputs that takes no part in the backward pass (a mask ``z > 0``)."""
+    return node.kind == "op" and node.tensor is not None and not node.tensor.requires_grad
+
+
 def _uses(graph: Graph) -> dict[int, int]:
-    """How many times each node is used as an operand (fan-out)."""
+    """How many times each node is used as an operand (fan-out) on the gradient's path (a mask's
+    use of ``z`` in ``z > 0`` sends no gradient to ``z``, so it does not count)."""
     count: dict[int, int] = {}
     for n in graph.ops:
+        if _forward_only(n):
+            continue
         for i in n.inputs:
             count[id(i)] = count.get(id(i), 0) + 1
     return count

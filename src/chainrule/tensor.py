@@ -178,7 +178,31 @@ def apply(gate: Gate, *args: Any, **params: Any) -> Tensor:
     except (ValueError, IndexError, TypeError) as err:
         raise _op_error(gate, datas, err, params) from None
     parents = tuple(a if isinstance(a, Tensor) else d for a, d in zip(args, datas)) if track else ()
-    return _result(gate, out, parents, tuple(needs), track, params or _EMPTY, datas)
+    t = _result(gate, out, parents, tuple(needs), track, params or _EMPTY, datas)
+    if not track and state.grad_enabled and any(isinstance(a, Tensor) and _depends(a) for a in args):
+        _record_forward_only(t, gate, tuple(a if isinstance(a, Tensor) else d for a, d in zip(args, datas)),
+                             params or _EMPTY)
+    return t
+
+
+def _depends(a: Tensor) -> bool:
+    """Whether a tensor's values come from the inputs being differentiated: it requires grad, or it is
+    a forward-only node (a mask ``x > 0``, or arithmetic on one), computed from such a tensor."""
+    return a.requires_grad or a._gate is not None
+
+
+def _record_forward_only(t: Tensor, gate: Gate, parents: tuple[Any, ...], params: dict[str, Any]) -> None:
+    """Record a forward-only node on ``t``: a non-differentiable gate (``x > 0``) applied to tensors
+    that depend on the inputs, or any gate applied to such a mask. The node never takes part in the
+    backward pass (``requires_grad`` stays False and no consumer needs its gradient, so
+    ``run_backward`` never visits it), but a trace sees it, so ``cr.compile`` recomputes the mask
+    from the inputs on every call instead of freezing the traced values."""
+    t._gate = gate
+    t._parents = parents
+    t._needs = (False,) * len(parents)
+    t._params = params
+    t._seq = _next_seq()
+    t._args = None
 
 
 def binary_op(gate: Gate, reflected: bool = False) -> Any:
@@ -203,7 +227,7 @@ def binary_op(gate: Gate, reflected: bool = False) -> Any:
         else:
             b = bd = b if b.__class__ in _PLAIN else _as_operand(b)
             rb = False
-        if (ra or rb) and state.plain and differentiable:
+        if (ra or rb) and state.plain:
             try:
                 out = gate.fn(ad, bd)
             except (ValueError, IndexError, TypeError) as err:
@@ -211,13 +235,18 @@ def binary_op(gate: Gate, reflected: bool = False) -> Any:
             t = _new_tensor(Tensor)
             t.data = out
             t.grad = t.name = t._src = None
-            t.requires_grad = True
             t._gate = gate
             t._parents = (a, b)
-            t._needs = (ra, rb)
             t._params = _EMPTY
             t._seq = _next_seq()
-            t._args = (ad, bd)
+            if differentiable:
+                t.requires_grad = True
+                t._needs = (ra, rb)
+                t._args = (ad, bd)
+            else:  # a comparison on a tensor that requires grad: a forward-only node (a mask)
+                t.requires_grad = False
+                t._needs = (False, False)
+                t._args = None
             return t
         return apply(gate, a, b)
 
@@ -237,7 +266,10 @@ def apply1(gate: Gate, a: Any) -> Tensor:
         out = gate.fn(a.data)
     except (ValueError, IndexError, TypeError) as err:
         raise _op_error(gate, [a.data], err, _EMPTY) from None
-    return _result(gate, out, (a,), (True,), track, _EMPTY, (a.data,))
+    t = _result(gate, out, (a,), (True,), track, _EMPTY, (a.data,))
+    if not track and state.grad_enabled and _depends(a):
+        _record_forward_only(t, gate, (a,), _EMPTY)
+    return t
 
 
 class Tensor:
@@ -290,8 +322,9 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
-        """True for tensors the user made (not the result of an op with a recorded gradient)."""
-        return self._gate is None
+        """True for tensors the user made, and (as in PyTorch) for every tensor that does not require
+        grad: a mask ``x > 0`` keeps a forward-only record for tracing but is a leaf to gradients."""
+        return self._gate is None or not self.requires_grad
 
     @property
     def T(self) -> Tensor:
@@ -369,6 +402,8 @@ class Tensor:
             raise RuntimeError("requires_grad_ can only be changed on leaf tensors")
         if requires_grad and self.data.dtype.kind not in "fc":
             self.data = self.data.astype(np.float64)
+        if requires_grad and self._gate is not None:  # a forward-only node becomes a leaf of its own
+            self._gate, self._parents, self._needs, self._params = None, (), (), None
         self.requires_grad = requires_grad
         return self
 
@@ -419,7 +454,8 @@ class Tensor:
         return apply(GATES["abs"], self)
 
     # in-place operators: on a leaf they update the values in place and record nothing (the
-    # worksheet's `w -= step_size * grad`); on an intermediate they build a new node instead.
+    # worksheet's `w -= step_size * grad`); on an intermediate (a forward-only mask too, so a trace
+    # stays true) they build a new node instead.
     def _inplace(self, gate: Gate, other: Any) -> Tensor:
         if self._gate is not None:
             return apply(gate, self, other)
@@ -442,24 +478,14 @@ class Tensor:
     def __itruediv__(self, other: Any) -> Tensor:
         return self._inplace(_DIV, other)
 
-    # comparisons give constant (gradient-free) boolean tensors, as in NumPy
-    def __gt__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return apply(GATES["greater"], self, other)
-
-    def __ge__(self, other: Any) -> Tensor:
-        return apply(GATES["greater_equal"], self, other)
-
-    def __lt__(self, other: Any) -> Tensor:
-        return apply(GATES["less"], self, other)
-
-    def __le__(self, other: Any) -> Tensor:
-        return apply(GATES["less_equal"], self, other)
-
-    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return apply(GATES["equal"], self, other)
-
-    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return apply(GATES["not_equal"], self, other)
+    # comparisons give gradient-free boolean tensors, as in NumPy; on a tensor that requires grad the
+    # result is a forward-only node (a mask the trace sees, that the backward pass never visits)
+    __gt__ = binary_op(GATES["greater"])  # type: ignore[assignment]
+    __ge__ = binary_op(GATES["greater_equal"])  # type: ignore[assignment]
+    __lt__ = binary_op(GATES["less"])  # type: ignore[assignment]
+    __le__ = binary_op(GATES["less_equal"])  # type: ignore[assignment]
+    __eq__ = binary_op(GATES["equal"])  # type: ignore[assignment]
+    __ne__ = binary_op(GATES["not_equal"])  # type: ignore[assignment]
 
     def __invert__(self) -> Tensor:
         return apply(GATES["logical_not"], self)
