@@ -24,7 +24,7 @@ from . import backend, functions
 from .autodiff import as_float_array, run_backward
 from .gates import FAN_OUT, Gate, unbroadcast
 from .symbolic import const, index_text, ops, sym, to_text
-from .tensor import Tensor, enable_grad, expanded
+from .tensor import Tensor, enable_grad, expanded, state
 
 
 @dataclass(eq=False)
@@ -173,7 +173,12 @@ class Graph:
         """What the backward pass computed, as a graph of its own: the forward nodes, the seed
         ``d<out>`` and one op per step of the chain rule, ending in ``d<input>`` for every input
         (built with ``create_graph=True``: the gate rules evaluated with chainrule's functions)."""
-        return _backward_graph(self)
+        prev = state.record_masks
+        state.record_masks = True  # the rules' masks (relu's x > 0) are steps of it too
+        try:
+            return _backward_graph(self)
+        finally:
+            state.record_masks = prev
 
     def to_source(self, name: str = "f") -> str:
         """The combined forward+backward function as standalone NumPy source (imports only numpy):
@@ -350,17 +355,23 @@ class _LocalNamer:
 
 
 def _call_naming_locals(f: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, dict[int, str]]:
-    code = getattr(f, "__code__", None)
-    if code is None:
-        return f(*args, **kwargs), {}
-    namer = _LocalNamer(code)
-    prev = sys.gettrace()
-    sys.settrace(namer.tracer)
+    """Run ``f`` as a trace: its locals name the nodes, and masks (x > 0) are recorded as nodes."""
+    prev_masks = state.record_masks
+    state.record_masks = True
     try:
-        out = f(*args, **kwargs)
+        code = getattr(f, "__code__", None)
+        if code is None:
+            return f(*args, **kwargs), {}
+        namer = _LocalNamer(code)
+        prev = sys.gettrace()
+        sys.settrace(namer.tracer)
+        try:
+            out = f(*args, **kwargs)
+        finally:
+            sys.settrace(prev)
+        return out, namer.names
     finally:
-        sys.settrace(prev)
-    return out, namer.names
+        state.record_masks = prev_masks
 
 
 def trace(f: Callable[..., Any] | Tensor, *args: Any, expand: bool = False, **kwargs: Any) -> Graph:

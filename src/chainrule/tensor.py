@@ -28,6 +28,9 @@ class _State:
         self.grad_enabled = True
         self.expand = False  # stage composite gates (sigmoid, softmax, ...) into their parts
         self.anomaly = False
+        # while a function is traced (cr.trace, cr.compile): record masks such as x > 0 as
+        # forward-only nodes. Eager code records none, so a mask never keeps a graph alive.
+        self.record_masks = False
 
     def __setattr__(self, name: str, value: bool) -> None:
         object.__setattr__(self, name, value)
@@ -179,7 +182,8 @@ def apply(gate: Gate, *args: Any, **params: Any) -> Tensor:
         raise _op_error(gate, datas, err, params) from None
     parents = tuple(a if isinstance(a, Tensor) else d for a, d in zip(args, datas)) if track else ()
     t = _result(gate, out, parents, tuple(needs), track, params or _EMPTY, datas)
-    if not track and state.grad_enabled and any(isinstance(a, Tensor) and _depends(a) for a in args):
+    if not track and state.record_masks and state.grad_enabled and any(
+            isinstance(a, Tensor) and _depends(a) for a in args):
         _record_forward_only(t, gate, tuple(a if isinstance(a, Tensor) else d for a, d in zip(args, datas)),
                              params or _EMPTY)
     return t
@@ -227,7 +231,7 @@ def binary_op(gate: Gate, reflected: bool = False) -> Any:
         else:
             b = bd = b if b.__class__ in _PLAIN else _as_operand(b)
             rb = False
-        if (ra or rb) and state.plain:
+        if (ra or rb) and state.plain and (differentiable or state.record_masks):
             try:
                 out = gate.fn(ad, bd)
             except (ValueError, IndexError, TypeError) as err:
@@ -267,7 +271,7 @@ def apply1(gate: Gate, a: Any) -> Tensor:
     except (ValueError, IndexError, TypeError) as err:
         raise _op_error(gate, [a.data], err, _EMPTY) from None
     t = _result(gate, out, (a,), (True,), track, _EMPTY, (a.data,))
-    if not track and state.grad_enabled and _depends(a):
+    if not track and state.record_masks and state.grad_enabled and _depends(a):
         _record_forward_only(t, gate, (a,), _EMPTY)
     return t
 
