@@ -274,6 +274,15 @@ def _resolve_aliases(ins: list[Ins]) -> tuple[list[Ins], dict[str, Any]]:
     return out, canon
 
 
+def _use_counts(ins: list[Ins]) -> dict[str, int]:
+    """How many times each value is read by the instructions."""
+    uses: dict[str, int] = {}
+    for i in ins:
+        for a in _uses(i):
+            uses[a] = uses.get(a, 0) + 1
+    return uses
+
+
 def _propagate_signs(ins: list[Ins], canon: dict[str, Any], returns: list[str], env: dict[str, Any]) -> list[Ins]:
     """Carry negations forward instead of computing them: ``-a * b`` is ``-(a * b)``, ``x - (-y)`` is
     ``x + y``, ``-(-a)`` is ``a``; a sign that meets a number is folded into it (``2 * -a`` is
@@ -282,10 +291,7 @@ def _propagate_signs(ins: list[Ins], canon: dict[str, Any], returns: list[str], 
         return _canon(canon, a)
 
     returned = {c(r) for r in returns}
-    uses: dict[str, int] = {}
-    for i in ins:
-        for a in _uses(i):
-            uses[a] = uses.get(a, 0) + 1
+    uses = _use_counts(ins)
     # a value whose every use is a sum (x + v, x - v) takes its sign into them at no cost
     summed: dict[str, bool] = {}
     for i in ins:
@@ -524,10 +530,7 @@ def _share_divisions(ins: list[Ins], canon: dict[str, Any], returns: list[str], 
 def _fold_reshapes(ins: list[Ins], env: dict[str, Any]) -> list[Ins]:
     """``reshape(sum(x, axis, keepdims=True), reduced shape)`` is ``sum(x, axis)``: one call, whose
     result is a fresh array rather than a view (unbroadcast's bias gradient ``db``)."""
-    uses: dict[str, int] = {}
-    for i in ins:
-        for a in _uses(i):
-            uses[a] = uses.get(a, 0) + 1
+    uses = _use_counts(ins)
     producer = {i.target: i for i in ins}
     out = []
     for i in ins:
@@ -598,10 +601,7 @@ def _fold_reciprocals(ins: list[Ins], canon: dict[str, Any], returns: list[str])
         return _canon(canon, a)
 
     returned = {c(r) for r in returns}
-    uses: dict[str, int] = {}
-    for i in ins:
-        for a in _uses(i):
-            uses[a] = uses.get(a, 0) + 1
+    uses = _use_counts(ins)
     recip: dict[str, Any] = {}
     for i in ins:
         if i.kind == "ufunc" and uses.get(i.target) == 1 and i.target not in returned and (

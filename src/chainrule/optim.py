@@ -59,7 +59,8 @@ class Optimizer:
                 self._update(i, p.data, g)
 
     def _update(self, i: int, w: np.ndarray, g: Any) -> None:
-        raise NotImplementedError
+        """Update parameter ``i``'s values ``w`` in place from its gradient ``g`` (each optimizer's rule)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define its update rule (_update)")
 
 
 class SGD(Optimizer):
