@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_HARNESS = Path(os.environ.get("CHAINRULE_BENCH_HARNESS", ROOT.parent / "shared" / "bench"))
+DEFAULT_HARNESS = Path(os.environ.get("CHAINRULE_PEER_BENCH", ROOT.parent / "shared" / "bench"))
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,55 +55,19 @@ def main() -> int:
         os.sched_setaffinity(0, {args.cpu})
     if not (args.harness / "run_peers.py").exists():
         sys.exit(f"bench_mlp: the peer harness run_peers.py is not in {args.harness}; pass --harness DIR "
-                 "(or set CHAINRULE_BENCH_HARNESS)")
+                 "(or set CHAINRULE_PEER_BENCH)")
     sys.path.insert(0, str(args.harness))
     import numpy as np
     from run_peers import MLP_BATCH, MLP_LR, MLP_SIZES, PARAM_NAMES, mlp_init, mlp_jax_jit, mlp_numpy
 
     import chainrule as cr
 
-    def mlp_chainrule(init: dict, X: np.ndarray, y: np.ndarray, lr: float):
-        """The step as a user writes it: model, loss, zero_grad, backward, SGD step."""
-        sizes = list(zip(MLP_SIZES[:-1], MLP_SIZES[1:]))
-        layers: list[cr.nn.Module] = []
-        for i, (fi, fo) in enumerate(sizes):
-            layers.append(cr.nn.Linear(fi, fo))
-            if i < len(sizes) - 1:
-                layers.append(cr.nn.ReLU())
-        model = cr.nn.Sequential(*layers)
-        linear_names = [n.rsplit(".", 1)[0] for n, _ in model.named_parameters()][::2]
-        model.load_state_dict({f"{linear_names[i // 2]}.{'weight' if k.startswith('W') else 'bias'}": init[k]
-                               for i, k in enumerate(PARAM_NAMES)})
-        opt = cr.optim.SGD(model.parameters(), lr=lr)
-
-        def step():
-            loss = cr.nn.cross_entropy(model(X), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            return loss
-
-        return step, lambda: [p.data.copy() for p in model.parameters()]
-
-    def mlp_compiled(init: dict, X: np.ndarray, y: np.ndarray, lr: float):
-        """The compiled step: the loss as a function of the parameters and the batch, compiled once
-        (forward+backward as generated NumPy code); the optimizer updates in place with its gradients."""
-        params = [cr.nn.Parameter(init[k].copy()) for k in PARAM_NAMES]
-        opt = cr.optim.SGD(params, lr=lr)
-
-        def loss_fn(W1, b1, W2, b2, W3, b3, xb):
-            h = cr.relu(xb @ W1 + b1)
-            h = cr.relu(h @ W2 + b2)
-            return cr.nn.cross_entropy(h @ W3 + b3, y)  # labels index the loss: fixed by the trace
-
-        fast = cr.compile(loss_fn, argnums=(0, 1, 2, 3, 4, 5))
-
-        def step():
-            loss, grads = fast(*params, X)
-            opt.step(grads)
-            return loss
-
-        return step, lambda: [p.data.copy() for p in params]
+    # the chainrule steps are the ones the peer harness runs (bench/peers.py), so both benchmarks time
+    # the same code
+    os.environ["CHAINRULE_PEER_BENCH"] = str(args.harness)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from peers import mlp_chainrule
+    from peers import mlp_chainrule_compiled as mlp_compiled
 
     builders = {"numpy": mlp_numpy, "chainrule": mlp_chainrule, "chainrule-compiled": mlp_compiled}
     if not args.no_jax:
