@@ -885,24 +885,9 @@ class _Emitter:
         bufs = [f"b{j}" for j in range(nbuf)]
         sig = ", ".join([*self.params, *outs, *bufs])
         lines = [f"def _block({sig}):"] + ["    " + b for b in (body or ["pass"])]
-        full, tail = size - size % TILE, size % TILE
-        self.globals["_full_bufs"] = tuple(np.empty(TILE) for _ in bufs)
-        self.globals["_tail_bufs"] = tuple(np.empty(tail) for _ in bufs)
-        lines += ["", "", f"def _compiled({', '.join(self.params)}):"]
-        for k, r in enumerate(ret_values):
-            if r in prefill:
-                i = prefill[r]
-                fill = 0 if i.fn == "zeros_like" else i.args[1]
-                lines.append(f"    o{k} = np.full({shape!r}, {_lit(float(fill))})")
-            else:
-                lines.append(f"    o{k} = np.empty({shape!r})")
-        flat = [f"{p}.reshape(-1)" for p in self.params] + [f"o{k}.reshape(-1)" for k in range(nret)]
-        lines.append(f"    _flat = ({', '.join(flat)},)")
-        lines.append(f"    for s in range(0, {full}, {TILE}):")
-        lines.append(f"        _block(*[a[s:s + {TILE}] for a in _flat], *_full_bufs)")
-        if tail:
-            lines.append(f"    _block(*[a[{full}:] for a in _flat], *_tail_bufs)")
-        lines.append(f"    return ({', '.join(outs)}{',' if nret == 1 else ''})")
+        fills = [None if r not in prefill else 0 if prefill[r].fn == "zeros_like" else prefill[r].args[1]
+                 for r in ret_values]
+        lines += block_driver(self.params, fills, shape, size, [np.float64] * len(bufs), self.globals)
         return "\n".join(lines) + "\n"
 
     def op_text(self, i: Ins, args: list[str], out: str | None) -> str:
@@ -1382,3 +1367,30 @@ def compile(f: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: st
     ``"numexpr"`` fuses elementwise chains with numexpr. ``fast.backend_used`` tells which ran.
     """
     return Compiled(f, argnums, backend)
+
+
+def block_driver(params: list[str], fills: list[Any], shape: tuple[int, ...], size: int,
+                 buf_dtypes: list[Any], env: dict[str, Any]) -> list[str]:
+    """Source lines of ``_compiled(*params)``: allocate the outputs (``np.full`` where ``fills`` gives a
+    constant, else ``np.empty``), then run ``_block`` over TILE-sized slices of the flattened inputs
+    and outputs, with scratch buffers of ``buf_dtypes`` put into ``env``; returns the outputs."""
+    nret = len(fills)
+    full, tail = size - size % TILE, size % TILE
+    if full:
+        env["_full_bufs"] = tuple(np.empty(TILE, dtype=dt) for dt in buf_dtypes)
+    if tail:
+        env["_tail_bufs"] = tuple(np.empty(tail, dtype=dt) for dt in buf_dtypes)
+    lines = ["", "", f"def _compiled({', '.join(params)}):"]
+    for k, fill in enumerate(fills):
+        alloc = f"np.empty({shape!r})" if fill is None else f"np.full({shape!r}, {_lit(float(fill))})"
+        lines.append(f"    o{k} = {alloc}")
+    flat = [f"{p}.reshape(-1)" for p in params] + [f"o{k}.reshape(-1)" for k in range(nret)]
+    lines.append(f"    _flat = ({', '.join(flat)},)")
+    if full:
+        lines.append(f"    for s in range(0, {full}, {TILE}):")
+        lines.append(f"        _block(*[a[s:s + {TILE}] for a in _flat], *_full_bufs)")
+    if tail:
+        lines.append(f"    _block(*[a[{full}:] for a in _flat], *_tail_bufs)" if full else
+                     "    _block(*_flat, *_tail_bufs)")
+    lines.append(f"    return ({', '.join(f'o{k}' for k in range(nret))}{',' if nret == 1 else ''})")
+    return lines

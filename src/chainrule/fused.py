@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .compiler import TILE, Ins, _lit, _uses
+from .compiler import Ins, _lit, _uses, block_driver
 
 __all__ = ["available", "fusable_shape", "emit_fused", "KERNEL_UFUNCS"]
 
@@ -256,29 +256,9 @@ def emit_fused(ins: list[Ins], params: list[str], returns: list[str], env: dict[
     outs = [f"o{k}" for k in range(nret)]
     sig = ", ".join([*params, *outs, *[f"b{j}" for j in range(len(bufs))]])
     src_lines = [f"def _block({sig}):"] + ["    " + b for b in (lines or ["pass"])]
-    full, tail = size - size % TILE, size % TILE
-    if full:
-        kglobals["_full_bufs"] = tuple(np.empty(TILE, dtype=dt) for dt in bufs)
-    if tail:
-        kglobals["_tail_bufs"] = tuple(np.empty(tail, dtype=dt) for dt in bufs)
-    src_lines += ["", "", f"def _compiled({', '.join(params)}):"]
-    for k, r in enumerate(returns):
-        if r in returned_calls:
-            i = returned_calls[r]
-            fill = 0 if i.fn == "zeros_like" else i.args[1]
-            src_lines.append(f"    o{k} = np.full({shape!r}, {_lit(float(fill))})")
-        else:
-            src_lines.append(f"    o{k} = np.empty({shape!r})")
-    flat = [f"{p}.reshape(-1)" for p in params] + [f"o{k}.reshape(-1)" for k in range(nret)]
-    src_lines.append(f"    _flat = ({', '.join(flat)},)")
-    if full:
-        src_lines.append(f"    for s in range(0, {full}, {TILE}):")
-        src_lines.append(f"        _block(*[a[s:s + {TILE}] for a in _flat], *_full_bufs)")
-    if tail and not full:
-        src_lines.append("    _block(*_flat, *_tail_bufs)")
-    elif tail:
-        src_lines.append(f"    _block(*[a[{full}:] for a in _flat], *_tail_bufs)")
-    src_lines.append(f"    return ({', '.join(outs)}{',' if nret == 1 else ''})")
+    fills = [None if r not in returned_calls else 0 if returned_calls[r].fn == "zeros_like"
+             else returned_calls[r].args[1] for r in returns]
+    src_lines += block_driver(params, fills, shape, size, bufs, kglobals)
     return "\n".join(kernels), "\n".join(src_lines) + "\n", kglobals
 
 
