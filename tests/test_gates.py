@@ -107,6 +107,20 @@ def ref_scatter(g, index, shape):
     return out
 
 
+def ref_unwindow(g, shape, window):
+    out = np.zeros(shape)
+    for kh in range(window[0]):
+        for kw in range(window[1]):
+            out[:, kh:kh + g.shape[1], kw:kw + g.shape[2]] += g[..., kh, kw]
+    return out
+
+
+def ref_setitem(x, v, index):
+    out = np.array(x, dtype=np.float64, copy=True)
+    out[index] = v
+    return out
+
+
 # ---- the table ------------------------------------------------------------------------------------
 
 S = (3, 4)
@@ -311,6 +325,237 @@ for name, fn, ref, gen in [
     ("isfinite", np.isfinite, np.isfinite, each(with_specials)),
     ("isnan", np.isnan, np.isnan, each(with_specials)),
     ("isinf", np.isinf, np.isinf, each(with_specials)),
+]:
+    row(name, f"{name} {len([r for r in ROWS if r.gate == name])}", fn, ref, gen, argnums=None)
+
+
+# ---- the NumPy coverage (issue 10) --------------------------------------------------------------
+
+
+def inside(lo: float, hi: float, *shape: int) -> Callable[[np.random.Generator], np.ndarray]:
+    return uniform(lo, hi, *shape)
+
+
+def modulo_pair(*shape: int) -> Gen:
+    """x, y with y > 0 and x/y well inside an interval [k, k+1) (no jump of floor/trunc nearby)."""
+
+    def gen(r: np.random.Generator) -> list[np.ndarray]:
+        y = r.uniform(1.0, 2.0, shape)
+        k = r.integers(-3, 3, shape)
+        return [y * (k + r.uniform(0.2, 0.8, shape)), y]
+
+    return gen
+
+
+for name, fn, ref, gen in [
+    ("exp2", cr.exp2, np.exp2, normal(*S)),
+    ("expm1", cr.expm1, np.expm1, normal(*S)),
+    ("log2", cr.log2, np.log2, positive_(*S)),
+    ("log10", cr.log10, np.log10, positive_(*S)),
+    ("log1p", cr.log1p, np.log1p, inside(-0.5, 2, *S)),
+    ("sinh", cr.sinh, np.sinh, normal(*S)),
+    ("cosh", cr.cosh, np.cosh, normal(*S)),
+    ("arcsin", cr.arcsin, np.arcsin, inside(-0.8, 0.8, *S)),
+    ("arccos", cr.arccos, np.arccos, inside(-0.8, 0.8, *S)),
+    ("arctan", cr.arctan, np.arctan, normal(*S, scale=2)),
+    ("arcsinh", cr.arcsinh, np.arcsinh, normal(*S, scale=2)),
+    ("arccosh", cr.arccosh, np.arccosh, inside(1.2, 3, *S)),
+    ("arctanh", cr.arctanh, np.arctanh, inside(-0.8, 0.8, *S)),
+    ("cbrt", cr.cbrt, np.cbrt, away_from_zero(*S)),
+    ("fabs", cr.fabs, np.fabs, away_from_zero(*S)),
+    ("deg2rad", cr.deg2rad, np.deg2rad, normal(*S, scale=90)),
+    ("rad2deg", cr.rad2deg, np.rad2deg, normal(*S)),
+    ("sinc", cr.sinc, np.sinc, normal(*S)),
+]:
+    row(name, name, fn, ref, each(gen))
+row("fabs", "np.fabs", np.fabs, np.fabs, each(away_from_zero(4)))
+row("arctan", "np.arctan", np.arctan, np.arctan, each(normal(4)))
+row("deg2rad", "np.radians", np.radians, np.radians, each(normal(3)))
+row("rad2deg", "np.degrees", np.degrees, np.degrees, each(normal(3)))
+for name, fn, ref, gen in [
+    ("logaddexp", cr.logaddexp, np.logaddexp, each(normal(*S), normal(*S))),
+    ("logaddexp2", cr.logaddexp2, np.logaddexp2, each(normal(*S), normal(1, 4))),
+    ("arctan2", cr.arctan2, np.arctan2, each(normal(*S), away_from_zero(*S))),
+    ("hypot", cr.hypot, np.hypot, each(away_from_zero(*S), away_from_zero(*S))),
+    ("fmax", cr.fmax, np.fmax, apart(*S)),
+    ("fmin", cr.fmin, np.fmin, apart(*S)),
+    ("remainder", cr.remainder, np.remainder, modulo_pair(*S)),
+    ("fmod", cr.fmod, np.fmod, modulo_pair(*S)),
+    ("float_power", cr.float_power, np.float_power, each(positive_(*S), uniform(-2, 2, *S))),
+]:
+    row(name, name, fn, ref, gen, argnums=(0, 1))
+row("remainder", "x % 1.5", lambda x: x % 1.5, lambda x: x % 1.5, each(lambda r: r.uniform(0.2, 1.3, 5)))
+row("remainder", "np.mod", np.mod, np.mod, modulo_pair(4), argnums=(0, 1))
+row("fmax", "fmax skips NaN", cr.fmax, np.fmax,
+    each(normal(4), const(np.array([np.nan, 0.5, np.nan, -3.0]))))
+row("logaddexp", "np.logaddexp broadcast", np.logaddexp, np.logaddexp, each(normal(3, 1), normal(4)),
+    argnums=(0, 1))
+
+# reductions and scans
+for name, fn, ref in [("prod", cr.prod, np.prod), ("var", cr.var, np.var), ("std", cr.std, np.std),
+                      ("nansum", cr.nansum, np.nansum), ("nanmean", cr.nanmean, np.nanmean)]:
+    for axis in (None, 1, (0, 2)):
+        for keepdims in (False, True):
+            row(name, f"{name} axis={axis} keepdims={keepdims}",
+                lambda x, fn=fn, axis=axis, keepdims=keepdims: fn(x, axis=axis, keepdims=keepdims),
+                lambda x, ref=ref, axis=axis, keepdims=keepdims: ref(x, axis=axis, keepdims=keepdims),
+                each(uniform(0.5, 1.5, *R) if name == "prod" else normal(*R)))
+row("prod", "prod with zeros", lambda x: cr.prod(x, axis=1), lambda x: np.prod(x, axis=1),
+    each(const(np.array([[0.0, 2.0, 3.0], [0.0, 0.0, 4.0], [1.5, -2.0, 0.5]]))))
+row("prod", "x.prod()", lambda x: x.prod(), np.prod, each(uniform(0.5, 1.5, 4)))
+row("var", "np.var ddof=1", lambda x: np.var(x, axis=0, ddof=1), lambda x: np.var(x, axis=0, ddof=1),
+    each(normal(*S)))
+row("std", "x.std(ddof=1)", lambda x: x.std(ddof=1), lambda x: x.std(ddof=1), each(normal(5)))
+row("var", "x.var(axis=1, keepdims=True)", lambda x: x.var(axis=1, keepdims=True),
+    lambda x: x.var(axis=1, keepdims=True), each(normal(*S)))
+_WITH_NAN = lambda r: np.where(r.random(R) < 0.3, np.nan, r.standard_normal(R))  # noqa: E731
+row("nansum", "nansum with NaN", lambda x: cr.nansum(x, axis=2), lambda x: np.nansum(x, axis=2),
+    each(_WITH_NAN))
+row("nanmean", "nanmean with NaN", lambda x: np.nanmean(x, axis=0), lambda x: np.nanmean(x, axis=0),
+    each(lambda r: np.where(np.arange(24).reshape(R) % 5 == 0, np.nan, r.standard_normal(R))))
+for name, fn, ref, gen in [("cumsum", cr.cumsum, np.cumsum, normal(*R)),
+                           ("cumprod", cr.cumprod, np.cumprod, uniform(0.5, 1.5, *R))]:
+    for axis in (None, 0, 1, -1):
+        row(name, f"{name} axis={axis}", lambda x, fn=fn, axis=axis: fn(x, axis=axis),
+            lambda x, ref=ref, axis=axis: ref(x, axis=axis), each(gen))
+row("cumsum", "x.cumsum()", lambda x: x.cumsum(), np.cumsum, each(normal(5)))
+
+# shape and assembly
+for axis in (None, 0, (0, 2), -1):
+    row("flip", f"flip axis={axis}", lambda x, axis=axis: cr.flip(x, axis=axis),
+        lambda x, axis=axis: np.flip(x, axis=axis), each(normal(*R)))
+row("flip", "np.fliplr", np.fliplr, np.fliplr, each(normal(*S)))
+for shift, axis in [(1, None), (-2, 1), ((1, 2), (0, 2))]:
+    row("roll", f"roll {shift} axis={axis}", lambda x, shift=shift, axis=axis: cr.roll(x, shift, axis=axis),
+        lambda x, shift=shift, axis=axis: np.roll(x, shift, axis=axis), each(normal(*R)))
+for repeats, axis in [(2, None), (3, 1), ([1, 0, 2], 0), (2, -1)]:
+    row("repeat", f"repeat {repeats} axis={axis}",
+        lambda x, repeats=repeats, axis=axis: np.repeat(x, repeats, axis=axis),
+        lambda x, repeats=repeats, axis=axis: np.repeat(x, repeats, axis=axis), each(normal(3, 4)))
+row("repeat", "x.repeat(2)", lambda x: x.repeat(2), lambda x: x.repeat(2), each(normal(3)))
+for reps in (2, (2, 1), (2, 1, 3)):
+    row("tile", f"tile {reps}", lambda x, reps=reps: np.tile(x, reps), lambda x, reps=reps: np.tile(x, reps),
+        each(normal(2, 3)))
+for label, kw in [("constant 1", {"pad_width": 1}), ("constant ((1,0),(2,1))", {"pad_width": ((1, 0), (2, 1))}),
+                  ("constant 3.5", {"pad_width": 1, "constant_values": 3.5}),
+                  ("edge", {"pad_width": 2, "mode": "edge"}), ("reflect", {"pad_width": (1, 2), "mode": "reflect"}),
+                  ("symmetric", {"pad_width": 2, "mode": "symmetric"}), ("wrap", {"pad_width": 1, "mode": "wrap"})]:
+    row("pad", f"pad {label}", lambda x, kw=kw: np.pad(x, **kw), lambda x, kw=kw: np.pad(x, **kw),
+        each(normal(3, 4)))
+row("pad", "pad NCHW spatial only", lambda x: np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))),
+    lambda x: np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), each(normal(2, 1, 3, 3)))
+for k in (0, 1, -1):
+    row("tril", f"tril k={k}", lambda x, k=k: np.tril(x, k), lambda x, k=k: np.tril(x, k), each(normal(4, 4)))
+    row("triu", f"triu k={k}", lambda x, k=k: np.triu(x, k), lambda x, k=k: np.triu(x, k), each(normal(3, 5)))
+row("tril", "tril batched", np.tril, np.tril, each(normal(2, 3, 3)))
+for args in [(0, 0, 1), (1, 0, 1), (-1, 1, 2)]:
+    row("diagonal", f"diagonal {args}", lambda x, args=args: np.diagonal(x, *args),
+        lambda x, args=args: np.diagonal(x, *args), each(normal(3, 4, 3)))
+row("diag", "diag of a vector", lambda x: np.diag(x), np.diag, each(normal(3)))
+row("diag", "diag of a vector k=1", lambda x: np.diag(x, 1), lambda x: np.diag(x, 1), each(normal(3)))
+row("diag", "diag of a matrix", lambda x: np.diag(x), np.diag, each(normal(3, 4)))
+row("diag", "diag of a matrix k=-1", lambda x: np.diag(x, -1), lambda x: np.diag(x, -1), each(normal(4, 3)))
+_ORDER = np.array([[2, 0, 1, 1], [0, 0, 2, 1], [1, 2, 0, 0]])
+row("take_along_axis", "take_along_axis axis=1 (repeats)", lambda x: np.take_along_axis(x, _ORDER, axis=1),
+    lambda x: np.take_along_axis(x, _ORDER, axis=1), each(normal(3, 3)))
+row("take_along_axis", "np.sort", lambda x: np.sort(x, axis=0), lambda x: np.sort(x, axis=0), each(distinct(4, 3)))
+row("take_along_axis", "x.sort() in place", lambda x: (lambda y: (y.sort(), y)[1])(x * 1.0),
+    lambda x: np.sort(x), each(distinct(2, 5)))
+row("sliding_window_view", "windows 1-D", lambda x: np.lib.stride_tricks.sliding_window_view(x, 3),
+    lambda x: np.lib.stride_tricks.sliding_window_view(x, 3), each(normal(6)))
+row("sliding_window_view", "windows 3x3 on NCHW",
+    lambda x: np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(2, 3)),
+    lambda x: np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(2, 3)), each(normal(2, 2, 4, 5)))
+row("sliding_window_view", "windows, every second",
+    lambda x: np.lib.stride_tricks.sliding_window_view(x, (2, 2))[::2, ::2],
+    lambda x: np.lib.stride_tricks.sliding_window_view(x, (2, 2))[::2, ::2], each(normal(4, 4)))
+row("unwindow", "unwindow (windows summed back)",
+    lambda g: cr.unwindow(g, shape=(2, 4, 5), window_shape=(3, 3), axis=(1, 2)),
+    lambda g: ref_unwindow(g, (2, 4, 5), (3, 3)), each(normal(2, 2, 3, 3, 3)))
+row("as_strided", "as_strided im2col",
+    lambda x: cr.as_strided(x, (2, 2, 3, 3), tuple(x.itemsize * s for s in (5, 1, 5, 1))),
+    lambda x: np.lib.stride_tricks.as_strided(x, (2, 2, 3, 3), tuple(8 * s for s in (5, 1, 5, 1))),
+    each(normal(4, 5)))
+row("as_strided", "as_strided overlapping 1-D",
+    lambda x: cr.as_strided(x, shape=(4, 3), strides=(x.itemsize, x.itemsize)),
+    lambda x: np.lib.stride_tricks.as_strided(x, shape=(4, 3), strides=(8, 8)), each(normal(6)))
+row("setitem", "setitem slice", lambda x, v: cr.setitem(x, v, index=(slice(None), slice(1, 3))),
+    lambda x, v: ref_setitem(x, v, (slice(None), slice(1, 3))), each(normal(3, 4), normal(3, 2)), argnums=(0, 1))
+row("setitem", "setitem repeated index (last wins)", lambda x, v: cr.setitem(x, v, index=np.array([0, 2, 0])),
+    lambda x, v: ref_setitem(x, v, np.array([0, 2, 0])), each(normal(4), normal(3)), argnums=(0, 1))
+row("setitem", "setitem broadcast value", lambda x, v: cr.setitem(x, v, index=(np.arange(3), [0, 2, 1])),
+    lambda x, v: ref_setitem(x, v, (np.arange(3), [0, 2, 1])), each(normal(3, 3), normal()), argnums=(0, 1))
+row("setitem", "x[idx] = v inside f", lambda x, v: (lambda y: (y.__setitem__((0, slice(None)), v), y)[1])(x * 2),
+    lambda x, v: ref_setitem(x * 2, v, (0, slice(None))), each(normal(2, 3), normal(3)), argnums=(0, 1))
+
+# linear algebra
+for label, spec, shapes in [
+    ("matrix product", "ij,jk->ik", [(2, 3), (3, 4)]), ("trace (implicit)", "ii", [(3, 3)]),
+    ("diagonal", "ii->i", [(3, 3)]), ("outer", "i,j->ij", [(3,), (2,)]), ("inner (implicit)", "i,i", [(4,), (4,)]),
+    ("batched ellipsis", "...ij,...jk->...ik", [(2, 2, 3), (2, 3, 2)]), ("sum all", "ij->", [(2, 3)]),
+    ("three operands", "ij,jk,k->i", [(2, 3), (3, 4), (4,)]), ("transpose", "ij->ji", [(2, 3)]),
+    ("sum inside one operand", "ij,k->i", [(2, 3), (4,)]), ("broadcast ellipsis", "...i,i->...", [(3, 1, 4), (4,)]),
+]:
+    row("einsum", f"einsum {label}", lambda *xs, spec=spec: np.einsum(spec, *xs),
+        lambda *xs, spec=spec: np.einsum(spec, *xs), each(*[normal(*sh) for sh in shapes]),
+        argnums=tuple(range(len(shapes))))
+
+
+def well_conditioned(*shape: int) -> Callable[[np.random.Generator], np.ndarray]:
+    n = shape[-1]
+    return lambda r: r.standard_normal(shape) * 0.3 + 2 * np.eye(n)
+
+
+def spd_matrix(a):
+    """A symmetric positive-definite matrix from any square a (so the gradient is checked for all a)."""
+    return a @ np.swapaxes(a, -1, -2) + 3 * np.eye(np.shape(a)[-1])
+
+
+row("inv", "inv", np.linalg.inv, np.linalg.inv, each(well_conditioned(3, 3)))
+row("inv", "inv batched", np.linalg.inv, np.linalg.inv, each(well_conditioned(2, 3, 3)))
+row("solve", "solve matrix b", np.linalg.solve, np.linalg.solve, each(well_conditioned(3, 3), normal(3, 2)),
+    argnums=(0, 1))
+row("solve", "solve vector b", np.linalg.solve, np.linalg.solve, each(well_conditioned(3, 3), normal(3)),
+    argnums=(0, 1))
+row("solve", "solve batched", np.linalg.solve, np.linalg.solve, each(well_conditioned(2, 3, 3), normal(2, 3, 1)),
+    argnums=(0, 1))
+row("det", "det", np.linalg.det, np.linalg.det, each(well_conditioned(3, 3)))
+row("det", "det batched", np.linalg.det, np.linalg.det, each(well_conditioned(2, 2, 2)))
+row("logabsdet", "slogdet", lambda a: np.linalg.slogdet(a)[1], lambda a: np.linalg.slogdet(a)[1],
+    each(well_conditioned(3, 3)))
+row("cholesky", "cholesky", lambda a: np.linalg.cholesky(spd_matrix(a)), lambda a: np.linalg.cholesky(spd_matrix(a)),
+    each(normal(3, 3)))
+row("eigh_values", "eigh values", lambda a: np.linalg.eigh(a + a.T)[0], lambda a: np.linalg.eigh(a + a.T)[0],
+    each(normal(3, 3)))
+row("eigh_values", "eigvalsh", lambda a: np.linalg.eigvalsh(a + a.T), lambda a: np.linalg.eigvalsh(a + a.T),
+    each(normal(4, 4)))
+row("eigh_vectors", "eigh vectors (squared: free of the sign)", lambda a: np.linalg.eigh(a + a.T)[1] ** 2,
+    lambda a: np.linalg.eigh(a + a.T)[1] ** 2, each(normal(3, 3)))
+row("svd_s", "svd singular values", lambda a: np.linalg.svd(a, compute_uv=False),
+    lambda a: np.linalg.svd(a, compute_uv=False), each(normal(3, 4)))
+for sh in [(4, 3), (3, 4), (3, 3)]:
+    row("svd_u", f"svd U {sh}", lambda a: np.linalg.svd(a, full_matrices=False)[0] ** 2,
+        lambda a: np.linalg.svd(a, full_matrices=False)[0] ** 2, each(normal(*sh)))
+    row("svd_vh", f"svd Vh {sh}", lambda a: np.linalg.svd(a, full_matrices=False)[2] ** 2,
+        lambda a: np.linalg.svd(a, full_matrices=False)[2] ** 2, each(normal(*sh)))
+row("pinv", "pinv tall", np.linalg.pinv, np.linalg.pinv, each(normal(4, 2)))
+row("pinv", "pinv wide", np.linalg.pinv, np.linalg.pinv, each(normal(2, 3)))
+
+# non-differentiable: constants for gradients
+with_halves = lambda r: np.array([-2.5, -0.5, 0.5, 1.5, 2.7, -1.2])  # noqa: E731
+for name, fn, ref, gen in [
+    ("floor", np.floor, np.floor, each(with_halves)), ("ceil", np.ceil, np.ceil, each(with_halves)),
+    ("rint", np.rint, np.rint, each(with_halves)), ("trunc", np.trunc, np.trunc, each(with_halves)),
+    ("fix", np.fix, np.fix, each(with_halves)), ("round", np.round, np.round, each(with_halves)),
+    ("round", lambda x: np.round(x, 1), lambda x: np.round(x, 1), each(normal(4))),
+    ("floor_divide", lambda x, y: x // y, np.floor_divide, each(normal(4), const(np.array([1.5, 2.0, -1.0, 3.0])))),
+    ("logical_and", lambda x, y: (x > 0) & (y > 0), lambda x, y: (x > 0) & (y > 0), each(normal(5), normal(5))),
+    ("logical_or", lambda x, y: np.logical_or(x > 0, y > 0), lambda x, y: (x > 0) | (y > 0),
+     each(normal(5), normal(5))),
+    ("logical_xor", lambda x, y: (x > 0) ^ (y > 0), lambda x, y: (x > 0) ^ (y > 0), each(normal(5), normal(5))),
+    ("isneginf", np.isneginf, np.isneginf, each(with_specials)),
+    ("isposinf", np.isposinf, np.isposinf, each(with_specials)),
+    ("signbit", np.signbit, np.signbit, each(normal(5))),
 ]:
     row(name, f"{name} {len([r for r in ROWS if r.gate == name])}", fn, ref, gen, argnums=None)
 
@@ -531,7 +776,8 @@ def test_sigmoid_stable_for_large_inputs(x: float) -> None:
     np.testing.assert_allclose(grad, exact * (1 - exact), rtol=1e-6, atol=1e-300)
 
 
-_F64_CONSTANT_ROWS = {"with a constant", "ndarray @ tensor"}
+_F64_CONSTANT_ROWS = {"with a constant", "ndarray @ tensor", "fmax skips NaN", "cholesky",
+                      "float_power"}  # (np.float_power computes in float64 by definition)
 
 
 @pytest.mark.parametrize("r", DIFF_ROWS, ids=lambda r: r.id)
@@ -562,6 +808,17 @@ def test_ties_share_the_gradient_and_kinks_give_zero() -> None:
     assert cr.grad(cr.minimum, argnums=(0, 1))(2.0, 2.0) == (0.5, 0.5)
     np.testing.assert_array_equal(cr.grad(cr.relu)(np.array([-1.0, 0.0, 1.0])), [0.0, 0.0, 1.0])
     np.testing.assert_array_equal(cr.grad(cr.abs)(np.array([-1.0, 0.0, 1.0])), [-1.0, 0.0, 1.0])
+
+
+def test_sinc_and_cumprod_at_zero() -> None:
+    """sinc's gradient at 0 is 0 (its limit); cumprod and prod stay exact where inputs are 0."""
+    np.testing.assert_allclose(cr.grad(lambda x: cr.sinc(x).sum())(np.array([0.0, 0.5])),
+                               [0.0, (np.cos(np.pi * 0.5) - np.sinc(0.5)) / 0.5])
+    x = np.array([2.0, 0.0, 3.0, 0.0, 5.0])
+    w = np.array([1.0, -2.0, 0.5, 1.5, 3.0])
+    f = lambda x: (cr.cumprod(x) * w).sum()  # noqa: E731
+    np.testing.assert_allclose(cr.grad(f)(x), numeric_grad(f, [x], 0), atol=1e-8)
+    np.testing.assert_allclose(cr.grad(lambda x: cr.prod(x))(np.array([2.0, 0.0, 3.0])), [0.0, 6.0, 0.0])
 
 
 def test_where_condition_gets_no_gradient_and_safe_branches_avoid_nan() -> None:

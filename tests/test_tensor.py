@@ -168,13 +168,16 @@ def test_indexing_with_a_tensor_index_and_list() -> None:
     np.testing.assert_array_equal(x.grad, [0.0, 2.0, 0.0])
 
 
-def test_setitem_on_a_constant_works_and_on_a_graph_tensor_is_refused() -> None:
+def test_setitem_on_a_constant_writes_and_on_a_graph_tensor_is_recorded() -> None:
     c = cr.tensor([1.0, 2.0, 3.0])
     c[1] = 5.0
     np.testing.assert_array_equal(c.data, [1.0, 5.0, 3.0])
     x = cr.tensor([1.0, 2.0], requires_grad=True)
-    with pytest.raises(TypeError, match="item assignment"):
-        x[0] = 3.0
+    y = x * 3.0
+    y[0] = 7.0  # y takes part in the graph: a new node, the 3x it held stays for the gradient
+    y.sum().backward()
+    np.testing.assert_array_equal(y.data, [7.0, 6.0])
+    np.testing.assert_array_equal(x.grad, [0.0, 3.0])
 
 
 def test_methods_mirror_numpy() -> None:
@@ -487,10 +490,10 @@ def test_numpy_shape_queries_on_tensors() -> None:
 
 
 @pytest.mark.parametrize("call, name", [
-    (lambda t: np.cumsum(t), "cumsum"),
-    (lambda t: np.sort(t), "sort"),
+    (lambda t: np.convolve(t, t), "convolve"),
+    (lambda t: np.median(t), "median"),
     (lambda t: np.add.reduce(t), "add.reduce"),
-    (lambda t: np.arctan(t), "arctan"),
+    (lambda t: np.heaviside(t, 0.5), "heaviside"),
     (lambda t: np.exp(t, out=np.empty(2)), "exp"),
 ])
 def test_unsupported_numpy_functions_raise_type_error_naming_them(call, name) -> None:
@@ -503,8 +506,8 @@ def test_truth_tests_answer_plainly_and_unsupported_names_are_exact() -> None:
     x = cr.tensor([1.0, 2.0], requires_grad=True)
     assert np.all(x > 0) and np.any(x > 1.5) and (x > 0).all() and not (x > 5).any()
     assert np.allclose(x, [1.0, 2.0])
-    with pytest.raises(TypeError, match=r"np\.linalg\.inv is not supported"):
-        np.linalg.inv(cr.tensor(np.eye(2), requires_grad=True))
+    with pytest.raises(TypeError, match=r"np\.linalg\.eig is not supported"):
+        np.linalg.eig(cr.tensor(np.eye(2), requires_grad=True))
 
 
 def test_expanded_softmax_defines_every_name_it_uses() -> None:

@@ -11,66 +11,15 @@ records the computational graph, runs the chain rule backwards, and gives the gr
 from __future__ import annotations
 
 from . import backend
+from . import functions as _functions
 from .autodiff import AnomalyError, GraphFreedError, detect_anomaly, grad, value_and_grad, vjp
 from .check import BackwardReport, GradcheckError, check_backward, gradcheck
 from .compiler import Compiled, compile
-from .functions import (
-    abs,
-    absolute,
-    add,
-    amax,
-    amin,
-    broadcast_to,
-    clip,
-    concatenate,
-    cos,
-    cross_entropy,
-    divide,
-    dot,
-    equal,
-    exp,
-    expand_dims,
-    greater,
-    greater_equal,
-    less,
-    less_equal,
-    log,
-    log_softmax,
-    logsumexp,
-    matmul,
-    max,
-    maximum,
-    mean,
-    min,
-    minimum,
-    multiply,
-    negative,
-    not_equal,
-    power,
-    reciprocal,
-    relu,
-    reshape,
-    scatter,
-    sigmoid,
-    sign,
-    sin,
-    softmax,
-    sqrt,
-    square,
-    squeeze,
-    stack,
-    subtract,
-    sum,
-    swapaxes,
-    tan,
-    tanh,
-    transpose,
-    where,
-)
+from .functions import *  # noqa: F403 - every NumPy-named function (cr.exp, cr.var, cr.einsum, ...)
 from .gates import GATES, Gate
 from .graph import BackwardStep, Equation, Graph, LocalGrad, Node, trace
 from .render import GraphTooLargeError, RenderError
-from .tensor import ShapeError, Tensor, enable_grad, expanded, no_grad, tensor
+from .tensor import ShapeError, Tensor, array, enable_grad, expanded, no_grad, tensor
 
 backend.set_array_namespace(backend.get_array_namespace())
 
@@ -79,15 +28,10 @@ __version__ = "0.1.0"
 __all__ = [
     "BackwardReport", "Compiled", "check_backward", "compile",
     "AnomalyError", "Equation", "GATES", "Gate", "Graph", "Node", "trace", "GradcheckError", "GraphFreedError",
-    "ShapeError", "Tensor",
-    "abs", "absolute", "add", "amax", "amin", "broadcast_to", "clip", "concatenate", "cos", "detect_anomaly",
-    "divide", "dot", "enable_grad", "equal", "exp", "expand_dims", "expanded", "grad", "gradcheck", "greater",
-    "greater_equal", "less", "less_equal", "log", "log_softmax", "logsumexp", "matmul", "max", "maximum",
-    "mean", "min", "minimum", "multiply", "negative", "no_grad", "not_equal", "power", "reciprocal", "relu",
-    "reshape", "scatter", "sigmoid", "sign", "sin", "softmax", "sqrt", "square", "squeeze", "stack",
-    "subtract", "sum", "swapaxes", "tan", "tanh", "tensor", "transpose", "value_and_grad", "vjp", "where",
-    "cross_entropy", "nn", "optim", "data",
+    "ShapeError", "Tensor", "array", "detect_anomaly", "enable_grad", "expanded", "grad", "gradcheck", "no_grad",
+    "tensor", "value_and_grad", "vjp", "nn", "optim", "data",  # noqa: F405 - nn, optim, data load lazily
     "BackwardStep", "LocalGrad", "GraphTooLargeError", "RenderError",
+    *_functions.__all__,
 ]
 
 # submodules loaded on first use (``cr.nn``, ``cr.optim``, ``cr.data``), so ``import chainrule`` stays fast

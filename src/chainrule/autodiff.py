@@ -10,15 +10,27 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Sequence
-from contextlib import ContextDecorator
 from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
 
 from . import backend, functions
-from .gates import GATES, Gate, unbroadcast
-from .tensor import Tensor, apply, enable_grad, state, user_frame
+from .gates import GATES, Gate, pullback
+from .tensor import (
+    _PREVIOUS,
+    _WRITTEN,
+    Tensor,
+    apply,
+    check_written,
+    current,
+    detect_switch,
+    enable_grad,
+    nested,
+    original,
+    parent_at,
+    user_frame,
+)
 
 __all__ = ["backward", "grad", "value_and_grad", "vjp", "detect_anomaly", "AnomalyError"]
 
@@ -48,6 +60,9 @@ def run_backward(
     (for :func:`chainrule.trace`). Intermediate buffers are dropped as soon as they are used
     unless ``retain_graph``.
     """
+    if root.data.dtype.kind == "c":
+        raise TypeError("backward() of a complex value: chainrule differentiates real functions; the function "
+                        "produced complex numbers (take .real of a real-valued expression, or avoid complex math)")
     if not root.requires_grad:
         raise RuntimeError(
             "backward() called on a tensor that does not require grad: none of the inputs it was computed "
@@ -77,7 +92,9 @@ def run_backward(
         terminals.append(root)
     else:
         heap.append((-root._seq, root))
-    anomaly = state.anomaly
+    anomaly = current().anomaly
+    rebased = bool(_PREVIOUS)   # an item assignment made a tensor a new node: old users keep the old version
+    written = bool(_WRITTEN)    # values were changed in place: nodes made before may not use them
     pop, get = grads.pop, grads.get
     # fast mode runs the rules on raw arrays (nothing to record); graph mode records their ops
     with enable_grad() if graph else contextlib.nullcontext():
@@ -92,35 +109,16 @@ def run_backward(
                     "this graph's intermediates were released by an earlier backward pass; call "
                     "backward(retain_graph=True) the first time to backpropagate through it again"
                 )
+            if rebased:
+                parents = tuple(parent_at(p, t._seq) for p in parents)
+            if written:
+                check_written(t, parents)
             gate = t._gate
-            local = gate.local
             if graph:
                 args, out = parents, t
             else:
                 args, out = t._args, t.data
-            if local is None:
-                input_grads = gate.vjp(m, g, *args, out, t._needs, **t._params)
-            else:
-                # elementwise: chain rule upstream * local, summed over broadcast axes
-                input_grads = []
-                consts = gate.local_const
-                i = 0
-                for need in t._needs:
-                    if need:
-                        li = consts[i]
-                        if li is None:
-                            gi = g * local[i](m, *args, out)
-                        elif li == 1:
-                            gi = g
-                        elif li == -1:
-                            gi = -g
-                        else:
-                            gi = g * li
-                        shape = t._args[i].shape
-                        input_grads.append(gi if gi.shape == shape else unbroadcast(m, gi, shape))
-                    else:
-                        input_grads.append(None)
-                    i += 1
+            input_grads = pullback(gate, m, g, args, out, t._needs, t._params)
             for p, gi in zip(parents, input_grads):
                 if gi is not None:
                     if anomaly:
@@ -150,6 +148,7 @@ def run_backward(
 
 def _deliver(leaf: Tensor, g: Any, graph: bool, delivered: set[int]) -> None:
     """Accumulate ``g`` into a leaf's ``.grad`` without ever aliasing another leaf's gradient."""
+    _refuse_complex(g, leaf.data)
     if not graph:
         if id(g) in delivered or not isinstance(g, np.ndarray) or g.base is not None:
             # a copy, so .grad never aliases another leaf's gradient, the caller's seed, or a
@@ -164,6 +163,13 @@ def _deliver(leaf: Tensor, g: Any, graph: bool, delivered: set[int]) -> None:
 def backward(root: Tensor, grad: Any = None, retain_graph: bool = False, create_graph: bool = False) -> None:
     """``root.backward(...)``: accumulate d(root)/d(leaf) into every leaf's ``.grad``."""
     run_backward(root, grad, retain_graph=retain_graph, create_graph=create_graph)
+
+
+def _refuse_complex(g: Any, leaf_data: Any) -> None:
+    data = g.data if isinstance(g, Tensor) else g
+    if getattr(data, "dtype", None) is not None and data.dtype.kind == "c" and leaf_data.dtype.kind != "c":
+        raise TypeError("the gradient of a real input came out complex: the function went through complex "
+                        "numbers, which chainrule does not differentiate (it differentiates real functions)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +187,10 @@ def as_float_array(value: Any, what: str) -> Any:
         raise TypeError(f"{what}: cannot be used as an array ({e})") from None
     if arr.dtype.kind in "biu":
         return arr.astype(np.float64)
-    if arr.dtype.kind not in "fc":
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{what}: complex input: chainrule differentiates real functions (pass the real and "
+                        "imaginary parts as separate real arguments)")
+    if arr.dtype.kind != "f":
         raise TypeError(f"{what}: unsupported input of type {type(value).__name__} (dtype {arr.dtype}); "
                         "pass numbers, lists of numbers or NumPy arrays")
     return arr
@@ -208,20 +217,13 @@ def _arg_name(f: Callable[..., Any], i: int) -> str:
         return f"argument {i}"
 
 
-_nesting = 0  # how many differentiated functions are running right now (grad inside grad)
-
-
 def _call(f: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Tensor:
     """Run ``f`` recording a graph, counted as one level of nesting for any grad it calls."""
-    global _nesting
-    _nesting += 1
-    try:
-        if state.grad_enabled:
+    with nested():
+        if current().grad_enabled:
             return _check_output(f(*args, **kwargs), f)
         with enable_grad():
             return _check_output(f(*args, **kwargs), f)
-    finally:
-        _nesting -= 1
 
 
 def _make_leaves(
@@ -236,13 +238,14 @@ def _make_leaves(
     leaves = []
     # inside an outer differentiation (its function is running, or an argument carries its graph)
     # the gradients must be tensors that stay connected to the outer graph
-    nested = state.grad_enabled and (_nesting > 0 or any(
+    st = current()
+    inner = st.grad_enabled and (st.nesting > 0 or any(
         isinstance(a, Tensor) and a.requires_grad for a in args))
     for i in nums:
         a = args_l[i]
-        if isinstance(a, Tensor) and a.requires_grad and state.grad_enabled:
+        if isinstance(a, Tensor) and a.requires_grad and st.grad_enabled:
             # differentiating inside an outer differentiation: keep the link to the outer graph
-            nested = True
+            inner = True
             with enable_grad():
                 leaf = apply(GATES["identity"], a)
         else:
@@ -259,9 +262,10 @@ def _make_leaves(
             leaf._needs = ()
             leaf._params = None
             leaf._src = None
+            leaf._seq = -1
         args_l[i] = leaf
         leaves.append(leaf)
-    return args_l, leaves, nested
+    return args_l, leaves, inner
 
 
 def _check_output(out: Any, f: Callable[..., Any]) -> Any:
@@ -271,6 +275,12 @@ def _check_output(out: Any, f: Callable[..., Any]) -> Any:
         raise TypeError(f"{getattr(f, '__name__', 'f')} must return one array or tensor to differentiate, "
                         f"not a {type(out).__name__}")
     return Tensor(out)
+
+
+def _refuse_complex_output(out: Tensor, f: Callable[..., Any]) -> None:
+    if out.data.dtype.kind == "c":
+        raise TypeError(f"{getattr(f, '__name__', 'f')} returned complex values: chainrule differentiates real "
+                        "functions (return a real value, e.g. the real part or the squared magnitude)")
 
 
 def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., tuple[Any, Any]]:
@@ -288,6 +298,9 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> C
     def wrapper(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
         args_l, leaves, nested = _make_leaves(f, args, nums)
         out = _call(f, args_l, kwargs)
+        if _PREVIOUS:  # an input changed by item assignment inside f: its first version is the input
+            leaves = [original(leaf) for leaf in leaves]
+        _refuse_complex_output(out, f)
         if out.requires_grad:
             got = run_backward(out, targets=leaves, accumulate=False, create_graph=nested)
         else:
@@ -301,6 +314,7 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> C
                 g = Tensor(g) if nested else g
             elif not nested:
                 g = backend.xp.asarray(g)
+                _refuse_complex(g, leaf.data)
                 if id(g) in seen or g is leaf.data or g.base is not None or g.dtype != leaf.data.dtype:
                     g = g.astype(leaf.data.dtype)  # a copy: gradients never alias each other or a view
                 seen.add(id(g))
@@ -332,6 +346,9 @@ def vjp(f: Callable[..., Any], *args: Any) -> tuple[Any, Callable[[Any], tuple[A
     called many times with different upstream gradients ``g``."""
     args_l, leaves, nested = _make_leaves(f, args, tuple(range(len(args))))
     out = _call(f, args_l, {})
+    if _PREVIOUS:
+        leaves = [original(leaf) for leaf in leaves]
+    _refuse_complex_output(out, f)
 
     def vjp_fn(g: Any) -> tuple[Any, ...]:
         gdata = g.data if isinstance(g, Tensor) else backend.xp.asarray(g, dtype=out.data.dtype)
@@ -353,17 +370,10 @@ def vjp(f: Callable[..., Any], *args: Any) -> tuple[Any, Callable[[Any], tuple[A
 # ---------------------------------------------------------------------------------------------
 
 
-class detect_anomaly(ContextDecorator):
+class detect_anomaly(detect_switch):
     """Context manager: raise :class:`AnomalyError` at the first op whose forward or backward
-    produces NaN or infinity from finite inputs, naming the op and the line that created it."""
-
-    def __enter__(self) -> detect_anomaly:
-        self._prev = state.anomaly
-        state.anomaly = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        state.anomaly = self._prev
+    produces NaN or infinity from finite inputs, naming the op and the line that created it.
+    Like every engine switch it holds for the current thread (or asyncio task) only."""
 
 
 def _finite(x: Any) -> bool:

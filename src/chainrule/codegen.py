@@ -30,8 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from . import gates as _gates
-from .gates import FAN_OUT, GATES, Gate, unbroadcast
+from .gates import FAN_OUT, GATES, Gate, pullback, unbroadcast
 from .symbolic import NumpyPrinter, Sym, binary, call, const, ops, sym
 
 __all__ = ["Program", "Stmt", "build_program", "graph_source", "expr_key"]
@@ -59,7 +58,8 @@ class Program:
     shapes: dict[str, tuple[int, ...]]     # every named value's shape
     helpers: dict[str, tuple[list[str], list[Stmt], Sym]] = field(default_factory=dict)
     constants: dict[str, np.ndarray] = field(default_factory=dict)
-    needs_scatter: bool = False
+    #: gates whose forward the source includes as a helper function (scatter-add, item assignment)
+    gate_helpers: list[str] = field(default_factory=list)
     #: the gradients' float dtype (the output's, as the eager engine's ones seed has): a number the
     #: folded program materializes as an array (``np.full``) takes it, so float32 stays float32
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float64))
@@ -68,8 +68,8 @@ class Program:
         """Standalone Python importing only numpy: ``def name(*params): ... return out, d...``."""
         printer = CodePrinter(self)
         lines = ["import numpy as np", ""]
-        if self.needs_scatter:
-            lines += ["", *_scatter_source().splitlines(), ""]
+        for gname in self.gate_helpers:
+            lines += ["", *helper_source(GATES[gname]).splitlines(), ""]
         for hname, (hparams, body, result) in self.helpers.items():
             lines += ["", f"def {hname}({', '.join(hparams)}):"]
             lines += [f"    {s.target} = {printer.text(s.expr)}" for s in body]
@@ -116,9 +116,9 @@ def _statement_lines(stmts: list[Stmt], printer: CodePrinter) -> list[str]:
     return out
 
 
-def _scatter_source() -> str:
-    """The scatter gate's own forward (annotations dropped), as the helper indexing's backward calls."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(_gates._scatter)))
+def helper_source(gate: Gate) -> str:
+    """A helper gate's own forward (annotations dropped), as generated code includes and calls it."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(gate.forward)))
     fn = tree.body[0]
     for a in [*fn.args.args, *fn.args.kwonlyargs]:
         a.annotation = None
@@ -169,11 +169,21 @@ class CodePrinter(NumpyPrinter):
             if v == 1:
                 return f"np.ones_like({self.text(e.args[0])})", 100
             return f"np.full_like({self.text(e.args[0])}, {self.number(v)})", 100
-        if isinstance(e, Sym) and e.op == "call" and e.value == "scatter":
-            g = self.text(e.args[0])
-            return (f"_scatter(np, {g}, index={self.index(e.params['index'], tuple_parens=True)}, "
-                    f"shape={tuple(e.params['shape'])!r})"), 100
         return super().render(e)
+
+    def param(self, key: str, value: Any, enclosed: bool = False) -> str:
+        if key in ("index", "indices"):
+            return self.index(value, tuple_parens=not enclosed)
+        if isinstance(value, np.ndarray):
+            return self.array(value)
+        return repr(value)
+
+    def gate_code(self, gate: Gate, operands: tuple[Sym, ...], params: dict[str, Any]) -> tuple[str, int]:
+        if gate.helper:  # a helper function the source includes: _scatter(np, g, index=..., shape=...)
+            args = ["np", *(self.render(a)[0] for a in operands)]
+            args += [f"{k}={self.param(k, v)}" for k, v in params.items()]
+            return f"{helper_name(gate)}({', '.join(args)})", 100
+        return super().gate_code(gate, operands, params)
 
     def index(self, index: Any, tuple_parens: bool = False) -> str:
         def one(i: Any) -> str:
@@ -200,10 +210,7 @@ class CodePrinter(NumpyPrinter):
     def call_name(self, name: str) -> str:
         if self.program is not None and name in self.program.helpers:
             return name
-        gate = GATES.get(name)
-        if gate is not None and gate.np_name is not None:
-            return "np." + gate.np_name
-        return "np." + {"neg": "negative", "identity": "positive"}.get(name, name)
+        return super().call_name(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,20 +584,8 @@ def build_program(graph: Any, wrt: Iterable[str] | None = None, fold_seed: bool 
         nshape = tuple(np.shape(n.value))
         if g.op == "num" and gate.local is None:
             g = call("broadcast_to", g, shape=nshape)  # shape-aware rules need the array
-        if gate.local is not None:
-            grads = []
-            for k, need in enumerate(needs):
-                if not need:
-                    grads.append(None)
-                    continue
-                local = _wrap_local(gate.local[k](ops, *args, out_sym))
-                if _is_zero(local):  # a local gradient of 0: no contribution, whatever the seed
-                    grads.append(local)
-                    continue
-                gi = binary("mul", g, local)
-                grads.append(_to_shape(gi, nshape, tuple(np.shape(n.inputs[k].value))))
-        else:
-            grads = list(gate.vjp(ops, g, *args, out_sym, needs, **n.params))
+        grads = pullback(gate, ops, g, args, out_sym, needs, n.params,
+                         reduce=lambda m, gi, shape: _to_shape(_wrap_local(gi), nshape, shape))
         for inp, need, gi in zip(n.inputs, needs, grads):
             if not need:
                 continue
@@ -649,13 +644,14 @@ def build_program(graph: Any, wrt: Iterable[str] | None = None, fold_seed: bool 
         returns.append(gname)
     program.backward = common_subexpressions(backward, namer.taken)
     program.returns = returns
-    program.needs_scatter = any(
-        x.op == "call" and x.value == "scatter" for s in program.backward for x in _walk(s.expr))
+    used = {x.value for s in [*program.forward, *program.backward] for x in _walk(s.expr) if x.op == "call"}
+    program.gate_helpers = sorted(n for n in used if n in GATES and GATES[n].helper)
     return program
 
 
-_BOOL_CALLS = {"greater", "greater_equal", "less", "less_equal", "equal", "not_equal", "logical_not",
-               "isfinite", "isnan", "isinf"}
+def helper_name(gate: Gate) -> str:
+    """The name generated code calls a helper gate by (its forward's own name: ``_scatter``)."""
+    return gate.forward.__name__
 
 
 def _is_float(e: Sym, nonfloat: set[str] | frozenset[str] = frozenset()) -> bool:
@@ -669,14 +665,13 @@ def _is_float(e: Sym, nonfloat: set[str] | frozenset[str] = frozenset()) -> bool
             r = np.asarray(x.value).dtype.kind in "fc"
         elif x.op == "num":
             r = isinstance(x.value, (float, complex)) and not isinstance(x.value, bool)
-        elif x.op in ("gt", "ge", "lt", "le", "eq", "ne") or (x.op == "call" and x.value in _BOOL_CALLS):
+        elif x.op in ("gt", "ge", "lt", "le", "eq", "ne") or (
+                x.op == "call" and x.value in GATES and GATES[x.value].boolean):
             r = False
         elif x.op == "div":
             r = True
         elif x.op == "call" and x.value == "broadcast_to" and x.args[0].op == "num":
             r = True  # printed as np.ones / np.full of a float
-        elif x.op == "call" and x.value == "where":
-            r = memo[id(x.args[1])] or memo[id(x.args[2])]
         else:
             r = any(memo[id(a)] for a in x.args)
         memo[id(x)] = r

@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 
 from . import gates as _gates
-from .codegen import Program, _freeze, build_program
-from .gates import GATES
+from .codegen import Program, _freeze, build_program, helper_name
+from .gates import GATES, REDUCTION, resolve
 from .symbolic import Sym
 
 __all__ = ["compile", "Compiled"]
@@ -65,7 +65,8 @@ _UFUNC = {
     "add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "pow": "power", "neg": "negative",
     "gt": "greater", "ge": "greater_equal", "lt": "less", "le": "less_equal", "eq": "equal", "ne": "not_equal",
 }
-_VIEW_CALLS = {"reshape", "transpose", "broadcast_to"}
+#: NumPy calls whose result may share memory with their first input (liveness follows the base)
+_VIEW_CALLS = {n for g in GATES.values() if g.view and g.np_name for n in (g.np_name,)}
 _BINARY_UFUNC = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/", "power": "**", "matmul": "@",
                  "greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<=", "equal": "==",
                  "not_equal": "!="}
@@ -175,21 +176,22 @@ class _Lowerer:
         if name == "broadcast_to" and e.args[0].op == "num":  # a folded number: the gradients' dtype
             return self.emit("call", "full", [tuple(e.params["shape"]), float(args[0])],
                              {"dtype": self.program.dtype}, target=target)
-        if name == "scatter":
-            return self.emit("helper", "_scatter", args,
-                             {"index": self.const_name(e.params["index"]), "shape": tuple(e.params["shape"])},
-                             target=target)
         gate = GATES.get(name)
-        np_name = gate.np_name if gate is not None and gate.np_name else name
-        np_name = {"abs": "absolute", "neg": "negative", "identity": "positive"}.get(np_name, np_name)
-        fn = getattr(np, np_name, None)
-        if isinstance(fn, np.ufunc) and not e.params:
-            return self.emit("ufunc", np_name, args, target=target)
-        if fn is None:
-            raise NotImplementedError(f"compile: no NumPy function for {name!r}")
-        params = dict(e.params)
-        if name in ("concatenate", "stack"):
-            return self.emit("call", np_name, [tuple(args)], params, target=target)
+        if gate is None:
+            raise ValueError(f"compile: {name!r} is neither a gate nor a helper of the program")
+        # array-valued params (indices) become named constants, as getitem's index does
+        params = {k: _ConstRef(self.const_name(v)) if _holds_array(v) else v for k, v in e.params.items()}
+        if gate.arity is None:
+            args = [tuple(args)]
+        if gate.helper:  # the gate's own forward, called as generated code calls it
+            return self.emit("helper", name, args, params, target=target)
+        # the NumPy function: the forward's own, or (inputs given as one sequence) the one it dispatches from
+        np_name = gate.np_name or (gate.numpy[0] if gate.arity is None and gate.numpy else None)
+        fn = resolve(np, np_name) if np_name else None
+        if isinstance(fn, np.ufunc) and not params:
+            return self.emit("ufunc", fn.__name__, args, target=target)
+        if fn is None:  # a forward of several calls with no helper of the program: run the gate itself
+            return self.emit("helper", name, args, params, target=target)
         return self.emit("call", np_name, args, params, target=target)
 
     def power(self, x: Any, p: Any, target: str | None) -> str:
@@ -248,13 +250,30 @@ def _execute(ins: list[Ins], consts: dict[str, Any], inputs: dict[str, Any]) -> 
         elif i.kind == "getitem":
             v = args[0][env[i.params["index"]]]
         elif i.kind == "helper":
-            v = _gates._scatter(np, args[0], index=env[i.params["index"]], shape=i.params["shape"])
+            v = GATES[i.fn].forward(np, *args, **_resolve_params(i.params, env))
         elif i.fn in ("full_like",):
             v = np.full_like(args[0], args[1])
         else:
-            v = getattr(np, i.fn)(*args, **i.params)
+            v = resolve(np, i.fn)(*args, **_resolve_params(i.params, env))
         env[i.target] = v
     return env
+
+
+class _ConstRef(str):
+    """A param that names a constant of the program (an index array): printed as its name."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _holds_array(v: Any) -> bool:
+    if isinstance(v, np.ndarray):
+        return True
+    return isinstance(v, tuple) and any(_holds_array(x) for x in v)
+
+
+def _resolve_params(params: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+    return {k: env[v] if isinstance(v, _ConstRef) else v for k, v in params.items()}
 
 
 def _resolve_aliases(ins: list[Ins]) -> tuple[list[Ins], dict[str, Any]]:
@@ -535,7 +554,8 @@ def _fold_reshapes(ins: list[Ins], env: dict[str, Any]) -> list[Ins]:
     out = []
     for i in ins:
         p = producer.get(i.args[0]) if i.kind == "call" and i.fn == "reshape" and i.args else None
-        if (p is not None and p.kind == "call" and p.fn in ("sum", "max", "min", "mean", "prod")
+        if (p is not None and p.kind == "call" and p.fn in GATES and GATES[p.fn].kind == REDUCTION
+                and "keepdims" in GATES[p.fn].params
                 and p.params.get("keepdims") and uses.get(p.target) == 1
                 and isinstance(env.get(p.args[0]), np.ndarray) and isinstance(env.get(i.target), np.ndarray)):
             axis = p.params.get("axis")
@@ -558,8 +578,7 @@ def _fold_constants(ins: list[Ins], canon: dict[str, Any], params: list[str], en
         i = Ins(i.target, i.kind, i.fn, args, i.params)
         uses = _uses(i)
         if (i.kind in ("ufunc", "call", "getitem", "helper") and all(u in consts for u in uses)
-                and (i.kind != "getitem" or i.params["index"] in consts)
-                and (i.kind != "helper" or i.params["index"] in consts)):
+                and (i.kind != "getitem" or i.params["index"] in consts)):
             with np.errstate(all="ignore"):
                 value = _execute([i], consts, {})[i.target]
             if isinstance(value, (np.ndarray, np.generic)) and np.shape(value) not in param_shapes:
@@ -905,7 +924,8 @@ class _Emitter:
         if i.kind == "getitem":
             return f"{args[0]}[{i.params['index']}]"
         if i.kind == "helper":
-            return f"_scatter(np, {args[0]}, index={i.params['index']}, shape={i.params['shape']!r})"
+            params = "".join(f", {k}={v!r}" for k, v in i.params.items())
+            return f"{helper_name(GATES[i.fn])}(np, {', '.join(args)}{params})"
         if i.fn == "full":
             dtype = np.dtype(i.params.get("dtype", np.float64))
             return f"np.full({i.args[0]!r}, {args[1]}{'' if dtype == np.float64 else f', dtype=np.{dtype.name}'})"
@@ -1308,7 +1328,8 @@ def lower(program: Program, params: list[str], inputs: dict[str, np.ndarray], us
                        use_numexpr=use_numexpr and size >= NUMEXPR_MIN_SIZE,
                        use_numba=use_numba and size >= FUSED_MIN_SIZE)
     src = emitter.emit()
-    namespace: dict[str, Any] = {"np": np, "_scatter": _gates._scatter}
+    namespace: dict[str, Any] = {"np": np}
+    namespace.update({helper_name(GATES[i.fn]): GATES[i.fn].forward for i in ins if i.kind == "helper"})
     namespace.update(consts)
     namespace.update(emitter.globals)
     header = "".join(f"# {name}: {_describe(v)}\n" if not name.startswith("_fill") else

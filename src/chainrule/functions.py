@@ -1,19 +1,25 @@
 """chainrule's differentiable functions (``cr.exp``, ``cr.sum``, ...), named like NumPy's.
 
-Each is a thin call of :func:`chainrule.tensor.apply` on one gate-table entry. This module is also
-the *ops namespace* in which the gate rules run when the backward pass builds a graph of its own
-(``create_graph=True``), so every name a rule uses (``m.exp``, ``m.sum``, ``m.scatter``, ...) lives here.
-It also holds the maps from NumPy's ufuncs and functions to these, used by the tensor's dispatch.
+Every gate of the table gets a function here, made from its entry (its calling convention is NumPy's,
+see :func:`chainrule.gates.split_call`): ``cr.prod(x, axis=1)`` is ``apply(GATES["prod"], x, axis=1)``.
+Functions that NumPy has but that are compositions of gates (``moveaxis``, ``tensordot``,
+``linalg.norm``, ``split``, ...) are written below with these functions, so their staged form shows
+their parts. This module is also the *ops namespace* in which gate rules run when the backward pass
+builds a graph of its own (``create_graph=True``), and it holds the maps from NumPy's ufuncs and
+functions to these, read by the tensor's dispatch.
 """
 
 from __future__ import annotations
 
+import builtins
+from collections import namedtuple
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from .gates import GATES
+from .gates import GATES, Gate, normalize_axis, normalize_pad_width, on_register, resolve, split_call
 from .tensor import Tensor, apply, apply1, binary_op
 
 ArrayLike = Any
@@ -21,124 +27,712 @@ ArrayLike = Any
 _G = GATES
 
 
-def _unary(name: str, doc: str) -> Any:
-    gate = _G[name]
+def _values(x: ArrayLike) -> Any:
+    return x.data if isinstance(x, Tensor) else np.asarray(x)
 
-    def fn(x: ArrayLike) -> Tensor:
-        return apply1(gate, x)
 
-    fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = f"{doc}\n\nGradient: {gate.explain}."
+def _shape(x: ArrayLike) -> tuple[int, ...]:
+    return np.shape(x.data if isinstance(x, Tensor) else x)
+
+
+def _ndim(x: ArrayLike) -> int:
+    return len(_shape(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# one function per gate, made from its entry
+# ---------------------------------------------------------------------------------------------
+
+
+def gate_function(gate: Gate) -> Any:
+    """The public function of ``gate``: a NumPy-style call split into inputs and params by the entry."""
+    if gate.kind in ("elementwise", "nondiff") and gate.arity == 2 and not gate.params and gate.call is None:
+        fn = binary_op(gate)
+    elif gate.arity == 1 and not gate.params and gate.call is None:
+        def fn(x: ArrayLike) -> Tensor:
+            return apply1(gate, x)
+    else:
+        who = f"np.{gate.numpy[0]}" if gate.numpy else f"cr.{gate.name}"
+
+        def fn(*args: Any, **kwargs: Any) -> Tensor:
+            inputs, params = split_call(gate, args, kwargs, who)
+            return apply(gate, *inputs, **params)
+
+    fn.__name__ = fn.__qualname__ = gate.name
+    fn.__doc__ = f"The {gate.name} gate.\n\nGradient: {gate.explain}."
     return fn
 
 
-exp = _unary("exp", "Elementwise eˣ.")
-log = _unary("log", "Elementwise natural logarithm ln x.")
-sin = _unary("sin", "Elementwise sine.")
-cos = _unary("cos", "Elementwise cosine.")
-tan = _unary("tan", "Elementwise tangent.")
-sqrt = _unary("sqrt", "Elementwise square root.")
-abs = _unary("abs", "Elementwise absolute value.")  # noqa: A001 - NumPy's name
-absolute = abs
-square = _unary("square", "Elementwise x².")
-reciprocal = _unary("reciprocal", "Elementwise 1/x.")
-negative = _unary("neg", "Elementwise -x.")
-sigmoid = _unary("sigmoid", "Logistic sigmoid σ(x) = 1/(1+e⁻ˣ), numerically stable for large |x|.")
-tanh = _unary("tanh", "Elementwise hyperbolic tangent.")
-relu = _unary("relu", "Rectified linear unit max(x, 0).")
-positive = _unary("identity", "The input unchanged (a node of its own in the graph).")
-sign = _unary("sign", "Elementwise sign (a constant for gradients).")
-logical_not = _unary("logical_not", "Elementwise not (a constant for gradients).")
-isfinite = _unary("isfinite", "Elementwise finiteness test (a constant).")
-isnan = _unary("isnan", "Elementwise NaN test (a constant).")
-isinf = _unary("isinf", "Elementwise infinity test (a constant).")
+_GENERATED: dict[str, Any] = {}
 
 
-def _binary(name: str, doc: str) -> Any:
-    gate = _G[name]
-    fn = binary_op(gate)
-    fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = f"{doc}\n\nGradient: {gate.explain}."
+def __getattr__(name: str) -> Any:  # a gate registered after import is a function here too
+    gate = GATES.get(name)
+    if gate is None:
+        raise AttributeError(f"module 'chainrule.functions' has no attribute {name!r}")
+    fn = _GENERATED.get(name)
+    if fn is None:
+        fn = _GENERATED[name] = gate_function(gate)
     return fn
 
 
-add = _binary("add", "Elementwise x + y (broadcasting).")
-subtract = _binary("sub", "Elementwise x - y (broadcasting).")
-multiply = _binary("mul", "Elementwise x * y (broadcasting).")
-divide = _binary("div", "Elementwise x / y (broadcasting).")
-power = _binary("pow", "Elementwise x ** y; the exponent may be a tensor too.")
-maximum = _binary("maximum", "Elementwise maximum of x and y.")
-minimum = _binary("minimum", "Elementwise minimum of x and y.")
-matmul = _binary("matmul", "Matrix product x @ y (1-D, 2-D and batched, as np.matmul).")
-greater = _binary("greater", "x > y (a constant for gradients).")
-greater_equal = _binary("greater_equal", "x >= y (a constant for gradients).")
-less = _binary("less", "x < y (a constant for gradients).")
-less_equal = _binary("less_equal", "x <= y (a constant for gradients).")
-equal = _binary("equal", "x == y (a constant for gradients).")
-not_equal = _binary("not_equal", "x != y (a constant for gradients).")
+def _f(name: str) -> Any:
+    return __getattr__(name)
 
 
-def where(condition: ArrayLike, x: ArrayLike, y: ArrayLike) -> Tensor:
+# elementwise
+add, subtract, multiply, divide, power = _f("add"), _f("sub"), _f("mul"), _f("div"), _f("pow")
+negative, positive, reciprocal, square, sqrt, cbrt = _f("neg"), _f("identity"), _f("reciprocal"), _f("square"), \
+    _f("sqrt"), _f("cbrt")
+abs = _f("abs")  # noqa: A001 - NumPy's name
+absolute, fabs = abs, _f("fabs")
+exp, exp2, expm1, log, log2, log10, log1p = (_f(n) for n in ("exp", "exp2", "expm1", "log", "log2", "log10", "log1p"))
+logaddexp, logaddexp2 = _f("logaddexp"), _f("logaddexp2")
+sin, cos, tan, arcsin, arccos, arctan, arctan2, hypot = (
+    _f(n) for n in ("sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "hypot"))
+sinh, cosh, tanh, arcsinh, arccosh, arctanh = (_f(n) for n in ("sinh", "cosh", "tanh", "arcsinh", "arccosh", "arctanh"))
+deg2rad, rad2deg, sinc = _f("deg2rad"), _f("rad2deg"), _f("sinc")
+radians, degrees = deg2rad, rad2deg
+maximum, minimum, fmax, fmin = _f("maximum"), _f("minimum"), _f("fmax"), _f("fmin")
+remainder, fmod, float_power = _f("remainder"), _f("fmod"), _f("float_power")
+mod = remainder
+sigmoid, relu = _f("sigmoid"), _f("relu")
+# constants for gradients
+sign, floor, ceil, rint, trunc, fix, round = (_f(n) for n in ("sign", "floor", "ceil", "rint", "trunc", "fix", "round"))
+around = round
+greater, greater_equal, less, less_equal, equal, not_equal = (
+    _f(n) for n in ("greater", "greater_equal", "less", "less_equal", "equal", "not_equal"))
+logical_not, logical_and, logical_or, logical_xor = (
+    _f(n) for n in ("logical_not", "logical_and", "logical_or", "logical_xor"))
+isfinite, isnan, isinf, isneginf, isposinf, signbit, floor_divide = (
+    _f(n) for n in ("isfinite", "isnan", "isinf", "isneginf", "isposinf", "signbit", "floor_divide"))
+# reductions and scans
+sum = _f("sum")  # noqa: A001
+mean, prod, var, std, nansum, nanmean = (_f(n) for n in ("mean", "prod", "var", "std", "nansum", "nanmean"))
+max, min = _f("max"), _f("min")  # noqa: A001
+amax, amin = max, min
+cumsum, cumprod = _f("cumsum"), _f("cumprod")
+logsumexp = _f("logsumexp")
+softmax, log_softmax = _f("softmax"), _f("log_softmax")
+# shape and assembly
+broadcast_to, flip, roll, repeat, tile = (_f(n) for n in ("broadcast_to", "flip", "roll", "repeat", "tile"))
+tril, triu, diagonal, diag = _f("tril"), _f("triu"), _f("diagonal"), _f("diag")
+concatenate, stack = _f("concatenate"), _f("stack")
+# linear algebra
+matmul, einsum = _f("matmul"), _f("einsum")
+
+
+def where(condition: ArrayLike, x: ArrayLike = None, y: ArrayLike = None) -> Any:
     """Elementwise ``x`` where ``condition`` holds, else ``y``; the condition gets no gradient.
 
     Both branches are computed everywhere, so a branch that is NaN or infinite where it is *not*
     chosen still poisons the gradient (0 · inf = NaN). Make the unused inputs harmless first:
-    ``cr.where(x > 0, cr.sqrt(cr.where(x > 0, x, 1.0)), 0.0)``.
+    ``cr.where(x > 0, cr.sqrt(cr.where(x > 0, x, 1.0)), 0.0)``. With the condition alone it is
+    ``np.nonzero`` (plain indices).
     """
+    if x is None and y is None:
+        return np.nonzero(_values(condition))
     if isinstance(condition, Tensor) and condition.requires_grad:
         condition = not_equal(condition, 0)  # its truth value (as np.where reads it): a mask, no gradient
     return apply(_G["where"], condition, x, y)
 
 
-def _reduce(name: str, doc: str) -> Any:
-    gate = _G[name]
-
-    def fn(x: ArrayLike, axis: int | Sequence[int] | None = None, keepdims: bool = False, **kw: Any) -> Tensor:
-        _no_extras(f"np.{name}", kw)
-        if isinstance(axis, list):
-            axis = tuple(axis)
-        return apply(gate, x, axis=axis, keepdims=keepdims)
-
-    fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = f"{doc} over ``axis`` (all axes when None), keeping reduced axes if ``keepdims``.\n\n" \
-                 f"Gradient: {gate.explain}."
-    return fn
+def reshape(x: ArrayLike, shape: int | Sequence[int] = None, order: str = "C", **kw: Any) -> Tensor:  # type: ignore[assignment]
+    """The same values in a new shape (one dimension may be -1)."""
+    if shape is None:
+        shape = kw.pop("newshape", None)
+    _no_extras("np.reshape", kw)
+    if order not in ("C", "A") and order is not None:
+        raise TypeError(f"np.reshape: order={order!r} is not supported on chainrule tensors (only 'C')")
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+    return apply(_G["reshape"], x, shape=shape)
 
 
-sum = _reduce("sum", "Sum")  # noqa: A001 - NumPy's name
-mean = _reduce("mean", "Mean")
-max = _reduce("max", "Maximum")  # noqa: A001
-min = _reduce("min", "Minimum")  # noqa: A001
-logsumexp = _reduce("logsumexp", "log Σ exp(x), computed stably for large |x|,")
-amax, amin = max, min
+def transpose(x: ArrayLike, axes: Sequence[int] | None = None) -> Tensor:
+    """Permute the axes (reverse them when ``axes`` is None)."""
+    return apply(_G["transpose"], x, axes=None if axes is None else tuple(int(a) for a in axes))
 
 
-def softmax(x: ArrayLike, axis: int = -1) -> Tensor:
-    """exp(x) / Σ exp(x) along ``axis``, stable for large |x|."""
-    return apply(_G["softmax"], x, axis=axis)
+def _no_extras(name: str, kw: dict[str, Any]) -> None:
+    bad = [k for k, v in kw.items() if v is not None and k not in ("order", "copy", "subok")]
+    if bad:
+        raise TypeError(f"{name}: argument(s) {', '.join(bad)} are not supported on chainrule tensors")
 
 
-def log_softmax(x: ArrayLike, axis: int = -1) -> Tensor:
-    """x − logsumexp(x) along ``axis``, stable for large |x|."""
-    return apply(_G["log_softmax"], x, axis=axis)
+# ---------------------------------------------------------------------------------------------
+# NumPy functions that are compositions of gates
+# ---------------------------------------------------------------------------------------------
 
 
-def cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: str = "mean") -> Tensor:
-    """Softmax cross-entropy of ``logits`` (n, classes) against integer ``labels`` (n,): −log softmax(x)[y].
+def swapaxes(x: ArrayLike, axis1: int, axis2: int) -> Tensor:
+    """Exchange two axes."""
+    axes = list(range(_ndim(x)))
+    axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
+    return transpose(x, axes)
 
-    ``reduction`` is "mean" (default), "sum" or "none" (one loss per row). Computed stably (no
-    overflow for large logits) by one fused gate whose gradient is softmax(x) − one-hot(y).
-    """
-    x = logits.data if isinstance(logits, Tensor) else np.asarray(logits)
-    y = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
-    check_class_labels("cross_entropy", x, y, "logits")
-    index = (np.arange(y.shape[0]), y)
-    if reduction == "none":
-        return -log_softmax(logits, axis=-1)[index]
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
-    scale = 1.0 / y.shape[0] if reduction == "mean" and y.shape[0] else 1.0  # (max() is shadowed here)
-    return apply(_G["cross_entropy"], logits, index=index, scale=scale)
+
+def moveaxis(x: ArrayLike, source: int | Sequence[int], destination: int | Sequence[int]) -> Tensor:
+    """Move axes to new positions (the others keep their order)."""
+    nd = _ndim(x)
+    src = [source] if isinstance(source, (int, np.integer)) else list(source)
+    dst = [destination] if isinstance(destination, (int, np.integer)) else list(destination)
+    src, dst = [int(s) % nd for s in src], [int(d) % nd for d in dst]
+    order = [a for a in range(nd) if a not in src]
+    for d, s in sorted(zip(dst, src)):
+        order.insert(d, s)
+    return transpose(x, order)
+
+
+def rollaxis(x: ArrayLike, axis: int, start: int = 0) -> Tensor:
+    """Roll ``axis`` backwards until it lies before ``start`` (np.rollaxis)."""
+    nd = _ndim(x)
+    axis %= nd
+    start = start % (nd + 1) if start < 0 else start
+    if axis < start:
+        start -= 1
+    return moveaxis(x, axis, start) if axis != start else transpose(x, list(range(nd)))
+
+
+def expand_dims(x: ArrayLike, axis: int | Sequence[int]) -> Tensor:
+    """Insert length-1 axes at ``axis``."""
+    shape = list(_shape(x))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    nd = len(shape) + len(axes)
+    for a in sorted(a % nd for a in axes):
+        shape.insert(a, 1)
+    return reshape(x, shape)
+
+
+def squeeze(x: ArrayLike, axis: int | Sequence[int] | None = None) -> Tensor:
+    """Remove length-1 axes (all of them, or those in ``axis``)."""
+    return reshape(x, np.squeeze(np.empty(_shape(x), dtype=np.int8), axis=axis).shape)
+
+
+def ravel(x: ArrayLike, order: str = "C") -> Tensor:
+    """The values as a 1-D array."""
+    return reshape(x, (-1,), order=order)
+
+
+def _atleast(nd: int, x: ArrayLike) -> Tensor:
+    shape = _shape(x)
+    if len(shape) >= nd:
+        return x if isinstance(x, Tensor) else Tensor(x)
+    if nd == 3 and len(shape) == 2:
+        return reshape(x, shape + (1,))
+    if nd == 3 and len(shape) == 1:
+        return reshape(x, (1,) + shape + (1,))
+    return reshape(x, (1,) * (nd - len(shape)) + shape)
+
+
+def atleast_1d(*xs: ArrayLike) -> Any:
+    out = [_atleast(1, x) for x in xs]
+    return out[0] if len(out) == 1 else out
+
+
+def atleast_2d(*xs: ArrayLike) -> Any:
+    out = [_atleast(2, x) for x in xs]
+    return out[0] if len(out) == 1 else out
+
+
+def atleast_3d(*xs: ArrayLike) -> Any:
+    out = [_atleast(3, x) for x in xs]
+    return out[0] if len(out) == 1 else out
+
+
+def vstack(arrays: Sequence[ArrayLike], **kw: Any) -> Tensor:
+    """Stack rows (1-D inputs become rows)."""
+    _no_extras("np.vstack", kw)
+    return concatenate([_atleast(2, a) for a in arrays], axis=0)
+
+
+row_stack = vstack
+
+
+def hstack(arrays: Sequence[ArrayLike], **kw: Any) -> Tensor:
+    """Stack columns (1-D inputs are joined end to end)."""
+    _no_extras("np.hstack", kw)
+    parts = [_atleast(1, a) for a in arrays]
+    return concatenate(parts, axis=0 if _ndim(parts[0]) == 1 else 1)
+
+
+def dstack(arrays: Sequence[ArrayLike]) -> Tensor:
+    """Stack along a third axis."""
+    return concatenate([_atleast(3, a) for a in arrays], axis=2)
+
+
+def column_stack(arrays: Sequence[ArrayLike]) -> Tensor:
+    """1-D inputs as columns of a 2-D array."""
+    return concatenate([reshape(a, (-1, 1)) if _ndim(a) < 2 else a for a in arrays], axis=1)
+
+
+def append(arr: ArrayLike, values: ArrayLike, axis: int | None = None) -> Tensor:
+    """``arr`` with ``values`` appended (flattened when ``axis`` is None)."""
+    if axis is None:
+        return concatenate([ravel(arr), ravel(values)], axis=0)
+    return concatenate([arr, values], axis=axis)
+
+
+def _split_points(n: int, sections: Any, even: bool, who: str) -> list[int]:
+    if isinstance(sections, (int, np.integer)):
+        k = int(sections)
+        if even and n % k:
+            raise ValueError(f"{who}: an axis of length {n} does not split into {k} equal parts")
+        base, extra = divmod(n, k)
+        sizes = [base + (1 if i < extra else 0) for i in range(k)]
+        points, at = [], 0
+        for s in sizes[:-1]:
+            at += s
+            points.append(at)
+        return points
+    return [int(p) for p in sections]
+
+
+def split(x: ArrayLike, indices_or_sections: Any, axis: int = 0) -> list[Tensor]:
+    """Pieces of ``x`` along ``axis`` (each a slice: its gradient goes back to its place)."""
+    return _split(x, indices_or_sections, axis, even=True, who="np.split")
+
+
+def array_split(x: ArrayLike, indices_or_sections: Any, axis: int = 0) -> list[Tensor]:
+    """Like split, allowing unequal parts."""
+    return _split(x, indices_or_sections, axis, even=False, who="np.array_split")
+
+
+def _split(x: ArrayLike, sections: Any, axis: int, even: bool, who: str) -> list[Tensor]:
+    shape = _shape(x)
+    ax = axis % len(shape)
+    points = _split_points(shape[ax], sections, even, who)
+    bounds = [0, *points, shape[ax]]
+    pre = (slice(None),) * ax
+    return [_index(x, pre + (slice(a, b),)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def hsplit(x: ArrayLike, sections: Any) -> list[Tensor]:
+    return split(x, sections, axis=1 if _ndim(x) > 1 else 0)
+
+
+def vsplit(x: ArrayLike, sections: Any) -> list[Tensor]:
+    return split(x, sections, axis=0)
+
+
+def dsplit(x: ArrayLike, sections: Any) -> list[Tensor]:
+    return split(x, sections, axis=2)
+
+
+def _index(x: ArrayLike, index: Any) -> Tensor:
+    return apply(_G["getitem"], x, index=index)
+
+
+def rot90(x: ArrayLike, k: int = 1, axes: tuple[int, int] = (0, 1)) -> Tensor:
+    """Rotate by 90° ``k`` times in the plane of ``axes``."""
+    k %= 4
+    a0, a1 = axes
+    if k == 0:
+        return apply(_G["identity"], x)
+    if k == 2:
+        return flip(flip(x, axis=a0), axis=a1)
+    perm = list(range(_ndim(x)))
+    perm[a0], perm[a1] = perm[a1], perm[a0]
+    if k == 1:
+        return transpose(flip(x, axis=a1), perm)
+    return flip(transpose(x, perm), axis=a1)
+
+
+def fliplr(x: ArrayLike) -> Tensor:
+    return flip(x, axis=1)
+
+
+def flipud(x: ArrayLike) -> Tensor:
+    return flip(x, axis=0)
+
+
+def pad(x: ArrayLike, pad_width: Any, mode: str = "constant", **kw: Any) -> Tensor:
+    """``np.pad`` with modes constant (a number), edge, reflect, symmetric and wrap."""
+    if mode not in ("constant", "edge", "reflect", "symmetric", "wrap"):
+        raise TypeError(f"np.pad: mode={mode!r} is not supported on chainrule tensors "
+                        "(constant, edge, reflect, symmetric, wrap are)")
+    constant = kw.pop("constant_values", 0)
+    bad = [k for k, v in kw.items() if v is not None and not (k == "reflect_type" and v == "even")]
+    if bad:
+        raise TypeError(f"np.pad: argument(s) {', '.join(bad)} are not supported on chainrule tensors")
+    if np.ndim(constant) != 0:
+        raise TypeError("np.pad: constant_values must be one number on chainrule tensors")
+    params: dict[str, Any] = {"pad_width": normalize_pad_width(pad_width, _ndim(x))}
+    if mode != "constant":
+        params["mode"] = mode
+    elif constant != 0:
+        params["constant_values"] = float(constant)
+    return apply(_G["pad"], x, **params)
+
+
+def sliding_window_view(x: ArrayLike, window_shape: int | Sequence[int], axis: Any = None, *,
+                        subok: bool = False, writeable: bool = False) -> Tensor:
+    """Every window of ``window_shape`` as a view (the im2col idiom); overlapping windows' gradients add."""
+    if writeable:
+        raise TypeError("sliding_window_view: writeable=True is not supported on chainrule tensors")
+    ws = (int(window_shape),) if isinstance(window_shape, (int, np.integer)) else tuple(int(w) for w in window_shape)
+    ax = None if axis is None else (int(axis) if isinstance(axis, (int, np.integer)) else tuple(int(a) for a in axis))
+    return apply(_G["sliding_window_view"], x, window_shape=ws, axis=ax)
+
+
+def as_strided(x: ArrayLike, shape: Sequence[int] | None = None, strides: Sequence[int] | None = None,
+               subok: bool = False, writeable: bool = True) -> Tensor:
+    """A strided view of ``x``'s C-contiguous values (strides in bytes, as ``x.strides`` reports)."""
+    data = _values(x)
+    shape = tuple(int(s) for s in (data.shape if shape is None else shape))
+    strides = tuple(int(s) for s in (_c_strides(data) if strides is None else strides))
+    item = data.itemsize
+    if any(s % item for s in strides):
+        raise ValueError(f"as_strided: strides {strides} are not multiples of the item size {item}")
+    if any(s < 0 for s in strides):
+        raise ValueError("as_strided: negative strides are not supported on chainrule tensors")
+    span = builtins.sum((n - 1) * s for n, s in zip(shape, strides))
+    if builtins.all(n > 0 for n in shape) and span + item > data.size * item:
+        raise ValueError(f"as_strided: shape {shape} with strides {strides} reads past the end of the "
+                         f"{data.size} values of the input")
+    return apply(_G["as_strided"], x, shape=shape, strides=strides, itemsize=item)
+
+
+def _c_strides(data: Any) -> tuple[int, ...]:
+    out, step = [], data.itemsize
+    for s in reversed(data.shape):
+        out.append(step)
+        step *= builtins.max(s, 1)
+    return tuple(reversed(out))
+
+
+def take(x: ArrayLike, indices: Any, axis: int | None = None, **kw: Any) -> Tensor:
+    """Elements at ``indices`` (along ``axis``, or of the flattened input)."""
+    _no_extras("np.take", kw)
+    idx = np.asarray(_values(indices))
+    if axis is None:
+        return _index(ravel(x), idx)
+    return _index(x, (slice(None),) * (axis % _ndim(x)) + (idx,))
+
+
+def take_along_axis(x: ArrayLike, indices: Any, axis: int | None = -1) -> Tensor:
+    """Elements picked by ``indices`` along ``axis`` (what argsort's order picks)."""
+    idx = np.asarray(_values(indices))
+    if axis is None:
+        return _index(ravel(x), idx)
+    return apply(_G["take_along_axis"], x, indices=idx, axis=int(axis) % _ndim(x))
+
+
+def sort(x: ArrayLike, axis: int | None = -1, **kw: Any) -> Tensor:
+    """Sorted values: a gather in the order ``argsort`` finds (the gradient follows each value back)."""
+    _no_extras("np.sort", {k: v for k, v in kw.items() if k != "kind"})
+    if axis is None:
+        x, axis = ravel(x), -1
+    return take_along_axis(x, np.argsort(_values(x), axis=axis, kind="stable"), axis)
+
+
+def partition(x: ArrayLike, kth: Any, axis: int = -1, **kw: Any) -> Tensor:
+    """np.partition as a gather in the order ``argpartition`` finds."""
+    return take_along_axis(x, np.argpartition(_values(x), kth, axis=axis), axis)
+
+
+def copy(x: ArrayLike, **kw: Any) -> Tensor:
+    """A copy (a node of its own)."""
+    return x.copy() if isinstance(x, Tensor) else Tensor(np.array(x, copy=True))
+
+
+def real(x: ArrayLike) -> Any:
+    """The real part: the value itself for the real tensors chainrule differentiates."""
+    return x
+
+
+def imag(x: ArrayLike) -> Any:
+    """The imaginary part of a real tensor: zeros (a constant)."""
+    return np.zeros_like(_values(x))
+
+
+def conj(x: ArrayLike) -> Any:
+    return x
+
+
+conjugate = conj
+
+
+def clip(x: ArrayLike, a_min: ArrayLike = None, a_max: ArrayLike = None, **kw: Any) -> Tensor:
+    """Limit values to [a_min, a_max] (the gradient flows where the value was inside)."""
+    a_min = kw.pop("min", a_min)
+    a_max = kw.pop("max", a_max)
+    _no_extras("np.clip", kw)
+    out = x
+    if a_min is not None:
+        out = maximum(out, a_min)
+    if a_max is not None:
+        out = minimum(out, a_max)
+    return out
+
+
+def dot(a: ArrayLike, b: ArrayLike, **kw: Any) -> Tensor:
+    """np.dot for every shape NumPy accepts: scalars multiply, N-D arrays contract a's last axis with
+    b's second-to-last."""
+    _no_extras("np.dot", kw)
+    na, nb = _ndim(a), _ndim(b)
+    if na == 0 or nb == 0:
+        return multiply(a, b)
+    if na <= 2 and nb <= 2:
+        return matmul(a, b)
+    return tensordot(a, b, axes=([na - 1], [nb - 2 if nb > 1 else 0]))
+
+
+def vdot(a: ArrayLike, b: ArrayLike) -> Tensor:
+    """The dot product of the flattened inputs."""
+    return sum(multiply(ravel(a), ravel(b)))
+
+
+def inner(a: ArrayLike, b: ArrayLike) -> Tensor:
+    """Contraction over the last axes of both inputs."""
+    if _ndim(a) == 0 or _ndim(b) == 0:
+        return multiply(a, b)
+    return tensordot(a, b, axes=([_ndim(a) - 1], [_ndim(b) - 1]))
+
+
+def outer(a: ArrayLike, b: ArrayLike, **kw: Any) -> Tensor:
+    """Every product a[i]·b[j] (inputs flattened): mul of a column by a row."""
+    _no_extras("np.outer", kw)
+    return multiply(reshape(a, (-1, 1)), reshape(b, (1, -1)))
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def tensordot(a: ArrayLike, b: ArrayLike, axes: Any = 2) -> Tensor:
+    """np.tensordot, as the einsum that contracts the given axes."""
+    na, nb = _ndim(a), _ndim(b)
+    if isinstance(axes, (int, np.integer)):
+        ax_a, ax_b = list(range(na - int(axes), na)), list(range(int(axes)))
+    else:
+        ax_a, ax_b = axes
+        ax_a = [ax_a] if isinstance(ax_a, (int, np.integer)) else list(ax_a)
+        ax_b = [ax_b] if isinstance(ax_b, (int, np.integer)) else list(ax_b)
+    ax_a, ax_b = [x % na for x in ax_a], [x % nb for x in ax_b]
+    if len(ax_a) != len(ax_b):
+        raise ValueError(f"np.tensordot: axes {ax_a} and {ax_b} have different lengths")
+    letters = iter(_LETTERS)
+    ta = [next(letters) for _ in range(na)]
+    tb = [next(letters) for _ in range(nb)]
+    for i, j in zip(ax_a, ax_b):
+        tb[j] = ta[i]
+    out = [c for i, c in enumerate(ta) if i not in ax_a] + [c for j, c in enumerate(tb) if j not in ax_b]
+    return einsum(f"{''.join(ta)},{''.join(tb)}->{''.join(out)}", a, b)
+
+
+def kron(a: ArrayLike, b: ArrayLike) -> Tensor:
+    """Kronecker product: every element of a times the whole of b, laid out block by block."""
+    sa, sb = _shape(a), _shape(b)
+    nd = builtins.max(len(sa), len(sb))
+    sa, sb = (1,) * (nd - len(sa)) + sa, (1,) * (nd - len(sb)) + sb
+    ai = reshape(a, tuple(v for s in sa for v in (s, 1)))
+    bi = reshape(b, tuple(v for s in sb for v in (1, s)))
+    return reshape(multiply(ai, bi), tuple(p * q for p, q in zip(sa, sb)))
+
+
+def trace(x: ArrayLike, offset: int = 0, axis1: int = 0, axis2: int = 1, **kw: Any) -> Tensor:
+    """Sum along a diagonal."""
+    _no_extras("np.trace", kw)
+    return sum(diagonal(x, offset, axis1, axis2), axis=-1)
+
+
+def diff(x: ArrayLike, n: int = 1, axis: int = -1, **kw: Any) -> Tensor:
+    """Differences of neighbours along ``axis``, ``n`` times."""
+    _no_extras("np.diff", kw)
+    ax = axis % _ndim(x)
+    pre = (slice(None),) * ax
+    out = x
+    for _ in range(n):
+        out = subtract(_index(out, pre + (slice(1, None),)), _index(out, pre + (slice(None, -1),)))
+    return out
+
+
+def ptp(x: ArrayLike, axis: Any = None, keepdims: bool = False, **kw: Any) -> Tensor:
+    """Peak to peak: max − min."""
+    _no_extras("np.ptp", kw)
+    return subtract(max(x, axis=axis, keepdims=keepdims), min(x, axis=axis, keepdims=keepdims))
+
+
+def average(x: ArrayLike, axis: Any = None, weights: ArrayLike = None, returned: bool = False,
+            keepdims: bool = False) -> Any:
+    """Weighted mean (the plain mean without weights)."""
+    if weights is None:
+        avg = mean(x, axis=axis, keepdims=keepdims)
+        total = np.asarray(np.prod([_shape(x)[a] for a in normalize_axis(axis, _ndim(x))]), dtype=float)
+    else:
+        w = weights
+        if _ndim(w) == 1 and _ndim(x) > 1 and axis is not None:
+            shape = [1] * _ndim(x)
+            shape[axis % _ndim(x)] = -1
+            w = reshape(w, shape)
+        total = sum(multiply(w, np.ones(_shape(x))), axis=axis, keepdims=keepdims)
+        avg = divide(sum(multiply(x, w), axis=axis, keepdims=keepdims), total)
+    return (avg, total) if returned else avg
+
+
+def norm(x: ArrayLike, ord: Any = None, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A002
+    """np.linalg.norm with the common ``ord``s: vectors (None/2, 1, inf, −inf, 0, p) and matrices
+    ('fro', 'nuc', 1, −1, 2, −2, inf, −inf), as compositions of gates."""
+    nd = _ndim(x)
+    if axis is None and ord is None:
+        return sqrt(sum(square(x), axis=None, keepdims=keepdims)) if not keepdims else \
+            reshape(sqrt(sum(square(x))), (1,) * nd)
+    if axis is None:
+        axis = tuple(range(nd))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if len(axes) == 1:
+        ax = axes[0]
+        if ord is None or ord == 2:
+            return sqrt(sum(square(x), axis=ax, keepdims=keepdims))
+        if ord == np.inf:
+            return max(abs(x), axis=ax, keepdims=keepdims)
+        if ord == -np.inf:
+            return min(abs(x), axis=ax, keepdims=keepdims)
+        if ord == 0:
+            return Tensor(np.sum(_values(x) != 0, axis=ax, keepdims=keepdims).astype(float))
+        if ord == 1:
+            return sum(abs(x), axis=ax, keepdims=keepdims)
+        return power(sum(power(abs(x), ord), axis=ax, keepdims=keepdims), 1.0 / ord)
+    if len(axes) != 2:
+        raise ValueError(f"np.linalg.norm: axis must name one or two axes, not {axis!r}")
+    r, c = (a % nd for a in axes)
+    if ord in (None, "fro"):
+        return sqrt(sum(square(x), axis=(r, c), keepdims=keepdims))
+    if ord in (1, -1):
+        col = sum(abs(x), axis=r, keepdims=True)
+        red = max(col, axis=c, keepdims=True) if ord == 1 else min(col, axis=c, keepdims=True)
+        return red if keepdims else squeeze(red, axis=(r, c))
+    if ord in (np.inf, -np.inf):
+        row = sum(abs(x), axis=c, keepdims=True)
+        red = max(row, axis=r, keepdims=True) if ord == np.inf else min(row, axis=r, keepdims=True)
+        return red if keepdims else squeeze(red, axis=(r, c))
+    if ord in ("nuc", 2, -2):
+        moved = moveaxis(x, (r, c), (-2, -1))
+        s = apply(_G["svd_s"], moved)
+        red = sum(s, axis=-1) if ord == "nuc" else max(s, axis=-1) if ord == 2 else min(s, axis=-1)
+        if keepdims:
+            red = expand_dims(expand_dims(red, builtins.min(r, c)), builtins.max(r, c))
+        return red
+    raise ValueError(f"np.linalg.norm: ord={ord!r} is not supported on chainrule tensors")
+
+
+def scatter(g: ArrayLike, index: Any = None, shape: tuple[int, ...] = ()) -> Tensor:
+    """Zeros of ``shape`` with ``g`` added at ``index`` (repeated indices add): indexing's gradient."""
+    return apply(_G["scatter"], g, index=index, shape=tuple(shape))
+
+
+def setitem(x: ArrayLike, value: ArrayLike, index: Any = None) -> Tensor:
+    """A copy of ``x`` with ``value`` at ``index`` (what ``x[index] = value`` makes, as a function)."""
+    return apply(_G["setitem"], x, value, index=index)
+
+
+def unwindow(g: ArrayLike, shape: tuple[int, ...] = (), window_shape: tuple[int, ...] = (), axis: Any = None
+             ) -> Tensor:
+    """The adjoint of sliding_window_view: windows summed back into an array of ``shape``."""
+    return apply(_G["unwindow"], g, shape=tuple(shape), window_shape=tuple(window_shape), axis=axis)
+
+
+def ones_like(a: ArrayLike, dtype: Any = None, **kw: Any) -> np.ndarray:
+    data = _values(a)
+    return np.ones(data.shape, dtype=dtype or data.dtype)
+
+
+def zeros_like(a: ArrayLike, dtype: Any = None, **kw: Any) -> np.ndarray:
+    data = _values(a)
+    return np.zeros(data.shape, dtype=dtype or data.dtype)
+
+
+def full_like(a: ArrayLike, fill_value: Any, dtype: Any = None, **kw: Any) -> np.ndarray:
+    data = _values(a)
+    return np.full(data.shape, fill_value, dtype=dtype or data.dtype)
+
+
+# ---- np.linalg ----------------------------------------------------------------------------------------
+
+EighResult = namedtuple("EighResult", "eigenvalues eigenvectors")
+SVDResult = namedtuple("SVDResult", "U S Vh")
+
+inv, solve, det, cholesky, pinv = _f("inv"), _f("solve"), _f("det"), _f("cholesky"), _f("pinv")
+
+
+def slogdet(a: ArrayLike) -> tuple[Any, Tensor]:
+    """(sign, ln|det a|): the sign is a constant, the log-determinant a gate."""
+    return np.sign(np.linalg.det(_values(a))), apply(_G["logabsdet"], a)
+
+
+def eigh(a: ArrayLike, UPLO: str = "L") -> Any:  # noqa: N803 - NumPy's name
+    """Eigenvalues and eigenvectors of a symmetric matrix, each a gate (their gradients add up)."""
+    return EighResult(apply(_G["eigh_values"], a, UPLO=UPLO), apply(_G["eigh_vectors"], a, UPLO=UPLO))
+
+
+def eigvalsh(a: ArrayLike, UPLO: str = "L") -> Tensor:  # noqa: N803
+    return apply(_G["eigh_values"], a, UPLO=UPLO)
+
+
+def svd(a: ArrayLike, full_matrices: bool = True, compute_uv: bool = True, hermitian: bool = False) -> Any:
+    """U, s, Vᴴ, each a gate (their gradients add up); s alone when ``compute_uv`` is False."""
+    if not compute_uv:
+        return apply(_G["svd_s"], a)
+    fm = bool(full_matrices)
+    return SVDResult(apply(_G["svd_u"], a, full_matrices=fm), apply(_G["svd_s"], a),
+                     apply(_G["svd_vh"], a, full_matrices=fm))
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy dispatch maps
+# ---------------------------------------------------------------------------------------------
+
+UFUNCS: dict[np.ufunc, Any] = {}
+ARRAY_FUNCTIONS: dict[Any, Any] = {}
+
+
+def _index_gate(gate: Gate) -> None:
+    """Route the NumPy functions a gate serves to its public function."""
+    for name in gate.numpy:
+        try:
+            target = resolve(np, name)
+        except AttributeError:
+            continue
+        fn = globals().get(gate.name) if gate.name in globals() else _f(gate.name)
+        if isinstance(target, np.ufunc):
+            UFUNCS.setdefault(target, fn)
+        else:
+            ARRAY_FUNCTIONS.setdefault(target, fn)
+
+
+_OVERRIDES: dict[Any, Any] = {
+    np.reshape: reshape, np.transpose: transpose, np.where: where, np.swapaxes: swapaxes, np.moveaxis: moveaxis,
+    np.rollaxis: rollaxis, np.expand_dims: expand_dims, np.squeeze: squeeze, np.ravel: ravel,
+    np.atleast_1d: atleast_1d, np.atleast_2d: atleast_2d, np.atleast_3d: atleast_3d, np.vstack: vstack,
+    np.hstack: hstack, np.dstack: dstack, np.column_stack: column_stack, np.append: append, np.split: split,
+    np.array_split: array_split, np.hsplit: hsplit, np.vsplit: vsplit, np.dsplit: dsplit, np.rot90: rot90,
+    np.fliplr: fliplr, np.flipud: flipud, np.pad: pad, np.take: take, np.take_along_axis: take_along_axis,
+    np.sort: sort, np.partition: partition, np.copy: copy, np.real: real, np.imag: imag, np.clip: clip,
+    np.dot: dot, np.vdot: vdot, np.inner: inner, np.outer: outer, np.tensordot: tensordot, np.kron: kron,
+    np.trace: trace, np.diff: diff, np.ptp: ptp, np.average: average, np.linalg.norm: norm,
+    np.linalg.slogdet: slogdet, np.linalg.eigh: eigh, np.linalg.eigvalsh: eigvalsh, np.linalg.svd: svd,
+    np.lib.stride_tricks.sliding_window_view: sliding_window_view, np.lib.stride_tricks.as_strided: as_strided,
+    np.ones_like: ones_like, np.zeros_like: zeros_like, np.full_like: full_like,
+    np.round: round, np.around: round, np.fix: fix, np.isneginf: isneginf, np.isposinf: isposinf,
+    np.shape: _shape, np.ndim: _ndim,
+    np.size: lambda a, axis=None: int(np.prod(_shape(a)) if axis is None else _shape(a)[axis]),
+}
+UFUNCS[np.conjugate] = conj
+UFUNCS[np.absolute] = abs
+UFUNCS[np.true_divide] = divide
+ARRAY_FUNCTIONS.update(_OVERRIDES)
+for _gate_entry in list(GATES.values()):
+    _index_gate(_gate_entry)
+on_register(_index_gate)
+
+#: NumPy functions that answer with plain values on tensors (indices, truth values, counts): they
+#: have no gradient, so they run on the values whether or not the tensor requires grad
+VALUE_FUNCTIONS: frozenset[Any] = frozenset(
+    getattr(np, n) for n in (
+        "argmax", "argmin", "argsort", "argpartition", "argwhere", "nonzero", "flatnonzero", "count_nonzero",
+        "searchsorted", "isclose", "allclose", "array_equal", "array_equiv", "result_type", "iscomplexobj",
+        "isrealobj", "isreal", "iscomplex", "all", "any", "empty_like", "histogram", "bincount", "digitize",
+        "isin", "shares_memory", "may_share_memory", "unravel_index", "ravel_multi_index", "nanargmax", "nanargmin",
+    ) if hasattr(np, n))
 
 
 def check_class_labels(who: str, x: Any, y: Any, what: str = "scores") -> None:
@@ -155,131 +749,59 @@ def check_class_labels(who: str, x: Any, y: Any, what: str = "scores") -> None:
                          f"{x.shape[1]} classes), got labels from {y.min()} to {y.max()}")
 
 
-def _no_extras(name: str, kw: dict[str, Any]) -> None:
-    bad = [k for k, v in kw.items() if v is not None and k not in ("order", "copy")]
-    if bad:
-        raise TypeError(f"{name}: argument(s) {', '.join(bad)} are not supported on chainrule tensors")
+def cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: str = "mean") -> Tensor:
+    """Softmax cross-entropy of ``logits`` (n, classes) against integer ``labels`` (n,): −log softmax(x)[y].
+
+    ``reduction`` is "mean" (default), "sum" or "none" (one loss per row). Computed stably (no
+    overflow for large logits) by one fused gate whose gradient is softmax(x) − one-hot(y).
+    """
+    x = _values(logits)
+    y = _values(labels)
+    check_class_labels("cross_entropy", x, y, "logits")
+    index = (np.arange(y.shape[0]), y)
+    if reduction == "none":
+        return -log_softmax(logits, axis=-1)[index]
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    scale = 1.0 / y.shape[0] if reduction == "mean" and y.shape[0] else 1.0
+    return apply(_G["cross_entropy"], logits, index=index, scale=scale)
 
 
-def reshape(x: ArrayLike, shape: int | Sequence[int], **kw: Any) -> Tensor:
-    """The same values in a new shape (one dimension may be -1)."""
-    _no_extras("np.reshape", kw)
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    return apply(_G["reshape"], x, shape=shape)
+
+# ---------------------------------------------------------------------------------------------
+# ndarray methods on Tensor: x.sum(axis=1), x.var(ddof=1), x.cumsum(), ...
+# ---------------------------------------------------------------------------------------------
 
 
-def transpose(x: ArrayLike, axes: Sequence[int] | None = None) -> Tensor:
-    """Permute the axes (reverse them when ``axes`` is None)."""
-    return apply(_G["transpose"], x, axes=None if axes is None else tuple(axes))
+def _as_method(fn: Any, name: str) -> Any:
+    def method(self: Tensor, *args: Any, **kwargs: Any) -> Any:
+        return fn(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = fn.__doc__
+    return method
 
 
-def swapaxes(x: ArrayLike, axis1: int, axis2: int) -> Tensor:
-    """Exchange two axes."""
-    nd = np.ndim(x.data if isinstance(x, Tensor) else x)
-    axes = list(range(nd))
-    axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
-    return transpose(x, axes)
+def _add_method(gate: Gate) -> None:
+    if gate.method and gate.method not in Tensor.__dict__:
+        setattr(Tensor, gate.method, _as_method(_f(gate.name), gate.method))
 
 
-def broadcast_to(x: ArrayLike, shape: int | Sequence[int], **kw: Any) -> Tensor:
-    """Broadcast to ``shape``; the gradient sums over the copies."""
-    _no_extras("np.broadcast_to", kw)
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    return apply(_G["broadcast_to"], x, shape=shape)
+for _name, _fn in {"exp": exp, "log": log, "sqrt": sqrt, "sigmoid": sigmoid, "tanh": tanh, "relu": relu,
+                   "round": round, "abs": abs}.items():
+    setattr(Tensor, _name, _as_method(_fn, _name))
+for _gate_entry in list(GATES.values()):
+    _add_method(_gate_entry)
+on_register(_add_method)
 
 
-def expand_dims(x: ArrayLike, axis: int) -> Tensor:
-    """Insert a length-1 axis at ``axis``."""
-    shape = list(np.shape(x.data if isinstance(x, Tensor) else x))
-    shape.insert(axis % (len(shape) + 1), 1)
-    return reshape(x, shape)
+#: np.linalg's names, for ``cr.linalg.inv(a)`` (NumPy's own np.linalg.inv works on tensors too)
+linalg = SimpleNamespace(inv=inv, solve=solve, det=det, slogdet=slogdet, cholesky=cholesky, eigh=eigh,
+                         eigvalsh=eigvalsh, svd=svd, pinv=pinv, norm=norm)
 
-
-def squeeze(x: ArrayLike, axis: int | Sequence[int] | None = None) -> Tensor:
-    """Remove length-1 axes (all of them, or those in ``axis``)."""
-    data = x.data if isinstance(x, Tensor) else np.asarray(x)
-    return reshape(x, np.squeeze(data, axis=axis).shape)
-
-
-def concatenate(arrays: Sequence[ArrayLike], axis: int = 0, **kw: Any) -> Tensor:
-    """Join a sequence of arrays along an existing axis."""
-    _no_extras("np.concatenate", kw)
-    return apply(_G["concatenate"], *arrays, axis=axis)
-
-
-def stack(arrays: Sequence[ArrayLike], axis: int = 0, **kw: Any) -> Tensor:
-    """Join a sequence of same-shaped arrays along a new axis."""
-    _no_extras("np.stack", kw)
-    return apply(_G["stack"], *arrays, axis=axis)
-
-
-def scatter(g: ArrayLike, index: Any = None, shape: tuple[int, ...] = ()) -> Tensor:
-    """Zeros of ``shape`` with ``g`` added at ``index`` (repeated indices add): indexing's gradient."""
-    return apply(_G["scatter"], g, index=index, shape=tuple(shape))
-
-
-def dot(a: ArrayLike, b: ArrayLike, **kw: Any) -> Tensor:
-    """np.dot for scalars, vectors and matrices (use matmul for stacks of matrices)."""
-    _no_extras("np.dot", kw)
-    na, nb = np.ndim(a.data if isinstance(a, Tensor) else a), np.ndim(b.data if isinstance(b, Tensor) else b)
-    if na == 0 or nb == 0:
-        return multiply(a, b)
-    if na > 2 or nb > 2:
-        raise TypeError(f"dot of {na}-D and {nb}-D arrays is not supported: use matmul (@) for stacked matrices")
-    return matmul(a, b)
-
-
-def _clip(x: ArrayLike, a_min: ArrayLike, a_max: ArrayLike, **kw: Any) -> Tensor:
-    _no_extras("np.clip", kw)
-    out = x
-    if a_min is not None:
-        out = maximum(out, a_min)
-    if a_max is not None:
-        out = minimum(out, a_max)
-    return out
-
-
-clip = _clip
-clip.__doc__ = "Limit values to [a_min, a_max] (the gradient flows where the value was inside)."
-
-
-def _data(x: ArrayLike) -> Any:
-    return x.data if isinstance(x, Tensor) else x
-
-
-def _shape_of(x: ArrayLike) -> tuple[int, ...]:
-    return np.shape(x.data if isinstance(x, Tensor) else x)
-
-
-def _like(fill: Any) -> Any:
-    def fn(a: ArrayLike, dtype: Any = None, **kw: Any) -> np.ndarray:
-        data = a.data if isinstance(a, Tensor) else np.asarray(a)
-        return np.full(data.shape, fill, dtype=dtype or data.dtype)
-
-    return fn
-
-
-UFUNCS: dict[np.ufunc, Any] = {
-    np.add: add, np.subtract: subtract, np.multiply: multiply, np.divide: divide, np.power: power,
-    np.negative: negative, np.positive: positive, np.exp: exp, np.log: log, np.sin: sin, np.cos: cos,
-    np.tan: tan, np.sqrt: sqrt, np.absolute: abs, np.square: square, np.reciprocal: reciprocal,
-    np.maximum: maximum, np.minimum: minimum, np.tanh: tanh, np.matmul: matmul, np.sign: sign,
-    np.greater: greater, np.greater_equal: greater_equal, np.less: less, np.less_equal: less_equal,
-    np.equal: equal, np.not_equal: not_equal, np.logical_not: logical_not, np.isfinite: isfinite,
-    np.isnan: isnan, np.isinf: isinf,
-}
-
-ARRAY_FUNCTIONS: dict[Any, Any] = {
-    np.sum: sum, np.mean: mean, np.max: max, np.min: min, np.amax: max, np.amin: min,
-    np.reshape: reshape, np.transpose: transpose, np.swapaxes: swapaxes, np.broadcast_to: broadcast_to,
-    np.expand_dims: expand_dims, np.squeeze: squeeze, np.concatenate: concatenate, np.stack: stack,
-    np.where: where, np.dot: dot, np.clip: clip,
-    np.shape: _shape_of, np.ndim: lambda a: len(_shape_of(a)), np.size: lambda a, axis=None: int(
-        np.prod(_shape_of(a)) if axis is None else _shape_of(a)[axis]),
-    np.ones_like: _like(1), np.zeros_like: _like(0),
-    # truth tests answer with plain NumPy values: they have no gradient to lose
-    np.all: lambda a, axis=None, **kw: np.all(_data(a), axis=axis, **kw),
-    np.any: lambda a, axis=None, **kw: np.any(_data(a), axis=axis, **kw),
-    np.allclose: lambda a, b, **kw: np.allclose(_data(a), _data(b), **kw),
-    np.isclose: lambda a, b, **kw: np.isclose(_data(a), _data(b), **kw),
-}
+_NOT_PUBLIC = {"Tensor", "apply", "apply1", "binary_op", "split_call", "resolve", "normalize_axis",
+               "normalize_pad_width", "on_register", "Gate", "namedtuple", "Sequence", "Any", "SimpleNamespace",
+               "gate_function", "check_class_labels"}
+__all__ = sorted(n for n, v in list(globals().items())
+                 if not n.startswith("_") and n not in _NOT_PUBLIC and (callable(v) or n == "linalg")
+                 and not isinstance(v, type))

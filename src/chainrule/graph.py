@@ -22,9 +22,9 @@ import numpy as np
 
 from . import backend, functions
 from .autodiff import as_float_array, run_backward
-from .gates import FAN_OUT, Gate, unbroadcast
-from .symbolic import const, index_text, ops, sym, to_text
-from .tensor import Tensor, enable_grad, expanded, state
+from .gates import FAN_OUT, Gate, local_gradient, pullback
+from .symbolic import const, equation_text, ops, sym, to_text
+from .tensor import _PREVIOUS, Tensor, enable_grad, expanded, original, parents_of, state
 
 
 @dataclass(eq=False)
@@ -277,51 +277,6 @@ def _array_text(a: np.ndarray, threshold: int) -> str:
     return " ".join(text.split())
 
 
-def _param_text(k: str, v: Any) -> str:
-    return f"{k}={v!r}"
-
-
-def equation_text(node: Node) -> str:
-    """The right-hand side of a node's staged equation, read with its gate's ``fmt``
-    (``x + y``, ``exp(a)``, ``c ** -1``, ``sum(t1, axis=1)``)."""
-    gate = node.gate
-    if gate is None:
-        return fmt_value(node.value)
-    names = [i.name for i in node.inputs]
-    params = dict(node.params)
-    fmt = gate.fmt
-    if gate.name == "getitem":
-        return f"{names[0]}[{index_text(params.get('index'))}]"
-    if gate.name in ("concatenate", "stack"):
-        return f"{gate.name}([{', '.join(names)}], axis={params.get('axis', 0)})"
-    if gate.name == "scatter":
-        return f"scatter({names[0]}, index=[{index_text(params.get('index'))}], shape={params.get('shape')})"
-    extras: list[str] = []
-    if gate.name in ("reshape", "broadcast_to"):
-        extras.append(str(tuple(params.pop("shape", ()))))
-    if params.get("axis", None) is None or (gate.name in ("softmax", "log_softmax") and params["axis"] == -1):
-        params.pop("axis", None)
-    if not params.get("keepdims", False):
-        params.pop("keepdims", None)
-    if params.get("axes") is None:
-        params.pop("axes", None)
-    extras += [_param_text(k, v) for k, v in params.items()]
-    filled = fmt
-    for i, name in enumerate(names):
-        ph = "{" + str(i) + "}"
-        at = filled.index(ph)
-        before = filled[:at].rstrip()
-        if name.startswith("-") and before and before[-1] not in "(,*[":  # x - (-2), not x - -2
-            name = f"({name})"
-        filled = filled[:at] + name + filled[at + len(ph):]
-    if extras:
-        if filled.endswith(")"):
-            filled = f"{filled[:-1]}, {', '.join(extras)})"
-        else:
-            filled = f"{filled}  [{', '.join(extras)}]"
-    return filled
-
-
 # ---------------------------------------------------------------------------------------------
 # tracing
 # ---------------------------------------------------------------------------------------------
@@ -409,6 +364,8 @@ def trace(f: Callable[..., Any] | Tensor, *args: Any, expand: bool = False, **kw
     input_tensors = [a for a in [*call_args, *call_kwargs.values()] if isinstance(a, Tensor)]
     with enable_grad(), expanded(expand):
         out, local_names = _call_naming_locals(f, call_args, call_kwargs)
+    if _PREVIOUS:  # an input changed by item assignment inside f: its first version is the input
+        input_tensors = [original(t) for t in input_tensors]
     if not isinstance(out, Tensor):
         if isinstance(out, (tuple, list, dict)):
             raise TypeError("trace: the function must return one array or tensor, not a "
@@ -467,7 +424,7 @@ def _order(root: Tensor | list[Tensor]) -> list[Tensor]:
             if t._parents is None:
                 raise RuntimeError("this tensor's graph was released by backward(); trace it before calling "
                                    "backward(), or call backward(retain_graph=True)")
-            for p in reversed(t._parents):
+            for p in reversed(parents_of(t)):
                 if isinstance(p, Tensor) and id(p) not in seen:
                     stack.append((p, False))
     return order
@@ -518,7 +475,7 @@ def _build(out: Tensor, input_tensors: list[Tensor] | None, local_names: dict[in
             node = Node(text, "const", t.data, None, tensor=t)
         else:
             operands = []
-            for p in t._parents:
+            for p in parents_of(t):
                 if isinstance(p, Tensor):
                     operands.append(by_id[id(p)])
                 else:
@@ -580,23 +537,18 @@ def _backward_step(node: Node) -> BackwardStep | None:
     m = backend.array_ops
     vals = [i.value for i in node.inputs]
     needs = [i.kind != "const" and not _forward_only(i) for i in node.inputs]
+    sent = pullback(gate, m, g, vals, node.value, needs, node.params)
     parts: list[LocalGrad] = []
-    if gate.local is not None:
-        stand_ins = [_stand_in(i) for i in node.inputs]
-        out_sym = sym(node.name, shape=np.shape(node.value))
-        for k, inp in enumerate(node.inputs):
-            rule = gate.local[k]
-            if not needs[k] or rule is None:
-                continue
-            text = to_text(rule(ops, *stand_ins, out_sym), "math")
-            local = rule(m, *vals, node.value)
-            contrib = np.asarray(unbroadcast(m, np.asarray(g * local), np.shape(inp.value)))
-            parts.append(LocalGrad(inp, text, local, contrib))
-    else:
-        res = gate.vjp(m, g, *vals, node.value, needs, **node.params)
-        for k, inp in enumerate(node.inputs):
-            if needs[k] and res[k] is not None:
-                parts.append(LocalGrad(inp, None, None, np.asarray(res[k])))
+    stand_ins = [_stand_in(i) for i in node.inputs]
+    out_sym = sym(node.name, shape=np.shape(node.value))
+    for k, inp in enumerate(node.inputs):
+        if not needs[k] or sent[k] is None:
+            continue
+        if gate.local is not None and gate.local[k] is not None:  # elementwise: show the local rule
+            text = to_text(gate.local[k](ops, *stand_ins, out_sym), "math")
+            parts.append(LocalGrad(inp, text, local_gradient(gate, k, m, vals, node.value), np.asarray(sent[k])))
+        else:
+            parts.append(LocalGrad(inp, None, None, np.asarray(sent[k])))
     return BackwardStep(node, g, tuple(parts))
 
 

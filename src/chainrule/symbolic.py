@@ -45,9 +45,10 @@ from typing import Any
 
 import numpy as np
 
-from .gates import GATES, keepdims_shape, normalize_axis, reduced_shape
+from .gates import GATES, REDUCTION, Gate, normalize_axis, split_call
 
-__all__ = ["Sym", "sym", "const", "ops", "to_text", "MathPrinter", "NumpyPrinter", "is_number", "binary", "neg", "call"]
+__all__ = ["Sym", "sym", "const", "ops", "to_text", "MathPrinter", "NumpyPrinter", "is_number", "binary", "neg", "call",
+           "equation_text", "fill_template"]
 
 # binding strengths (higher binds tighter), Python's order
 _ATOM, _POW, _UNARY, _MUL, _ADD, _CMP = 100, 90, 80, 70, 60, 50
@@ -272,7 +273,11 @@ def binary(op: str, a: Any, b: Any) -> Sym:
             folded = _FOLD[op](a.value, b.value)
             if not isinstance(folded, complex) and (not isinstance(folded, float) or math.isfinite(folded)):
                 return const(folded)
-        except (ZeroDivisionError, OverflowError, ValueError):
+        except ZeroDivisionError:
+            # as NumPy computes it (1/0 is inf, 0/0 nan), never an exception in generated code
+            with np.errstate(all="ignore"):
+                return const(float(_FOLD[op](np.float64(a.value), np.float64(b.value))))
+        except (OverflowError, ValueError):
             pass
     if op == "add":
         if _is(a, 0):
@@ -319,7 +324,10 @@ def binary(op: str, a: Any, b: Any) -> Sym:
             return a
         if _is(b, 0):
             return const(1)
-    return Sym(op, (a, b), shape=_bshape(a, b) if op != "matmul" else _matmul_shape(a._shape, b._shape))
+    if op == "matmul":
+        shape = None if a._shape is None or b._shape is None else GATES["matmul"].out_shape([a._shape, b._shape], {})
+        return Sym(op, (a, b), shape=shape)
+    return Sym(op, (a, b), shape=_bshape(a, b))
 
 
 def neg(a: Any) -> Sym:
@@ -345,68 +353,26 @@ def call(name: str, *args: Any, **params: Any) -> Sym:
 # ---------------------------------------------------------------------------------------------
 
 
-def _matmul_shape(a: tuple[int, ...] | None, b: tuple[int, ...] | None) -> tuple[int, ...] | None:
-    if a is None or b is None:
-        return None
-    if len(a) == 0 or len(b) == 0:
-        raise ValueError("matmul of a 0-d value")
-    a2 = (1,) + a if len(a) == 1 else a
-    b2 = b + (1,) if len(b) == 1 else b
-    if a2[-1] != b2[-2]:
-        raise ValueError(f"matmul shapes {a} and {b} do not fit ({a2[-1]} != {b2[-2]})")
-    batch = tuple(np.broadcast_shapes(a2[:-2], b2[:-2]))
-    out = batch + (a2[-2], b2[-1])
-    if len(a) == 1:
-        out = out[:-2] + out[-1:]
-    if len(b) == 1:
-        out = out[:-1]
-    return out
-
-
 def _getitem_shape(shape: tuple[int, ...] | None, index: Any) -> tuple[int, ...] | None:
     if shape is None:
         return None
     return np.broadcast_to(np.zeros((), dtype=np.int8), shape)[index].shape
 
 
-def _reshape_shape(shape: tuple[int, ...] | None, new: Any) -> tuple[int, ...] | None:
-    new = (new,) if isinstance(new, int) else tuple(new)
-    if -1 not in new:
-        return new
-    if shape is None:
-        return None
-    known = math.prod(s for s in new if s != -1)
-    return tuple(math.prod(shape) // known if s == -1 else s for s in new)
+#: calls of a few array constructors that rules and generated code use besides the gates
+_CONSTRUCTORS = {"zeros", "zeros_like", "full_like"}
 
 
 def _call_shape(name: str, args: tuple[Sym, ...], params: dict[str, Any]) -> tuple[int, ...] | None:
-    gate = GATES.get(name)
-    x = args[0]._shape if args else None
-    if name in ("reshape",):
-        return _reshape_shape(x, params["shape"])
-    if name in ("broadcast_to", "scatter"):
-        return tuple(params["shape"])
+    """The shape of a call, from the gate's own shape rule (None while an input's shape is unknown)."""
     if name == "zeros":
         return tuple(params["shape"])
-    if any(a._shape is None for a in args):
+    if name in ("zeros_like", "full_like"):
+        return args[0]._shape
+    gate = GATES.get(name)
+    if gate is None or any(a._shape is None for a in args):
         return None
-    if name == "transpose":
-        axes = params.get("axes")
-        return tuple(reversed(x)) if axes is None else tuple(x[a] for a in axes)
-    if name in ("sum", "mean", "max", "min", "logsumexp"):
-        axis = params.get("axis")
-        return keepdims_shape(x, axis) if params.get("keepdims") else reduced_shape(x, axis)
-    if name == "matmul":
-        return _matmul_shape(args[0]._shape, args[1]._shape)
-    if name == "concatenate":
-        ax = params.get("axis", 0) % len(x)
-        return x[:ax] + (sum(a.shape[ax] for a in args),) + x[ax + 1:]
-    if name == "stack":
-        ax = params.get("axis", 0) % (len(x) + 1)
-        return x[:ax] + (len(args),) + x[ax:]
-    if gate is None or gate.kind in ("elementwise", "nondiff") or name in ("softmax", "log_softmax"):
-        return _bshape(*args)
-    return None
+    return gate.out_shape([a._shape for a in args], params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,7 +380,9 @@ def _call_shape(name: str, args: tuple[Sym, ...], params: dict[str, Any]) -> tup
 # ---------------------------------------------------------------------------------------------
 
 
-def _make_op(name: str) -> Callable[..., Sym]:
+def _make_op(gate: Gate) -> Callable[..., Sym]:
+    """The symbolic function of a gate, called with NumPy's convention (as rules call ``m.<name>``)."""
+    name = gate.name
     if name in _ARITH_GATE:
         op = _ARITH_GATE[name]
         return lambda a, b: binary(op, a, b)
@@ -425,48 +393,54 @@ def _make_op(name: str) -> Callable[..., Sym]:
         return neg
     if name == "identity":
         return lambda a: _wrap(a)
-    if name in ("sum", "mean", "max", "min", "logsumexp"):
-        def reduce(x: Any, axis: Any = None, keepdims: bool = False) -> Sym:
-            if isinstance(axis, list):
-                axis = tuple(axis)
-            if axis is not None and isinstance(x, Sym) and x.known_shape is not None:
-                axis = normalize_axis(axis, len(x.known_shape))
-                axis = axis[0] if len(axis) == 1 else axis
-            return call(name, x, axis=axis, keepdims=keepdims)
-        return reduce
-    if name in ("reshape", "broadcast_to"):
-        def reshape(x: Any, shape: Any) -> Sym:
-            return call(name, x, shape=(shape,) if isinstance(shape, int) else tuple(shape))
-        return reshape
-    if name == "transpose":
-        def transpose(x: Any, axes: Any = None) -> Sym:
-            return call(name, x, axes=None if axes is None else tuple(axes))
-        return transpose
-    if name in ("softmax", "log_softmax"):
-        return lambda x, axis=-1: call(name, x, axis=axis)
-    if name == "scatter":
-        return lambda g, index=None, shape=(): call(name, g, index=index, shape=tuple(shape))
-    if name in ("concatenate", "stack"):
-        return lambda xs, axis=0: call(name, *xs, axis=axis)
-    return lambda *args, **params: call(name, *args, **params)
+
+    def fn(*args: Any, **kwargs: Any) -> Sym:
+        inputs, params = split_call(gate, args, kwargs, f"ops.{name}")
+        axis = params.get("axis")
+        if gate.kind == REDUCTION and axis is not None and inputs and isinstance(inputs[0], Sym) \
+                and inputs[0].known_shape is not None:  # one spelling of each axis, for printing and keys
+            axes = normalize_axis(axis, len(inputs[0].known_shape))
+            params["axis"] = axes[0] if len(axes) == 1 else axes
+        for k in ("shape", "axes", "window_shape"):
+            if isinstance(params.get(k), list):
+                params[k] = tuple(params[k])
+        if isinstance(params.get("shape"), int):
+            params["shape"] = (params["shape"],)
+        return call(name, *inputs, **params)
+
+    return fn
+
+
+class _Ops(SimpleNamespace):
+    """The symbolic ops namespace: one function per gate (by its name and its NumPy names), found in
+    the table when first used, so gates registered later are covered too."""
+
+    def __getattr__(self, name: str) -> Any:
+        gate = GATES.get(name)
+        if gate is None:
+            gate = next((g for g in GATES.values() if any(n.split(".")[-1] == name for n in g.numpy)), None)
+        if gate is None:
+            raise AttributeError(f"the symbolic ops namespace has no {name!r} (no gate of that name)")
+        fn = _make_op(gate)
+        setattr(self, name, fn)
+        return fn
 
 
 def _build_ops() -> SimpleNamespace:
-    ns = SimpleNamespace()
-    for name in GATES:
-        setattr(ns, name, _make_op(name))
-    aliases = {
-        "negative": "neg", "subtract": "sub", "multiply": "mul", "divide": "div", "power": "pow",
-        "absolute": "abs", "positive": "identity", "amax": "max", "amin": "min",
-    }
+    ns = _Ops()
+    aliases = {"negative": "neg", "subtract": "sub", "multiply": "mul", "divide": "div", "power": "pow",
+               "positive": "identity"}
     for alias, name in aliases.items():
         setattr(ns, alias, getattr(ns, name))
     ns.zeros = lambda shape, dtype=None: call("zeros", shape=tuple(shape))
+    ns.ones_like = lambda a, dtype=None: call("full_like", a, fill=1)
+    ns.zeros_like = lambda a, dtype=None: call("zeros_like", a)
     return ns
 
 
 #: The symbolic ops namespace: call a gate rule with ``m=ops`` and :class:`Sym` inputs.
 ops = _build_ops()
+_EQUATION = None  # set below, once the printers exist
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,29 +553,92 @@ class MathPrinter:
         gate = GATES.get(name)
         if _is_reversal(e):
             return self.wrap(e.args[0], _ATOM) + "ᵀ", _POW
-        params = {k: v for k, v in e.params.items() if not (k == "keepdims" and v is False)
-                  and not (k == "axis" and v is None and name in ("sum", "mean", "max", "min", "logsumexp"))}
-        if gate is not None and not params and gate.fmt.count("{") == len(e.args) and len(e.args) >= 1:
-            return self.fill(gate.fmt, e.args)
-        args = [self.render(a)[0] for a in e.args]
-        args += [f"{k}={index_text(v) if k == 'index' else v}" for k, v in params.items()]
-        return f"{self.call_name(name)}({', '.join(args)})", _ATOM
+        if gate is None:
+            args = [self.render(a)[0] for a in e.args]
+            args += [f"{k}={self.param(k, v)}" for k, v in e.params.items()]
+            return f"{self.call_name(name)}({', '.join(args)})", _ATOM
+        return self.fill(gate.fmt, e.args, gate, e.params)
 
     def call_name(self, name: str) -> str:
         return {"log": "ln", "neg": "negative"}.get(name, name)
 
-    def fill(self, fmt: str, args: tuple[Sym, ...]) -> tuple[str, int]:
+    def param(self, key: str, value: Any, enclosed: bool = False) -> str:
+        """A parameter's value as it reads in this style (``enclosed``: inside brackets already)."""
+        if key in ("index", "indices"):
+            return index_text(value)
+        if isinstance(value, np.ndarray):
+            return self.array(value)
+        return repr(value)
+
+    def fill(self, fmt: str, args: tuple[Sym, ...], gate: Gate | None = None,
+             params: dict[str, Any] | None = None) -> tuple[str, int]:
         """Fill a gate's display ``fmt`` with operands, bracketing those that would read wrongly."""
-        out = fmt
-        for i, a in enumerate(args):
-            ph = "{" + str(i) + "}"
-            at = fmt.index(ph)
-            before, after = fmt[:at].rstrip(" ")[-1:], fmt[at + len(ph):].lstrip(" ")[:1]
-            enclosed = before in ("(", ",", "|") and after in (")", ",", "|")
-            text = self.render(a)[0] if enclosed else self.wrap(a, _ATOM)
-            out = out.replace(ph, text, 1)
+        def operand(k: int, enclosed: bool) -> str:
+            return self.render(args[k])[0] if enclosed else self.wrap(args[k], _ATOM)
+
+        out = fill_template(fmt, operand, len(args), params or {}, gate, self.param)
         bare = fmt.startswith("{") or fmt.endswith("}") or fmt.startswith("-")
         return out, (_UNARY if fmt.startswith("-") else (_POW if bare else _ATOM))
+
+
+_PLACE = re.compile(r"\{(\w+)\}")
+
+
+def fill_template(template: str, operand: Callable[[int, bool], str], n: int, params: dict[str, Any],
+                  gate: Gate | None, param: Callable[[str, Any, bool], str], code: bool = False) -> str:
+    """A gate's template filled in: ``{0}``, ``{1}`` are operands (``operand(k, enclosed)`` renders
+    one, told whether brackets or commas already enclose it), ``{xs}`` all operands, ``{name}`` a
+    param. Params the template does not name are appended as ``key=value`` where they differ from the
+    gate's defaults: inside the call's parentheses, or after it in brackets (``xᵀ  [axes=(1, 0)]``)."""
+    used: set[str] = set()
+    pieces: list[str] = []
+    pos = 0
+    for mt in _PLACE.finditer(template):
+        pieces.append(template[pos:mt.start()])
+        key = mt.group(1)
+        before = template[:mt.start()].rstrip(" ")[-1:]
+        after = template[mt.end():].lstrip(" ")[:1]
+        enclosed = before in ("(", ",", "|", "[") and after in (")", ",", "|", "]")
+        if key.isdigit():
+            pieces.append(operand(int(key), enclosed))
+        elif key == "xs":
+            pieces.append(", ".join(operand(k, True) for k in range(n)))
+        else:
+            used.add(key)
+            default = gate.params.get(key) if gate is not None else None
+            pieces.append(param(key, params.get(key, default), enclosed))
+        pos = mt.end()
+    pieces.append(template[pos:])
+    text = "".join(pieces)
+    shown = gate.shown_params(params) if gate is not None else dict(params)
+    extra = [f"{k}={param(k, v)}" for k, v in shown.items() if k not in used]
+    if extra:
+        if text.endswith(")"):
+            text = f"{text[:-1]}, {', '.join(extra)})"
+        elif not code:
+            text = f"{text}  [{', '.join(extra)}]"
+    return text
+
+
+def equation_text(node: Any) -> str:
+    """The right-hand side of a node's staged equation, read with its gate's ``fmt`` and its inputs'
+    names (``x + y``, ``exp(a)``, ``c ** -1``, ``sum(t1, axis=1)``)."""
+    gate = node.gate
+    if gate is None:
+        from .graph import fmt_value
+
+        return fmt_value(node.value)
+    names = [i.name for i in node.inputs]
+
+    def operand(k: int, enclosed: bool) -> str:
+        name = names[k]
+        at = gate.fmt.find("{" + str(k) + "}")
+        before = gate.fmt[:at].rstrip()
+        if name.startswith("-") and before and before[-1] not in "(,*[":  # x - (-2), not x - -2
+            return f"({name})"
+        return name
+
+    return fill_template(gate.fmt, operand, len(names), dict(node.params), gate, _EQUATION.param)
 
 
 class NumpyPrinter(MathPrinter):
@@ -652,27 +689,40 @@ class NumpyPrinter(MathPrinter):
         name = e.value
         if _is_reversal(e):
             return self.wrap(e.args[0], _ATOM) + ".T", _ATOM
+        gate = GATES.get(name)
         args = [self.render(a)[0] for a in e.args]
-        params = dict(e.params)
-        if name in ("concatenate", "stack"):
-            args = [f"({', '.join(args)}{',' if len(args) == 1 else ''})"]
-        if name in ("reshape", "broadcast_to") or (name == "transpose" and params.get("axes") is not None):
-            key = "axes" if name == "transpose" else "shape"
-            args.append(repr(params.pop(key)))
-        if name == "transpose":
-            params.pop("axes", None)
-        if name in ("sum", "mean", "max", "min", "logsumexp"):
-            if params.get("axis") is None:
-                params.pop("axis", None)
-            if not params.get("keepdims"):
-                params.pop("keepdims", None)
-        if name == "scatter":
-            params["index"] = _IndexCode(params["index"])
-        args += [f"{k}={v!r}" for k, v in params.items()]
-        return f"{self.call_name(name)}({', '.join(args)})", _ATOM
+        if gate is None:
+            args += [f"{k}={self.param(k, v)}" for k, v in e.params.items()]
+            return f"{self.call_name(name)}({', '.join(args)})", _ATOM
+        return self.gate_code(gate, e.args, e.params)
+
+    def gate_code(self, gate: Gate, operands: tuple[Sym, ...], params: dict[str, Any]) -> tuple[str, int]:
+        """A gate call as NumPy code: its ``code`` template, else ``np.<name>(inputs, params)``."""
+        template = gate.code
+        if callable(template):
+            return template([self.render(a)[0] for a in operands], params), _ATOM
+        if template is None:
+            xs = "[{xs}]" if gate.arity is None else ", ".join("{" + str(k) + "}" for k in range(len(operands)))
+            template = f"{self.call_name(gate.name)}({xs})"
+
+        def operand(k: int, enclosed: bool) -> str:
+            return self.render(operands[k])[0] if enclosed else self.wrap(operands[k], _ATOM)
+
+        text = fill_template(template, operand, len(operands), params, gate, self.param, code=True)
+        return text, (_ATOM if text.endswith((")", "]")) or text.endswith(".T") else _MUL)
+
+    def param(self, key: str, value: Any, enclosed: bool = False) -> str:
+        if key in ("index", "indices"):
+            return _index_code(value)
+        if isinstance(value, np.ndarray):
+            return self.array(value)
+        return repr(value)
 
     def call_name(self, name: str) -> str:
         """The function a call prints as; subclass to route gates without a NumPy twin (scatter)."""
+        gate = GATES.get(name)
+        if gate is not None and gate.np_name is not None:
+            return self.prefix + gate.np_name
         return self.prefix + self.numpy_names.get(name, name)
 
 
@@ -748,9 +798,18 @@ def _evaluate(root: Sym, env: dict[str, Any]) -> Any:
                 v = args[0][e.params["index"]]
             elif e.value == "zeros":
                 v = backend.xp.zeros(e.params["shape"])
-            elif e.value in ("reshape", "broadcast_to"):
-                v = getattr(backend.xp, e.value)(args[0], e.params["shape"])
+            elif e.value == "zeros_like":
+                v = backend.xp.zeros_like(args[0])
+            elif e.value == "full_like":
+                v = backend.xp.full_like(args[0], e.params["fill"])
             else:
                 v = GATES[e.value].fn(*args, **e.params)
         values[id(e)] = v
     return values[id(root)]
+
+
+class _EquationPrinter(MathPrinter):
+    """Params as a staged equation shows them (indices as written inside brackets)."""
+
+
+_EQUATION = _EquationPrinter()

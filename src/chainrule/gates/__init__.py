@@ -1,0 +1,41 @@
+"""The gate table: every primitive operation, declared once, in the family module it belongs to.
+
+:mod:`.core` defines the :class:`Gate` entry (forward, derivative rule, calling convention, shape
+rule, printing), the registry and the one chain-rule step (:func:`pullback`); the families are
+:mod:`.elementwise`, :mod:`.reductions`, :mod:`.shape` and :mod:`.linalg`. ``GATES`` maps each
+gate's name to its entry. Adding an op means adding one entry (and a row in ``tests/test_gates.py``).
+"""
+
+from . import elementwise, linalg, reductions, shape
+from .core import (
+    ELEMENTWISE,
+    FAN_OUT,
+    GATES,
+    LINALG,
+    NONDIFF,
+    REDUCTION,
+    SHAPE,
+    Gate,
+    bind,
+    count,
+    keepdims_shape,
+    local_gradient,
+    normalize_axis,
+    number,
+    on_register,
+    pullback,
+    reduced_shape,
+    register,
+    resolve,
+    shape_of,
+    split_call,
+    unbroadcast,
+)
+from .shape import _scatter, normalize_pad_width
+
+__all__ = [
+    "ELEMENTWISE", "FAN_OUT", "GATES", "LINALG", "NONDIFF", "REDUCTION", "SHAPE", "Gate", "bind", "count",
+    "keepdims_shape", "local_gradient", "normalize_axis", "number", "on_register", "pullback", "reduced_shape",
+    "register", "resolve", "shape_of", "split_call", "unbroadcast", "elementwise", "reductions", "shape",
+    "linalg", "normalize_pad_width", "_scatter",
+]
