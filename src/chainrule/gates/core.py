@@ -373,7 +373,7 @@ def number(v: Any) -> Any:
 
 def pullback(gate: Gate, m: Any, g: Any, args: Sequence[Any], out: Any, needs: Sequence[bool],
              params: dict[str, Any], reduce: Callable[[Any, Any, tuple[int, ...]], Any] | None = None,
-             ) -> list[Any]:
+             ) -> Sequence[Any]:
     """The gradients a gate sends to its inputs for the upstream gradient ``g`` (None where not needed).
 
     Elementwise gates: upstream × local, summed over broadcast axes (:func:`unbroadcast` where the
@@ -381,42 +381,40 @@ def pullback(gate: Gate, m: Any, g: Any, args: Sequence[Any], out: Any, needs: S
     passes one that knows its folded seed); other gates: their ``vjp``.
     ``m`` is any ops namespace (arrays, differentiable functions, symbolic stand-ins).
     """
+    local = gate.local
     try:
-        return _pullback(gate, m, g, args, out, needs, params, reduce)
+        if local is None:
+            return gate.vjp(m, g, *args, out, needs, **params)
+        grads: list[Any] = []
+        consts = gate.local_const
+        i = 0
+        for need in needs:  # (an input that needs a gradient is an array, a tensor or a stand-in)
+            if need:
+                c = consts[i]
+                if c is None:
+                    gi = g * local[i](m, *args, out)
+                elif c == 1:
+                    gi = g
+                elif c == -1:
+                    gi = -g
+                else:
+                    gi = g * c
+                shape = args[i].shape
+                if reduce is not None:
+                    gi = reduce(m, gi, tuple(shape))
+                elif gi.shape != shape:
+                    gi = unbroadcast(m, gi, tuple(shape))
+                grads.append(gi)
+            else:
+                grads.append(None)
+            i += 1
+        return grads
     except ZeroDivisionError:
         # a rule did arithmetic on Python-number constants (1 / 0 for x / 0): redo it as NumPy does,
         # giving inf or nan, never an exception from the backward pass
         with np.errstate(divide="ignore", invalid="ignore"):
-            args = [np.float64(a) if isinstance(a, (int, float)) and not isinstance(a, bool) else a for a in args]
-            return _pullback(gate, m, g, args, out, needs, params, reduce)
-
-
-def _pullback(gate: Gate, m: Any, g: Any, args: Sequence[Any], out: Any, needs: Sequence[bool],
-              params: dict[str, Any], reduce: Callable[[Any, Any, tuple[int, ...]], Any] | None) -> list[Any]:
-    local = gate.local
-    if local is None:
-        return list(gate.vjp(m, g, *args, out, needs, **params))
-    grads: list[Any] = []
-    consts = gate.local_const
-    for i, need in enumerate(needs):
-        if not need:
-            grads.append(None)
-            continue
-        c = consts[i]
-        if c is None:
-            gi = g * local[i](m, *args, out)
-        elif c == 1:
-            gi = g
-        elif c == -1:
-            gi = -g
-        else:
-            gi = g * c
-        shape = shape_of(args[i])
-        if reduce is not None:
-            grads.append(reduce(m, gi, shape))
-        else:
-            grads.append(gi if shape_of(gi) == shape else unbroadcast(m, gi, shape))
-    return grads
+            floats = [np.float64(a) if isinstance(a, (int, float)) and not isinstance(a, bool) else a for a in args]
+            return pullback(gate, m, g, floats, out, needs, params, reduce)
 
 
 def local_gradient(gate: Gate, i: int, m: Any, args: Sequence[Any], out: Any) -> Any:
