@@ -230,28 +230,27 @@ def _name(wrapper: Callable[..., Any], op: str, fun: Callable[..., Any], argnum:
     wrapper.__doc__ = f"    {op} of function {fname} with respect to argument number {argnum} (chainrule's)."
 
 
-def grad(fun: Callable[..., Any], argnum: Any = 0) -> Callable[..., Any]:
-    """autograd's ``grad`` as ``cr.grad`` (a tuple of gradients for a list of argnums)."""
-    nums, single = argnums(argnum)
+def _functional(op: str) -> Callable[..., Callable[..., Any]]:
+    """autograd's ``grad`` / ``value_and_grad`` as chainrule's function of the same name (a list of argnums
+    gives a tuple of gradients, as in autograd)."""
 
-    def gradfun(*args: Any, **kwargs: Any) -> Any:
-        refuse_inputs(args, nums, "grad")
-        return engine().grad(fun, argnums=nums[0] if single else nums)(*args, **kwargs)
+    def operator(fun: Callable[..., Any], argnum: Any = 0) -> Callable[..., Any]:
+        nums, single = argnums(argnum)
 
-    _name(gradfun, "grad", fun, argnum)
-    return gradfun
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            refuse_inputs(args, nums, op)
+            return getattr(engine(), op)(fun, argnums=nums[0] if single else nums)(*args, **kwargs)
+
+        _name(wrapped, op, fun, argnum)
+        return wrapped
+
+    operator.__name__ = op
+    operator.__doc__ = f"autograd's ``{op}`` as ``cr.{op}``."
+    return operator
 
 
-def value_and_grad(fun: Callable[..., Any], argnum: Any = 0) -> Callable[..., Any]:
-    """autograd's ``value_and_grad`` as ``cr.value_and_grad``."""
-    nums, single = argnums(argnum)
-
-    def vgfun(*args: Any, **kwargs: Any) -> Any:
-        refuse_inputs(args, nums, "value_and_grad")
-        return engine().value_and_grad(fun, argnums=nums[0] if single else nums)(*args, **kwargs)
-
-    _name(vgfun, "value_and_grad", fun, argnum)
-    return vgfun
+grad = _functional("grad")
+value_and_grad = _functional("value_and_grad")
 
 
 def elementwise_grad(fun: Callable[..., Any], argnum: Any = 0) -> Callable[..., Any]:

@@ -4,30 +4,28 @@ Only ``bench/autograd_suite.py`` puts this package on ``sys.path`` (first, so it
 autograd in that child process); ``autograd.numpy`` here is plain NumPy.
 """
 
-from autograd_shim_core import (
-    Unmappable,
+from autograd_shim_core import Unmappable
+
+from .builtins import dict, isinstance, list, tuple, type
+from .differential_operators import (
     checkpoint,
     deriv,
     elementwise_grad,
     grad,
     grad_and_aux,
-    holomorphic_grad,
-    make_jvp,
-    make_vjp,
-    tensor_jacobian_product,
-    value_and_grad,
-)
-
-from .builtins import dict, isinstance, list, tuple, type
-from .differential_operators import (
     grad_named,
     hessian,
     hessian_tensor_product,
     hessian_vector_product,
+    holomorphic_grad,
     jacobian,
     make_ggnvp,
     make_hvp,
+    make_jvp,
+    make_vjp,
     multigrad_dict,
+    tensor_jacobian_product,
+    value_and_grad,
     vector_jacobian_product,
 )
 from .extend import primitive
