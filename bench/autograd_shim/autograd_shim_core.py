@@ -149,10 +149,15 @@ def culprit(exc: BaseException) -> str:
 
     pkg = os.path.dirname(os.path.abspath(engine().__file__)) + os.sep
     frames = traceback.extract_tb(exc.__traceback__)
-    inside = [i for i, f in enumerate(frames) if os.path.abspath(f.filename).startswith(pkg)]
-    if not inside or inside[0] == 0:
-        return "user code" if not inside else "chainrule"
-    caller = frames[inside[0] - 1]
+    inside = [os.path.abspath(f.filename).startswith(pkg) for f in frames]
+    if True not in inside:
+        return "user code"
+    i = len(inside) - 1 - inside[::-1].index(True)  # the innermost run of chainrule's frames...
+    while i > 0 and inside[i - 1]:
+        i -= 1
+    if i == 0:
+        return "chainrule"
+    caller = frames[i - 1]  # ...and who called into it
     path = os.path.abspath(caller.filename)
     for lib in ("numpy", "scipy"):
         marker = f"{os.sep}{lib}{os.sep}"
