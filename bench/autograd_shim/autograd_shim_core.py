@@ -180,8 +180,10 @@ def missing_name(msg: str, note: str | None = None) -> str:
             name += "(" + ", ".join(f"{k.strip()}=" for k in kw.group(1).split(",")) + ")"
         parts = name.split(".")
         if len(parts) == 2 and not hasattr(np, parts[1].split("(")[0]):
-            import scipy.special
-
+            try:
+                import scipy.special
+            except ImportError:
+                return name
             if hasattr(scipy.special, parts[1]):
                 name = f"scipy.special.{parts[1]}"  # a SciPy ufunc reaches chainrule as np.<name>
         return name
