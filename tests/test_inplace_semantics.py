@@ -1,0 +1,186 @@
+"""In-place operations never lie (issue 10): inside a differentiated function they are recorded (the
+tensor's node replaced, as PyTorch versions it) or refused with an error naming the operation and the
+user's line; the caller's arrays are never modified; a value saved for backward and changed in place
+makes backward raise; optimizer updates of leaves outside differentiation keep working.
+
+Every expected gradient is a closed form or central differences of the same function run on copies of
+plain NumPy arrays (``conftest.numeric_grad``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import numeric_grad
+
+import chainrule as cr
+
+X = np.array([1.0, 2.0, 3.0])
+M = np.array([[0.3, -1.2, 2.0], [1.5, 0.1, -0.4]])
+W = np.array([[0.7, -0.2, 1.1], [0.4, 0.9, -1.3]])
+
+
+def on_copies(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``f`` run on copies of its arguments (``f`` mutates them; the numerical reference must not)."""
+    return lambda *a: f(*[np.array(v, dtype=np.float64) for v in a])
+
+
+def times_two(x):
+    x *= 2
+    return np.sum(x ** 2)
+
+
+def test_imul_inside_grad_is_recorded_and_leaves_the_callers_array_alone() -> None:
+    x = X.copy()
+    g = cr.grad(times_two)(x)
+    np.testing.assert_allclose(g, [8.0, 16.0, 24.0])  # d/dx (2x)^2 = 8x
+    np.testing.assert_array_equal(x, X)
+
+
+def test_iadd_inside_grad_leaves_the_callers_array_alone() -> None:
+    def f(x):
+        x += 1
+        return np.sum(x * x)
+
+    x = X.copy()
+    np.testing.assert_allclose(cr.grad(f)(x), 2 * (X + 1))
+    np.testing.assert_array_equal(x, X)
+
+
+@pytest.mark.parametrize("api", ["grad", "value_and_grad", "vjp", "trace", "compile"])
+def test_no_functional_api_modifies_the_callers_array(api: str) -> None:
+    x = X.copy()
+    if api == "grad":
+        cr.grad(times_two)(x)
+    elif api == "value_and_grad":
+        value, _ = cr.value_and_grad(times_two)(x)
+        assert value == pytest.approx(56.0)
+    elif api == "vjp":
+        cr.vjp(times_two, x)[1](1.0)
+    elif api == "trace":
+        cr.trace(times_two, x=x)
+    else:
+        fast = cr.compile(times_two)
+        for _ in range(2):  # traced on the first call, the compiled program on the second
+            out, g = fast(x)
+            assert out == pytest.approx(56.0)
+            np.testing.assert_allclose(g, [8.0, 16.0, 24.0])
+    np.testing.assert_array_equal(x, X)
+
+
+def test_isub_of_the_row_max_is_recorded() -> None:
+    def f(x):
+        x -= x.max(axis=1, keepdims=True)  # the stable-softmax idiom, written in place
+        return np.sum(np.exp(x) * W)
+
+    x = M.copy()
+    g = cr.grad(f)(x)
+    np.testing.assert_array_equal(x, M)
+    np.testing.assert_allclose(g, numeric_grad(on_copies(f), [M], 0), rtol=1e-6, atol=1e-8)
+
+
+def _recorded_or_refused(f: Callable[..., Any], args: list[np.ndarray], line: int) -> None:
+    """An item assignment on an input inside ``cr.grad``: its gradient is right, or it is refused with an
+    error naming the operation and the user's line. Either way the caller's arrays are unchanged."""
+    before = [a.copy() for a in args]
+    try:
+        grads = cr.grad(f, argnums=tuple(range(len(args))))(*args)
+    except (TypeError, RuntimeError, ValueError) as e:
+        assert "assign" in str(e).lower(), f"the error does not name the operation: {e}"
+        assert f"{os.path.basename(__file__)}:{line}" in str(e), f"the error does not name the user's line: {e}"
+    else:
+        for k, g in enumerate(grads):
+            np.testing.assert_allclose(g, numeric_grad(on_copies(f), before, k), rtol=1e-6, atol=1e-8)
+    for a, b in zip(args, before):
+        np.testing.assert_array_equal(a, b, err_msg="the caller's array was modified")
+
+
+def _line_of(f: Callable[..., Any], text: str) -> int:
+    lines, start = inspect.getsourcelines(f)
+    return start + next(i for i, s in enumerate(lines) if text in s)
+
+
+def test_index_assignment_of_a_value_into_an_input() -> None:
+    def f(x, v):
+        x[0, 1:] = v
+        return np.sum(x ** 2 * W)
+
+    _recorded_or_refused(f, [M.copy(), np.array([0.5, -0.25])], _line_of(f, "x[0, 1:] = v"))
+
+
+def test_masked_assignment_of_zero_into_an_input() -> None:
+    def f(x):
+        x[x < 0] = 0
+        return np.sum(x ** 2 * W)
+
+    _recorded_or_refused(f, [M.copy()], _line_of(f, "x[x < 0] = 0"))
+
+
+def test_svm_margins_index_assignment_is_recorded() -> None:
+    y = np.array([2, 0])
+
+    def svm(scores):
+        N = scores.shape[0]
+        margins = np.maximum(0, scores - scores[np.arange(N), y][:, np.newaxis] + 1.0)
+        margins[np.arange(N), y] = 0
+        return np.sum(margins) / N
+
+    scores = np.array([[0.3, 1.2, 1.0], [1.5, 2.1, -0.4]])
+    s = scores.copy()
+    g = cr.grad(svm)(s)
+    np.testing.assert_array_equal(s, scores)
+    np.testing.assert_allclose(g, numeric_grad(on_copies(svm), [scores], 0), rtol=1e-6, atol=1e-8)
+    # by hand: margins [0.3, 1.2, -] and [-, 1.6, -0.9]; +1 per positive margin, -count at the label, over N
+    np.testing.assert_allclose(g, [[0.5, 0.5, -1.0], [-0.5, 0.5, 0.0]], atol=1e-12)
+
+
+def test_masked_assignment_on_an_intermediate_is_recorded() -> None:
+    def f(x):
+        h = x * 1.5
+        h[h < 0] = 0  # relu in place on an intermediate
+        return np.sum(h * W)
+
+    g = cr.grad(f)(M.copy())
+    np.testing.assert_allclose(g, 1.5 * W * (M > 0), rtol=1e-9, atol=1e-10)
+
+
+def test_a_saved_input_changed_in_place_makes_backward_raise() -> None:
+    x = cr.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    loss = np.sum(x * x)  # mul saves x for its backward
+    # changing the saved values would make the backward pass compute 2 (x - 0.5): silently wrong. Refusing
+    # the update itself (as PyTorch does for a leaf outside no_grad) is as good as refusing the backward.
+    with pytest.raises((RuntimeError, TypeError), match=r"(?i)in[- ]place|modified"):
+        x -= 0.5
+        loss.backward()
+    assert x.grad is None
+
+
+def test_a_saved_input_changed_in_place_under_no_grad_makes_backward_raise() -> None:
+    w = cr.tensor([[1.0, -2.0], [0.5, 3.0]], requires_grad=True)
+    out = np.sum(np.tanh(w @ np.array([1.0, 2.0])))
+    with cr.no_grad():
+        w *= 0.9
+    with pytest.raises(RuntimeError, match=r"(?i)in[- ]place|modified"):
+        out.backward()
+    assert w.grad is None
+
+
+def test_optimizer_style_update_of_a_leaf_still_works() -> None:
+    w = cr.tensor([1.0, -2.0], requires_grad=True)
+    lr = 0.1
+    expected = np.array([1.0, -2.0])
+    for _ in range(3):  # gradient descent on sum(w^2): w <- w - lr * 2w
+        w.grad = None
+        loss = np.sum(w * w)
+        loss.backward()
+        np.testing.assert_allclose(w.grad, 2 * expected)
+        with cr.no_grad():
+            w -= lr * w.grad
+        expected = expected - lr * 2 * expected
+        np.testing.assert_allclose(w.data, expected)
+        assert w.requires_grad and w.is_leaf
