@@ -239,9 +239,13 @@ def atleast_3d(*xs: ArrayLike) -> Any:
     return out[0] if len(out) == 1 else out
 
 
+def _neutral_stack_kw(name: str, kw: dict[str, Any]) -> None:
+    _no_extras(name, {k: v for k, v in kw.items() if not (k == "casting" and v == "same_kind")})
+
+
 def vstack(arrays: Sequence[ArrayLike], **kw: Any) -> Tensor:
     """Stack rows (1-D inputs become rows)."""
-    _no_extras("np.vstack", kw)
+    _neutral_stack_kw("np.vstack", kw)
     return concatenate([_atleast(2, a) for a in arrays], axis=0)
 
 
@@ -250,7 +254,7 @@ row_stack = vstack
 
 def hstack(arrays: Sequence[ArrayLike], **kw: Any) -> Tensor:
     """Stack columns (1-D inputs are joined end to end)."""
-    _no_extras("np.hstack", kw)
+    _neutral_stack_kw("np.hstack", kw)
     parts = [_atleast(1, a) for a in arrays]
     return concatenate(parts, axis=0 if _ndim(parts[0]) == 1 else 1)
 
@@ -615,6 +619,101 @@ def norm(x: ArrayLike, ord: Any = None, axis: Any = None, keepdims: bool = False
     raise ValueError(f"np.linalg.norm: ord={ord!r} is not supported on chainrule tensors")
 
 
+def cross(a: ArrayLike, b: ArrayLike, axisa: int = -1, axisb: int = -1, axisc: int = -1,
+          axis: int | None = None) -> Tensor:
+    """The cross product of vectors of length 2 or 3 along the given axes (products of components,
+    mul's swap for each)."""
+    if axis is not None:
+        axisa = axisb = axisc = axis
+    a, b = moveaxis(a, axisa, -1), moveaxis(b, axisb, -1)
+    na, nb = a.shape[-1], b.shape[-1]
+    if na not in (2, 3) or nb not in (2, 3):
+        raise ValueError(f"np.cross: vectors must have 2 or 3 components, not {na} and {nb}")
+    a0, a1, b0, b1 = a[..., 0], a[..., 1], b[..., 0], b[..., 1]
+    z = subtract(multiply(a0, b1), multiply(a1, b0))
+    if na == 2 and nb == 2:
+        return z
+    a2 = a[..., 2] if na == 3 else 0.0
+    b2 = b[..., 2] if nb == 3 else 0.0
+    c = stack([subtract(multiply(a1, b2), multiply(a2, b1)), subtract(multiply(a2, b0), multiply(a0, b2)),
+               z], axis=-1)
+    return moveaxis(c, -1, axisc)
+
+
+def gradient(f: ArrayLike, *varargs: Any, axis: Any = None, edge_order: int = 1) -> Any:
+    """np.gradient with uniform spacings: central differences inside, one-sided at the edges."""
+    nd = _ndim(f)
+    axes = tuple(range(nd)) if axis is None else normalize_axis(axis, nd) if isinstance(axis, int) else \
+        tuple(a % nd for a in axis)
+    if not varargs:
+        steps = [1.0] * len(axes)
+    elif len(varargs) == 1 and np.ndim(varargs[0]) == 0:
+        steps = [float(varargs[0])] * len(axes)
+    else:
+        if any(np.ndim(v) != 0 for v in varargs):
+            raise TypeError("np.gradient: coordinate arrays are not supported on chainrule tensors "
+                            "(give one spacing per axis)")
+        steps = [float(v) for v in varargs]
+    out = []
+    for ax, h in zip(axes, steps):
+        def part(start: Any, stop: Any, ax: int = ax) -> Tensor:
+            return _index(f, (slice(None),) * ax + (slice(start, stop),))
+
+        inner = divide(subtract(part(2, None), part(None, -2)), 2 * h)
+        if edge_order == 1:
+            first = divide(subtract(part(1, 2), part(0, 1)), h)
+            last = divide(subtract(part(-1, None), part(-2, -1)), h)
+        else:
+            first = divide(-3 * part(0, 1) + 4 * part(1, 2) - part(2, 3), 2 * h)
+            last = divide(3 * part(-1, None) - 4 * part(-2, -1) + part(-3, -2), 2 * h)
+        out.append(concatenate([first, inner, last], axis=ax))
+    return out[0] if len(out) == 1 else out
+
+
+def linspace(start: ArrayLike, stop: ArrayLike, num: int = 50, endpoint: bool = True, retstep: bool = False,
+             dtype: Any = None, axis: int = 0) -> Any:
+    """Evenly spaced values from ``start`` to ``stop`` (both may be tensors)."""
+    div = (num - 1) if endpoint else num
+    frac = np.arange(num, dtype=np.float64) / (div if div > 0 else 1)
+    shape = np.broadcast_shapes(_shape(start), _shape(stop))
+    frac = frac.reshape((num,) + (1,) * len(shape))
+    delta = subtract(stop, start)
+    y = add(multiply(frac, delta), start)
+    if endpoint and num > 1:  # the last value is stop itself, as NumPy makes it
+        y = concatenate([y[:-1], reshape(broadcast_to(stop, shape), (1,) + shape)], axis=0)
+    if axis != 0:
+        y = moveaxis(y, 0, axis)
+    return (y, divide(delta, div)) if retstep else y
+
+
+def real_if_close(a: ArrayLike, tol: float = 100) -> Any:
+    """The values themselves: chainrule tensors are real."""
+    return a
+
+
+def fftshift(x: ArrayLike, axes: Any = None) -> Tensor:
+    """Zero frequency to the centre: a roll by half of each axis."""
+    nd = _ndim(x)
+    axes = tuple(range(nd)) if axes is None else (axes,) if isinstance(axes, int) else tuple(axes)
+    return roll(x, tuple(_shape(x)[a] // 2 for a in axes), axis=axes)
+
+
+def ifftshift(x: ArrayLike, axes: Any = None) -> Tensor:
+    """fftshift's inverse: a roll back by half of each axis."""
+    nd = _ndim(x)
+    axes = tuple(range(nd)) if axes is None else (axes,) if isinstance(axes, int) else tuple(axes)
+    return roll(x, tuple(-(_shape(x)[a] // 2) for a in axes), axis=axes)
+
+
+def nan_to_num(x: ArrayLike, copy: bool = True, nan: float = 0.0, posinf: float | None = None,
+               neginf: float | None = None) -> Tensor:
+    """NaN and infinities replaced by numbers (they get no gradient; finite values pass it on)."""
+    big = np.finfo(_values(x).dtype if _values(x).dtype.kind == "f" else np.float64).max
+    out = where(isnan(x), nan, x)
+    out = where(isposinf(x), big if posinf is None else posinf, out)
+    return where(isneginf(x), -big if neginf is None else neginf, out)
+
+
 def scatter(g: ArrayLike, index: Any = None, shape: tuple[int, ...] = ()) -> Tensor:
     """Zeros of ``shape`` with ``g`` added at ``index`` (repeated indices add): indexing's gradient."""
     return apply(_G["scatter"], g, index=index, shape=tuple(shape))
@@ -713,6 +812,8 @@ _OVERRIDES: dict[Any, Any] = {
     np.lib.stride_tricks.sliding_window_view: sliding_window_view, np.lib.stride_tricks.as_strided: as_strided,
     np.ones_like: ones_like, np.zeros_like: zeros_like, np.full_like: full_like,
     np.round: round, np.around: round, np.fix: fix, np.isneginf: isneginf, np.isposinf: isposinf,
+    np.cross: cross, np.gradient: gradient, np.linspace: linspace, np.real_if_close: real_if_close,
+    np.fft.fftshift: fftshift, np.fft.ifftshift: ifftshift, np.nan_to_num: nan_to_num,
     np.shape: _shape, np.ndim: _ndim,
     np.size: lambda a, axis=None: int(np.prod(_shape(a)) if axis is None else _shape(a)[axis]),
 }
@@ -732,6 +833,7 @@ VALUE_FUNCTIONS: frozenset[Any] = frozenset(
         "searchsorted", "isclose", "allclose", "array_equal", "array_equiv", "result_type", "iscomplexobj",
         "isrealobj", "isreal", "iscomplex", "all", "any", "empty_like", "histogram", "bincount", "digitize",
         "isin", "shares_memory", "may_share_memory", "unravel_index", "ravel_multi_index", "nanargmax", "nanargmin",
+        "angle", "iscomplexobj",
     ) if hasattr(np, n))
 
 

@@ -166,8 +166,6 @@ def _as_operand(a: Any) -> Any:
     if isinstance(a, complex):
         raise TypeError(f"complex number {a!r}: chainrule differentiates real functions only")
     if isinstance(a, (list, tuple)):
-        if _holds_tensor(a):
-            return array(a)
         return backend.xp.asarray(a)
     if isinstance(a, (bool, type(None))) or hasattr(a, "__array__"):
         return a
@@ -225,6 +223,8 @@ def apply(gate: Gate, *args: Any, **params: Any) -> Tensor:
     datas = []
     needs = []
     track = False
+    if any(isinstance(a, (list, tuple)) for a in args):  # a list holding tensors is stacked into one
+        args = tuple(array(a) if isinstance(a, (list, tuple)) and _holds_tensor(a) else a for a in args)
     for a in args:
         if isinstance(a, Tensor):
             datas.append(a.data)
@@ -562,8 +562,9 @@ class Tensor:
                     f"cr.{caller.rsplit('.', 1)[-1]} (the same arguments) on tensors that require grad")
             raise TypeError(
                 "cannot turn a tensor that requires grad into a plain NumPy array: the gradient would be "
-                "lost. Use .detach().numpy() for its values; to build an array from tensors use "
-                "cr.array([...]) or cr.stack (np.array([...]) of tensors cannot keep gradients)"
+                "lost. Use .detach().numpy() for its values. NumPy converts lists of tensors before chainrule "
+                "sees them: write cr.array([...]) for np.array([...]), and call chainrule's function on a list "
+                "(cr.mean([a, b]) for np.mean([a, b]))"
             )
         arr = np.asarray(self.data)
         return arr.astype(dtype) if dtype is not None else arr

@@ -112,10 +112,7 @@ def _einsum_vjp(m, g, *args, subscripts=""):
     *xs, out, needs = args
     shapes = [tuple(x.shape) for x in xs]
     terms, out_term = einsum_terms(subscripts, shapes)
-    size: dict[str, int] = {}
-    for t, shape in zip(terms, shapes):
-        for c, n in zip(t, shape):
-            size[c] = max(size.get(c, 1), n)
+    size = _letter_sizes(terms, shapes)
     # operands whose dimensions broadcast (size 1 against n) are broadcast first, summed back after
     full = [x if tuple(x.shape) == tuple(size[c] for c in t) else m.broadcast_to(x, tuple(size[c] for c in t))
             for x, t in zip(xs, terms)]
@@ -154,12 +151,18 @@ def _einsum_vjp(m, g, *args, subscripts=""):
     return tuple(grads)
 
 
-def _einsum_shape(*shapes, subscripts=""):
-    terms, out = einsum_terms(subscripts, list(shapes))
+def _letter_sizes(terms: list[str], shapes: list[tuple[int, ...]]) -> dict[str, int]:
+    """Each letter's size, broadcasting as einsum does (a 1 gives way to the other size, even 0)."""
     size: dict[str, int] = {}
     for t, shape in zip(terms, shapes):
         for c, n in zip(t, shape):
-            size[c] = max(size.get(c, 1), n)
+            size[c] = n if size.get(c, 1) == 1 else size[c]
+    return size
+
+
+def _einsum_shape(*shapes, subscripts=""):
+    terms, out = einsum_terms(subscripts, list(shapes))
+    size = _letter_sizes(terms, list(shapes))
     return tuple(size[c] for c in out)
 
 
@@ -168,13 +171,26 @@ def _einsum_code(args: list[str], params: dict[str, Any]) -> str:
 
 
 def _einsum_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-    if not args or not isinstance(args[0], str):
-        raise TypeError("np.einsum: give the subscripts as a string first (np.einsum('ij,jk->ik', a, b)); "
-                        "the interleaved operand/sublist form is not supported on chainrule tensors")
+    if args and not isinstance(args[0], str):  # the interleaved form: a, [0, 1], b, [1, 2], [0, 2]
+        args = _from_sublists(args)
+    if not args:
+        raise TypeError("np.einsum: give the subscripts first (np.einsum('ij,jk->ik', a, b))")
     bad = [k for k, v in kwargs.items() if k not in ("optimize",) and v is not None]
     if bad:
         raise TypeError(f"np.einsum: argument(s) {', '.join(bad)} are not supported on chainrule tensors")
     return list(args[1:]), {"subscripts": args[0]}
+
+
+def _from_sublists(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``np.einsum(a, [0, 1], b, [1, 2], [0, 2])`` as ``np.einsum('ab,bc->ac', a, b)``."""
+    def letters(sub: Any) -> str:
+        return "".join("..." if s is Ellipsis else string.ascii_letters[int(s)] for s in sub)
+
+    operands, terms = list(args[0:len(args) - len(args) % 2:2]), [letters(s) for s in args[1::2]]
+    spec = ",".join(terms)
+    if len(args) % 2:
+        spec += "->" + letters(args[-1])
+    return (spec, *operands)
 
 
 # ---- np.linalg ------------------------------------------------------------------------------------------

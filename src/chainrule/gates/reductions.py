@@ -107,9 +107,11 @@ def _var_vjp(m, g, x, out, needs, axis=None, ddof=0, keepdims=False):
 
 
 def _std_vjp(m, g, x, out, needs, axis=None, ddof=0, keepdims=False):
+    # at zero spread (one element, or all equal) std has a kink, like |x| at 0: the gradient is 0 there
     n = count(x.shape, axis) - ddof
     centred = x - m.mean(x, axis=axis, keepdims=True)
-    return (_spread(m, g, x.shape, axis, keepdims) * centred / (n * _spread(m, out, x.shape, axis, keepdims)),)
+    spread = _spread(m, out, x.shape, axis, keepdims)
+    return (_spread(m, g, x.shape, axis, keepdims) * centred / (n * m.where(spread == 0, 1.0, spread)),)
 
 
 def _nansum_vjp(m, g, x, out, needs, axis=None, keepdims=False):

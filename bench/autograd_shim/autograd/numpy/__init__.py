@@ -28,3 +28,26 @@ def make_diagonal(D: Any, offset: int = 0, axis1: int = 0, axis2: int = 1) -> An
 
 def __getattr__(name: str) -> Any:
     return getattr(_np, name)  # names `import *` leaves out (np.__version__, ...)
+
+
+def array(obj: Any, *args: Any, **kwargs: Any) -> Any:
+    """autograd.numpy.array is autograd's own wrapper, which stacks lists holding traced values; the
+    shim's is chainrule's (``cr.array``) for lists holding tensors, NumPy's for everything else."""
+    import chainrule
+
+    if isinstance(obj, (list, tuple)) and _holds_tensor(obj):
+        return chainrule.array(obj, *args[:1], **{k: v for k, v in kwargs.items() if k == "dtype"})
+    return _np.array(obj, *args, **kwargs)
+
+
+def _holds_tensor(seq: Any) -> bool:
+    import chainrule
+
+    stack = [seq]
+    while stack:
+        for v in stack.pop():
+            if isinstance(v, chainrule.Tensor):
+                return True
+            if isinstance(v, (list, tuple)):
+                stack.append(v)
+    return False
