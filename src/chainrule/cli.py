@@ -219,6 +219,8 @@ def cmd_grad(args: argparse.Namespace, out: Printer) -> int:
     extra = [k for k in values if k not in expr.variables]
     if args.code is not None and (not args.code.isidentifier() or keyword.iskeyword(args.code)):
         raise UsageError(f"--code {args.code!r}: the function needs a Python name, like q2a")
+    if args.graph:
+        _check_output(args.graph, "--graph", _PICTURES)
     if not expr.variables:
         return _constant_only(expr, args, out)
     if extra and not args.json:
@@ -303,11 +305,22 @@ def _constant_only(expr: Expression, args: argparse.Namespace, out: Printer) -> 
     return 0
 
 
+_PICTURES = (".svg", ".png", ".pdf", ".dot", ".gv")
+
+
+def _check_output(path: str, option: str, suffixes: Sequence[str]) -> None:
+    """A file the command will write, checked before any work: extension, folder, permission."""
+    from .fileio import OutputPathError, check_writable
+
+    try:
+        check_writable(path, option, suffixes)
+    except OutputPathError as e:
+        raise UsageError(str(e)) from None
+
+
 def _render(g: Any, path: str) -> str:
-    """Write the picture; a missing renderer or a bad path is a :class:`Failure` with its message."""
+    """Write the picture (atomically); a missing renderer or a failed write is a :class:`Failure`."""
     p = Path(path)
-    if p.suffix.lower() not in (".svg", ".png", ".pdf", ".dot", ".gv"):
-        raise UsageError(f"--graph {path}: the file name must end in .svg, .png, .pdf or .dot")
     try:
         written = g.render(str(p))
     except (ImportError, RuntimeError, OSError, ValueError) as e:
