@@ -17,8 +17,6 @@ import contextlib
 import math
 import os
 import tempfile
-import zipfile
-import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -165,6 +163,9 @@ def read_npz(path: str | os.PathLike[str], names: Iterable[str] | None = None,
     ``max_bytes`` in all (default :func:`memory_budget`), is refused before anything is allocated.
     Raises :class:`NpzError` with one line saying what is wrong.
     """
+    import zipfile
+    import zlib
+
     name = os.fspath(path)
     budget = memory_budget() if max_bytes is None else max_bytes
     if not os.path.exists(name):
@@ -204,8 +205,11 @@ def read_npz(path: str | os.PathLike[str], names: Iterable[str] | None = None,
     return out
 
 
-def _header(archive: zipfile.ZipFile, member: zipfile.ZipInfo, name: str) -> tuple[int, tuple[int, ...]]:
+def _header(archive: Any, member: Any, name: str) -> tuple[int, tuple[int, ...]]:
     """``(bytes of data, shape)`` from one member's ``.npy`` header, checked against the member's size."""
+    import zipfile
+    import zlib
+
     key = member.filename.removesuffix(".npy")
     try:
         with archive.open(member) as fh:
