@@ -131,7 +131,7 @@ def test_values_for_an_unknown_parameter_are_a_usage_error(tmp_path, monkeypatch
 
 
 def test_limits_are_options(tmp_path, monkeypatch, capsys):
-    body = "import numpy as np\n" + RIGHT.replace("    q = x + y", "    big = np.ones(50_000_000)\n    q = x + y")
+    body = "import numpy as np\n" + RIGHT.replace("    q = x + y", "    big = np.ones(20_000_000)\n    q = x + y")
     code, out, _ = check(tmp_path, monkeypatch, capsys, body, "--memory", "100M")
     assert code == 3 and "ran out of memory (the limit is 100 MiB)" in out
     code, out, _ = check(tmp_path, monkeypatch, capsys, body, "--memory", "1G")

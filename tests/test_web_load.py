@@ -246,7 +246,7 @@ def test_clients_that_never_read_do_not_grow_the_server():
             s.sendall(f"POST /api/trace HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
                       f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
             socks.append(s)
-        time.sleep(5)  # 10 computations of ~0.3 s on 2 workers: all answered (and stuck) by now
+        time.sleep(4)  # 10 computations of ~0.3 s on 2 workers: answered (and stuck) by now
         grown = _rss_mb(proc.pid) - before
         assert grown < 10 * Limits().max_response_bytes / 2**20 + 30, f"the server grew by {grown:.0f} MB"
     finally:
