@@ -78,12 +78,20 @@ def test_a_link_is_written_through(tmp_path):
     assert link.is_symlink() and real.read_text() == "new"
 
 
+def _save_over_a_good_file(path: Path, script: str) -> tuple[bytes, subprocess.CompletedProcess[str]]:
+    """Save a good model to ``path``, then run ``script`` (which saves over it) in a child process;
+    returns the good file's bytes and the child's result."""
+    _model().save(path)
+    before = path.read_bytes()
+    res = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, env=_env(),
+                         timeout=60)
+    return before, res
+
+
 def test_module_save_over_a_good_file_under_a_file_size_limit(tmp_path):
     """Issue 12 item 1: saving again with a file-size limit smaller than the model raised OSError and
     left a truncated, unloadable file; now the OSError leaves the previous file loadable."""
     path = tmp_path / "model.npz"
-    _model().save(path)
-    before = path.read_bytes()
     script = (
         "import resource, sys, chainrule as cr\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))\n"
@@ -93,8 +101,7 @@ def test_module_save_over_a_good_file_under_a_file_size_limit(tmp_path):
         "except OSError as e:\n"
         "    print('OSError', e.errno)\n"
     )
-    res = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, env=_env(),
-                         timeout=60)
+    before, res = _save_over_a_good_file(path, script)
     assert res.stdout.startswith("OSError 27"), res.stdout + res.stderr  # EFBIG: the limit was hit
     assert path.read_bytes() == before and _loads(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
@@ -103,8 +110,6 @@ def test_module_save_over_a_good_file_under_a_file_size_limit(tmp_path):
 def test_a_save_killed_half_way_leaves_the_old_file(tmp_path):
     """The process is killed (SIGKILL) in the middle of writing the array data."""
     path = tmp_path / "model.npz"
-    _model().save(path)
-    before = path.read_bytes()
     script = (
         "import os, signal, sys, numpy.lib.format as fmt, chainrule as cr\n"
         "def write_half(fp, array, *a, **k):\n"
@@ -113,7 +118,7 @@ def test_a_save_killed_half_way_leaves_the_old_file(tmp_path):
         "fmt.write_array = write_half\n"
         "cr.nn.Sequential(cr.nn.Linear(300, 300, rng=1)).save(sys.argv[1])\n"
     )
-    res = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, env=_env(), timeout=60)
+    before, res = _save_over_a_good_file(path, script)
     assert res.returncode == -9
     assert path.read_bytes() == before and _loads(path)
 

@@ -230,3 +230,40 @@ def test_sizes_parse():
     assert sandbox.parse_bytes("1.5GiB") == 3 << 29 and sandbox.parse_bytes("100") == 100
     with pytest.raises(ValueError):
         sandbox.parse_bytes("lots")
+
+
+def test_ctrl_c_on_check_stops_the_checked_code_too(tmp_path):
+    """Interrupting `chainrule check` (SIGINT) ends the command with 130 and kills the running child,
+    which sits in its own process group where the terminal's Ctrl-C does not reach it."""
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "sleepy.py").write_text(
+        "import os, time\n"
+        "def q2a(x, y, z):\n"
+        f"    open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(120)\n")
+    src = str(Path(sandbox.__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-m", "chainrule", "check", "sleepy.py:q2a", "--against", "x*y*z",
+                             "--at", "x=1", "y=2", "z=3", "--timeout", "300"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    try:
+        for _ in range(1500):
+            if (tmp_path / "pid").exists() and (tmp_path / "pid").read_text():
+                break
+            time.sleep(0.02)
+        pid = int((tmp_path / "pid").read_text())
+        assert _alive(pid)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and "interrupted" in err
+        for _ in range(250):
+            if not _alive(pid):
+                break
+            time.sleep(0.02)
+        assert not _alive(pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

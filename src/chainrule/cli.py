@@ -454,13 +454,14 @@ def _mismatch_json(m: Any) -> dict[str, Any]:
             "count": m.count, "note": m.note, "text": str(m)}
 
 
-def _seconds(text: str) -> float:
+def positive_float(text: str) -> float:
+    """An argparse type: a positive, finite number."""
     try:
         x = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not (x > 0 and math.isfinite(x)):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return x
 
 
@@ -614,7 +615,7 @@ def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("target", metavar="FILE:FUNC", help="your file and the function in it, e.g. my_solution.py:q2a")
     c.add_argument("--against", required=True, metavar="EXPR", help="the function it should compute")
     c.add_argument("--at", nargs="*", metavar="NAME=VALUE", default=[], help="input values, by parameter name")
-    c.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
+    c.add_argument("--timeout", type=positive_float, default=10.0, metavar="SECONDS",
                    help="wall-clock limit for importing and running the code (default 10)")
     c.add_argument("--memory", type=_size, default=1 << 30, metavar="SIZE",
                    help="memory the checked code may allocate (default 1G)")

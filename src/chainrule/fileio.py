@@ -221,7 +221,7 @@ def _header(archive: Any, member: Any, name: str) -> tuple[int, tuple[int, ...]]
             shape, _fortran, dtype = reader(fh)
             header_len = fh.tell()
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, SyntaxError) as e:
-        raise NpzError(f"{name}: the array {key!r} has no readable header (truncated or corrupt? {e})") from None
+        raise NpzError(f"{name}: the array {key!r} cannot be read (truncated or corrupt? {e})") from None
     if dtype.hasobject:
         raise NpzError(f"{name}: the array {key!r} holds Python objects ({dtype}); only numeric arrays are read "
                        "(a pickle could run code)")

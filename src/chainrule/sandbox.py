@@ -266,6 +266,7 @@ def _child(job: Job, limits: Limits, fds: dict[str, int], token: bytes, scratch:
     """Set up the child, run the job, send the result, leave. Never returns."""
     try:
         os.setpgid(0, 0)
+        _die_with_parent()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -303,6 +304,15 @@ def _child(job: Job, limits: Limits, fds: dict[str, int], token: bytes, scratch:
             traceback.print_exc()
         os._exit(70)
     os._exit(0)
+
+
+def _die_with_parent() -> None:
+    """Linux: the child is killed if the runner dies (even by SIGKILL) while it runs."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
 
 
 def _max_fd() -> int:
@@ -679,9 +689,14 @@ def _kill_group(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _stop(signum: int, frame: Any) -> None:
+    raise SystemExit(0)  # unwinds _serve_one, whose ``finally`` kills and reaps the child's group
+
+
 def _runner_main() -> None:
     """The runner's loop: one framed job in on stdin, one framed reply out on stdout, until EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches it, not us
+    signal.signal(signal.SIGTERM, _stop)  # Runner.close: the running child's group is killed on the way out
     proto_in, proto_out = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
@@ -764,9 +779,14 @@ class Runner:
                     if stream is not None:
                         stream.close()
             with contextlib.suppress(OSError):
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.terminate()  # the runner kills the child it is running, then exits
+            try:
                 proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
         if self._home is not None:
             shutil.rmtree(self._home, ignore_errors=True)
             self._home = None

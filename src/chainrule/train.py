@@ -26,6 +26,7 @@ import numpy as np
 
 from . import data as D
 from . import nn, optim
+from .cli import positive_float
 from .fileio import OutputPathError, atomic_path, check_writable, memory_budget
 from .tensor import no_grad
 
@@ -216,16 +217,6 @@ def _positive_int(text: str) -> int:
     return n
 
 
-def _positive_float(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (x > 0 and math.isfinite(x)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return x
-
-
 def _fraction(text: str, *, closed_low: bool) -> float:
     try:
         x = float(text)
@@ -288,7 +279,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="passes over the training data (default %(default)s)")
     p.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"],
                    help="samples per gradient step (default %(default)s)")
-    p.add_argument("--lr", type=_positive_float, default=None,
+    p.add_argument("--lr", type=positive_float, default=None,
                    help="learning rate, the worksheet's step_size (default 0.001 for adam/adamw, 0.05 for sgd)")
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=DEFAULTS["optimizer"],
                    help="update rule (default %(default)s)")
