@@ -23,6 +23,7 @@ from _harness import run_peers, seed_functions  # noqa: E402
 from peers import chain_chainrule  # noqa: E402
 
 import chainrule as cr  # noqa: E402
+from chainrule.fileio import atomic_write  # noqa: E402
 
 
 def geomean(xs: list[float]) -> float:
@@ -71,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nper-op overhead, chain of {ops} scalar mul/add + backward: numpy {ref / ops * 1e6:.2f} us/op, "
           f"chainrule {got / ops * 1e6:.2f} us/op ({got / ref:.2f}x)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        atomic_write(args.json, json.dumps(results, indent=2))
     return 0
 
 

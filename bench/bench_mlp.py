@@ -61,6 +61,7 @@ def main() -> int:
     from run_peers import MLP_BATCH, MLP_LR, MLP_SIZES, PARAM_NAMES, mlp_init, mlp_jax_jit, mlp_numpy
 
     import chainrule as cr
+    from chainrule.fileio import atomic_write
 
     # the chainrule steps are the ones the peer harness runs (bench/peers.py), so both benchmarks time
     # the same code
@@ -134,7 +135,7 @@ def main() -> int:
         + ([ratio("chainrule-compiled", "jax-jit")] if "jax-jit" in times else [])))
 
     if args.json:
-        args.json.write_text(json.dumps({
+        atomic_write(args.json, json.dumps({
             "benchmark": f"mlp {arch} batch {MLP_BATCH} float32 sgd step",
             **{f"{n}_ms": [t * 1e3 for t in ts] for n, ts in times.items()},
             "ratio_median": statistics.median(c / n for n, c in zip(times["numpy"], times["chainrule"])),

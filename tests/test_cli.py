@@ -305,10 +305,10 @@ def test_check_errors(tmp_path: Path) -> None:
     assert_clean_error(run("check", "nofile.py:q2a", "--against", "x", "--at", "x=1", cwd=tmp_path))
     assert_clean_error(run("check", "sol.py", "--against", "x", "--at", "x=1", cwd=tmp_path))
     res = run("check", "sol.py:nothere", "--against", "x", "--at", "x=1", cwd=tmp_path)
-    assert_clean_error(res)
+    assert_clean_error(res, 3)  # the checked file failed (it has no such function): exit 3
     assert "q2a" in res.stderr
     res = run("check", "broken.py:f", "--against", "x", "--at", "x=1", cwd=tmp_path)
-    assert_clean_error(res)  # the user's own file: their error, where it is, in one line
+    assert_clean_error(res, 3)  # the user's own file: their error, where it is, in one line
     assert "SyntaxError" in res.stderr and "(broken.py, line 1)" in res.stderr
     assert_clean_error(run("check", "sol.py:q2a", "--against", "(x + y) * foo(z)", "--at", "x=1", cwd=tmp_path))
 
@@ -347,8 +347,8 @@ def test_check_names_first_wrong_step_against_fused_or_staged(tmp_path: Path, ag
 def test_check_function_and_expression_disagree_on_inputs(tmp_path: Path) -> None:
     (tmp_path / "ok.py").write_text("def f(x):\n    return x*x, 2*x\n")
     res = run("check", "ok.py:f", "--against", "x*y", "--at", "x=1", "y=2", cwd=tmp_path)
-    assert_clean_error(res)
-    assert "f takes (x) but the expression has variables x, y" in res.stderr
+    assert_clean_error(res, 3)
+    assert "f(x) takes 1 input but the reference has variables x, y" in res.stderr
     assert "x2" not in res.stdout + res.stderr and "TypeError" not in res.stderr
 
 
@@ -358,7 +358,7 @@ def test_check_import_failure_is_one_line_with_file_and_line(tmp_path: Path) -> 
     for target, kind, where in (("bad.py:f", "SyntaxError", "(bad.py, line 2)"),
                                 ("boom.py:f", "NameError: name 'undefined_name' is not defined", "(boom.py, line 3)")):
         res = run("check", target, "--against", "x", "--at", "x=1", cwd=tmp_path)
-        assert_clean_error(res)
+        assert_clean_error(res, 3)
         assert kind in res.stderr and where in res.stderr, res.stderr
         assert "frozen" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
 

@@ -4,8 +4,10 @@ hand-written forward+backward functions against chainrule's own answer (``check_
 from __future__ import annotations
 
 import inspect
+import math
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,15 +94,22 @@ class Mismatch:
     note: str = ""
 
     def __str__(self) -> str:
+        note = f" — {self.note}" if self.note else ""
+        if math.isnan(self.expected) and math.isnan(self.got) and self.note:
+            return f"{self.name}: {self.note}"  # a wrong kind or shape: there are no two numbers to show
         where = f"[{', '.join(map(str, self.index))}]" if self.index else ""
         more = f" ({self.count} elements differ)" if self.count > 1 else ""
-        note = f" — {self.note}" if self.note else ""
         return f"{self.name}{where}: expected {self.expected:.10g}, got {self.got:.10g}{more}{note}"
 
 
 @dataclass
 class BackwardReport:
-    """The verdict of :func:`check_backward`: truthy when every returned value is right."""
+    """The verdict of :func:`check_backward`: truthy when every returned value is right.
+
+    ``status`` is ``"correct"``, ``"wrong"`` (it returned values, and some are wrong) or
+    ``"failed"`` (it did not return: it raised, exited, crashed or ran out of time; ``failure`` says
+    how, in one line). Code checked in a sandbox also brings back what it printed.
+    """
 
     ok: bool
     function: str
@@ -110,17 +119,28 @@ class BackwardReport:
     first_wrong_step: Mismatch | None = None                  # first wrong intermediate (by local name)
     error: str | None = None                                  # the function raised, or returned a wrong shape
     checked: list[str] = field(default_factory=list)          # the input sets checked
+    failure: str | None = None                                # the code did not return: why, in one line
+    failure_kind: str | None = None                           # timeout, exit, signal, memory, raised, ...
+    stdout: str = ""                                          # what the checked code printed (sandbox)
+    stderr: str = ""
 
     def __bool__(self) -> bool:
         return self.ok
 
+    @property
+    def status(self) -> str:
+        """``"correct"``, ``"wrong"`` or ``"failed"``."""
+        return "correct" if self.ok else ("failed" if self.failure else "wrong")
+
     def __str__(self) -> str:
         if self.ok:
             return f"{self.function}: correct (output and every gradient) at {', '.join(self.checked)}"
+        if self.failure and not self.inputs:
+            return f"{self.function} failed: {self.failure}"
         ins = ", ".join(f"{k}={_short(v)}" for k, v in self.inputs.items())
-        lines = [f"{self.function} is wrong at {self.label} ({ins}):"]
-        if self.error:
-            lines.append(f"  {self.error}")
+        lines = [f"{self.function} {'failed' if self.failure else 'is wrong'} at {self.label} ({ins}):"]
+        if self.error or self.failure:
+            lines.append(f"  {self.error or self.failure}")
         lines += [f"  {m}" for m in self.wrong]
         if self.first_wrong_step is not None:
             lines.append(f"  first wrong step: {self.first_wrong_step}")
@@ -129,25 +149,49 @@ class BackwardReport:
     __repr__ = __str__
 
 
+@dataclass(frozen=True)
+class Opaque:
+    """A returned value that is not numbers (a string, None, an object), as its type and repr."""
+
+    type_name: str
+    text: str = ""
+
+
 def _short(v: Any) -> str:
     a = np.asarray(v)
     return f"{a.item():.6g}" if a.size == 1 else np.array2string(a, precision=4, threshold=6)
 
 
-def _first_diff(name: str, expected: Any, got: Any, rtol: float, atol: float) -> Mismatch | None:
-    e = np.asarray(expected, dtype=np.float64)
+def _kind_problem(got: Any, expected: np.ndarray) -> str | None:
+    """Why ``got`` cannot be the real number(s) expected, or None: complex, booleans, not numbers."""
+    if isinstance(got, Opaque):
+        return f"not a number or array ({got.type_name})"
     try:
-        g = np.asarray(got, dtype=np.float64)
-    except (TypeError, ValueError):
-        return Mismatch(name, (), float("nan"), float("nan"), note=f"not a number or array ({type(got).__name__})")
+        g = np.asarray(got)
+    except Exception:  # noqa: BLE001 - an object NumPy cannot read
+        return f"not a number or array ({type(got).__name__})"
+    if g.dtype.kind == "c":
+        return (f"complex values (dtype {g.dtype}); the answer is real"
+                + ("" if g.size == 0 or not np.any(g.imag) else f", and {_short(g.imag.ravel()[0])}j is not 0"))
+    if g.dtype.kind == "b":
+        return "True/False values, not numbers"
+    if g.dtype.kind not in "iuf":
+        return f"not a number or array ({type(got).__name__})"
+    return None
+
+
+def _first_diff(name: str, expected: Any, got: Any, rtol: float, atol: float) -> Mismatch | None:
+    """The first element where ``got`` differs from ``expected``; a different shape (no broadcasting,
+    no reshaping) or kind of number (complex, booleans) is wrong as a whole, and says so."""
+    e = np.asarray(expected, dtype=np.float64)
+    problem = _kind_problem(got, e)
+    if problem is not None:
+        return Mismatch(name, (), float("nan"), float("nan"), note=problem)
+    g = np.asarray(got, dtype=np.float64)
     if g.shape != e.shape:
-        if g.size == e.size:
-            g = g.reshape(e.shape)
-        elif g.size == 1 or e.size == 1:
-            g, e = np.broadcast_arrays(g, e)
-        else:
-            return Mismatch(name, (), float("nan"), float("nan"),
-                            note=f"shape {g.shape}, expected shape {e.shape}")
+        what = "a scalar" if e.ndim == 0 else f"shape {e.shape}"
+        return Mismatch(name, (), float("nan"), float("nan"),
+                        note=f"shape {g.shape}, but it should be {what}, like the value it belongs to")
     bad = ~np.isclose(g, e, rtol=rtol, atol=atol)
     if not bad.any():
         return None
@@ -155,31 +199,64 @@ def _first_diff(name: str, expected: Any, got: Any, rtol: float, atol: float) ->
     return Mismatch(name, idx, float(e[idx]), float(g[idx]), int(bad.sum()))
 
 
-def _run_capturing(fn: Callable[..., Any], args: list[np.ndarray]) -> tuple[Any, dict[str, Any], list[str]]:
-    """Call ``fn``; return its result, its final local variables and their first-assignment order."""
+@dataclass
+class Captured:
+    """One call of a checked function: what it returned (``out, (g1, g2)`` flattened into one tuple),
+    for each returned item the local variables holding it, and its local variables when it returned."""
+
+    result: Any
+    holders: list[list[str]]
+    locals: dict[str, Any]
+
+
+def capture_call(fn: Callable[..., Any], args: Sequence[Any]) -> Captured:
+    """Call ``fn(*args)`` and keep its final local variables (in order of first appearance).
+
+    Only the function's ``return`` is traced (its line events are switched off), so a loop of
+    millions of iterations costs about what it costs untraced, not a Python call per line."""
+    result, final = _run_capturing(fn, list(args))
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], (tuple, list)):
+        result = (result[0], *result[1])
+    items = list(result) if isinstance(result, (tuple, list)) else [result]
+    holders = [[k for k, v in final.items() if v is item] for item in items]
+    return Captured(result, holders, final)
+
+
+def _run_capturing(fn: Callable[..., Any], args: list[Any]) -> tuple[Any, dict[str, Any]]:
+    """Call ``fn``; return its result and its local variables at the moment it returned."""
     code = getattr(fn, "__code__", None)
-    final: dict[str, Any] = {}
-    order: dict[str, None] = {}
     if code is None:
-        return fn(*args), final, []
-
-    def local(frame: Any, event: str, arg: Any) -> Any:
-        for k in frame.f_locals:
-            order.setdefault(k, None)
-        if event == "return":
-            final.update(frame.f_locals)
-        return local
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        return local if frame.f_code is code else None
-
+        return fn(*args), {}
+    tracer = _ReturnTracer(code)
     prev = sys.gettrace()
-    sys.settrace(tracer)
+    sys.settrace(tracer.on_call)
     try:
         result = fn(*args)
     finally:
         sys.settrace(prev)
-    return result, final, list(order)
+    return result, tracer.final
+
+
+class _ReturnTracer:
+    """Trace hooks that keep the local variables of one code object's frame when it returns.
+
+    A class rather than closures: a closure returning itself would be a reference cycle, keeping
+    the traced frame's arrays alive until the garbage collector runs."""
+
+    def __init__(self, code: Any) -> None:
+        self.code = code
+        self.final: dict[str, Any] = {}
+
+    def on_call(self, frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is not self.code:
+            return None
+        frame.f_trace_lines = False  # no per-line events: only this frame's return (and exceptions)
+        return self
+
+    def __call__(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "return":  # the outermost call returns last (recursion)
+            self.final = dict(frame.f_locals)
+        return self
 
 
 def _close(a: Any, b: Any, rtol: float, atol: float) -> bool:
@@ -249,11 +326,57 @@ def _forward_unmatched(graphs: list[Any], params: list[str], final: dict[str, An
         v = final[name]
         if not isinstance(v, (np.ndarray, float, int, np.generic)) or isinstance(v, bool):
             continue
+        if np.asarray(v).dtype.kind not in "iuf":
+            continue
         if not any(_close(v, n.value, rtol, atol) for n in nodes):
             m = Mismatch(name, (), float("nan"), float(np.asarray(v, dtype=np.float64).ravel()[0]),
                          note="no step of the reference computes this value")
             return m
     return None
+
+
+def _input_sets(arrays: Sequence[np.ndarray], random: int, seed: int) -> list[tuple[str, list[np.ndarray]]]:
+    """The given inputs, then ``random`` sets of the same shapes, uniform in [0.5, 2) (so logs and
+    square roots are defined)."""
+    rng = np.random.default_rng(seed)
+    sets = [("the given inputs", list(arrays))]
+    sets += [(f"random inputs #{k + 1}", [rng.uniform(0.5, 2.0, size=a.shape) for a in arrays]) for k in range(random)]
+    return sets
+
+
+def judge(fname: str, reference: Callable[..., Any], params: list[str], inputs: list[np.ndarray], label: str,
+          captured: Captured, checked: list[str], rtol: float, atol: float) -> BackwardReport | None:
+    """Compare one call's result with the reference at ``inputs``: None when it is right, else the
+    report (which returned value is wrong, expected vs got, and the first wrong intermediate)."""
+    from .graph import trace
+
+    graph = trace(reference, *inputs)
+    expected = [graph.output.value] + [n.grad for n in graph.inputs]
+    report = BackwardReport(False, fname, dict(zip(params, inputs)), label, checked=checked)
+    result = captured.result
+    if not isinstance(result, (tuple, list)) or len(result) != len(inputs) + 1:
+        n = len(result) if isinstance(result, (tuple, list)) else 1
+        report.error = (f"{fname} returned {n} value{'s' if n != 1 else ''}; expected {len(inputs) + 1}: "
+                        f"the output, then one gradient per input ({', '.join(params)})")
+        return report
+    holders = captured.holders + [[]] * (len(result) - len(captured.holders))
+    names = [_returned_name(holders[0], "out", "out", params)]
+    names += [_returned_name(h, f"gradient of {p}", p, params) for p, h in zip(params, holders[1:])]
+    for nm, e, g in zip(names, expected, result):
+        m = _first_diff(nm, e, g, rtol, atol)
+        if m is not None:
+            report.wrong.append(m)
+    if not report.wrong:
+        return None
+    # composites (sigmoid, tanh, ...) are one node as traced; staged into their parts they have the
+    # intermediates a hand-written solution names (a = -x; b = exp(a); ...)
+    final, order = captured.locals, list(captured.locals)
+    graphs = [trace(reference, *inputs, expand=True), graph]
+    step = _first_wrong_step(graphs, params, final, order, rtol, atol)
+    if step is None and report.wrong[0].name == names[0]:
+        step = _forward_unmatched(graphs, params, final, order, rtol, atol)
+    report.first_wrong_step = step
+    return report
 
 
 def check_backward(
@@ -265,13 +388,16 @@ def check_backward(
     ``fn(*args)`` returns ``out, g1, g2, ...`` (or ``out, (g1, g2, ...)``), one gradient of
     ``sum(out)`` per argument, as the worksheet's functions do; ``reference`` computes the same
     ``out``. Both run at ``args`` and at ``random`` random inputs of the same shapes (uniform in
-    [0.5, 2), so logs and square roots are defined). The report names the wrong output or gradient,
+    [0.5, 2), so logs and square roots are defined). Every returned value must have exactly the
+    reference's shape (a gradient of shape (3,) for a scalar input is wrong, not broadcast) and be
+    real numbers (complex values are wrong). The report names the wrong output or gradient,
     the first element that differs, expected vs got, and -- where ``fn``'s locals follow the staged
     habit (``q``, ``dq``; matched to the reference's nodes by value, so names need not match) --
     the first intermediate gradient that goes wrong.
-    """
-    from .graph import trace
 
+    ``fn`` runs in this process: use it for your own code. Code handed over by someone else is
+    checked with :func:`check_file`, which runs it in a sandboxed child process.
+    """
     if not callable(fn) or not callable(reference):
         raise TypeError("check_backward(fn, reference, *args): fn and reference must be functions")
     if not args:
@@ -281,43 +407,72 @@ def check_backward(
     _check_arity(fn, fname, len(arrays))
     params = list(_param_names(fn))[: len(arrays)]
     params += [f"x{i + 1}" for i in range(len(params), len(arrays))]
-    rng = np.random.default_rng(seed)
-    sets = [("the given inputs", arrays)]
-    sets += [(f"random inputs #{k + 1}", [rng.uniform(0.5, 2.0, size=a.shape) for a in arrays]) for k in range(random)]
-    checked = []
+    sets = _input_sets(arrays, random, seed)
+    checked: list[str] = []
     for label, inputs in sets:
         checked.append(label)
-        graph = trace(reference, *inputs)
-        expected = [graph.output.value] + [n.grad for n in graph.inputs]
-        report = BackwardReport(False, fname, dict(zip(params, inputs)), label, checked=checked)
         try:
-            result, final, order = _run_capturing(fn, inputs)
-        except Exception as e:  # the student's code failed: say so, do not crash
-            report.error = f"{fname} raised {type(e).__name__}: {e}"
+            captured = capture_call(fn, [a.copy() for a in inputs])
+        except Exception as e:  # the checked code failed: say so, do not crash
+            report = BackwardReport(False, fname, dict(zip(params, inputs)), label, checked=checked)
+            report.error = report.failure = f"{fname} raised {type(e).__name__}: {e}"
+            report.failure_kind = "raised"
             return report
-        if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], (tuple, list)):
-            result = (result[0], *result[1])
-        if not isinstance(result, (tuple, list)) or len(result) != len(arrays) + 1:
-            n = len(result) if isinstance(result, (tuple, list)) else 1
-            report.error = (f"{fname} returned {n} value{'s' if n != 1 else ''}; expected {len(arrays) + 1}: "
-                            f"the output, then one gradient per input ({', '.join(params)})")
-            return report
-        names = [_returned_name(final, result[0], "out", "out", params)]
-        names += [_returned_name(final, r, f"gradient of {p}", p, params) for p, r in zip(params, result[1:])]
-        for nm, e, g in zip(names, expected, result):
-            m = _first_diff(nm, e, g, rtol, atol)
-            if m is not None:
-                report.wrong.append(m)
-        if report.wrong:
-            # composites (sigmoid, tanh, ...) are one node as traced; staged into their parts they
-            # have the intermediates a hand-written solution names (a = -x; b = exp(a); ...)
-            graphs = [trace(reference, *inputs, expand=True), graph]
-            step = _first_wrong_step(graphs, params, final, order, rtol, atol)
-            if step is None and report.wrong[0] is not None and report.wrong[0].name == names[0]:
-                step = _forward_unmatched(graphs, params, final, order, rtol, atol)
-            report.first_wrong_step = step
+        report = judge(fname, reference, params, inputs, label, captured, checked, rtol, atol)
+        if report is not None:
             return report
     return BackwardReport(True, fname, dict(zip(params, arrays)), sets[0][0], checked=checked)
+
+
+def check_file(
+    path: str | os.PathLike[str], func: str, reference: Callable[[list[str]], Callable[..., Any]],
+    values: dict[str, Any], variables: Sequence[str], *, random: int = 3, rtol: float = 1e-6,
+    atol: float = 1e-9, seed: int = 0, limits: Any = None, runner: Any = None,
+) -> BackwardReport:
+    """:func:`check_backward` for a function in someone's file, run in a sandboxed child process
+    (:mod:`chainrule.sandbox`: time and memory limits, output captured, exits and crashes reported).
+
+    ``values`` are the inputs by name (``variables``, the reference's own, and any extra parameter
+    of ``func``, like q2c's unused z); ``reference(order)`` returns the reference function taking
+    its inputs in ``order``, the order in which ``func`` takes them (by its parameter names, or by
+    position). A failure of the checked code (it raised, exited, crashed, timed out, or the file
+    does not import) is a report with ``status == "failed"`` and a one-line ``failure``.
+    """
+    from . import sandbox
+
+    arrays = {k: as_float_array(v, k).astype(np.float64) for k, v in values.items()}
+    names = list(arrays)
+    sets = _input_sets([arrays[k] for k in names], random, seed)
+    job = sandbox.Job(os.path.abspath(path), func, [dict(zip(names, inputs)) for _, inputs in sets], list(variables))
+    res = (runner or sandbox).run(job, limits)
+    shown = f"{os.path.basename(os.fspath(path))}:{func}"
+    if not res.ok:
+        report = BackwardReport(False, shown, {}, "", failure=res.reason, failure_kind=res.kind)
+        return _with_output(report, res)
+    order = res.order
+    ref = reference(order)
+    checked: list[str] = []
+    for (label, inputs), call in zip(sets, res.calls):
+        checked.append(label)
+        named = dict(zip(names, inputs))
+        ordered = [named[k] for k in order]
+        if call.error is not None:
+            report = BackwardReport(False, func, dict(zip(order, ordered)), label, checked=checked,
+                                    failure=call.error, failure_kind="raised")
+            return _with_output(report, res)
+        captured = Captured(call.result, call.holders, call.locals)
+        report = judge(func, ref, order, ordered, label, captured, checked, rtol, atol)
+        if report is not None:
+            return _with_output(report, res)
+    first = sets[0][1]
+    named = dict(zip(names, first))
+    return _with_output(BackwardReport(True, func, {k: named[k] for k in order}, sets[0][0], checked=checked), res)
+
+
+def _with_output(report: BackwardReport, res: Any) -> BackwardReport:
+    report.stdout = res.stdout + (f"\n[... {res.stdout_dropped} more bytes not shown]" if res.stdout_dropped else "")
+    report.stderr = res.stderr + (f"\n[... {res.stderr_dropped} more bytes not shown]" if res.stderr_dropped else "")
+    return report
 
 
 def _check_arity(fn: Callable[..., Any], fname: str, n: int) -> None:
@@ -334,9 +489,9 @@ def _check_arity(fn: Callable[..., Any], fname: str, n: int) -> None:
                         "to check at") from None
 
 
-def _returned_name(final: dict[str, Any], value: Any, default: str, hint: str, params: list[str]) -> str:
+def _returned_name(holders: list[str], default: str, hint: str, params: list[str]) -> str:
     """The local variable that holds a returned value (preferring ``out`` / ``dx`` / ``fx`` names)."""
-    names = [k for k, v in final.items() if v is value and k not in params]
+    names = [k for k in holders if k not in params]
     if not names:
         return default
     fitting = [k for k in names if k == hint or (k.endswith(hint) and len(k) == len(hint) + 1)]

@@ -7,7 +7,9 @@ worksheet, solved into a report). ``train`` and ``serve`` live in their own modu
 only when invoked, so a missing optional dependency never breaks the other subcommands.
 
 Text typed by a person is parsed by :mod:`chainrule.expr`, never ``eval``-ed. Exit codes: 0 success,
-1 a check failed or something could not be produced, 2 bad input (one message, position marked).
+1 a check found a wrong value or something could not be produced, 2 bad input (one message, position
+marked), 3 (``check``) the checked code failed. Code handed to ``check`` runs only in a sandboxed child
+process (:mod:`chainrule.sandbox`), never in this one.
 """
 
 from __future__ import annotations
@@ -15,13 +17,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import inspect
 import json
 import keyword
 import math
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -219,6 +219,8 @@ def cmd_grad(args: argparse.Namespace, out: Printer) -> int:
     extra = [k for k in values if k not in expr.variables]
     if args.code is not None and (not args.code.isidentifier() or keyword.iskeyword(args.code)):
         raise UsageError(f"--code {args.code!r}: the function needs a Python name, like q2a")
+    if args.graph:
+        _check_output(args.graph, "--graph", _PICTURES)
     if not expr.variables:
         return _constant_only(expr, args, out)
     if extra and not args.json:
@@ -303,11 +305,22 @@ def _constant_only(expr: Expression, args: argparse.Namespace, out: Printer) -> 
     return 0
 
 
+_PICTURES = (".svg", ".png", ".pdf", ".dot", ".gv")
+
+
+def _check_output(path: str, option: str, suffixes: Sequence[str]) -> None:
+    """A file the command will write, checked before any work: extension, folder, permission."""
+    from .fileio import OutputPathError, check_writable
+
+    try:
+        check_writable(path, option, suffixes)
+    except OutputPathError as e:
+        raise UsageError(str(e)) from None
+
+
 def _render(g: Any, path: str) -> str:
-    """Write the picture; a missing renderer or a bad path is a :class:`Failure` with its message."""
+    """Write the picture (atomically); a missing renderer or a failed write is a :class:`Failure`."""
     p = Path(path)
-    if p.suffix.lower() not in (".svg", ".png", ".pdf", ".dot", ".gv"):
-        raise UsageError(f"--graph {path}: the file name must end in .svg, .png, .pdf or .dot")
     try:
         written = g.render(str(p))
     except (ImportError, RuntimeError, OSError, ValueError) as e:
@@ -376,8 +389,8 @@ def _wrt_list(wrt: str | None, expr: Expression) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _load_user_function(target: str) -> Callable[..., Any]:
-    """Import the user's own file and fetch FUNC from ``FILE:FUNC`` (their code runs, as with python FILE)."""
+def _user_target(target: str) -> tuple[Path, str]:
+    """``FILE:FUNC`` split and checked (without running anything in it)."""
     path_text, sep, func = target.rpartition(":")
     if not sep or not path_text or not func:
         raise UsageError(f"expected FILE:FUNC (like my_solution.py:q2a), got {target!r}")
@@ -386,96 +399,79 @@ def _load_user_function(target: str) -> Callable[..., Any]:
         raise UsageError(f"{path_text}: no such file")
     if not func.isidentifier():
         raise UsageError(f"{func!r} is not a function name")
-    mod_name = "_chainrule_user_" + "".join(c if c.isalnum() else "_" for c in path.stem)
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"{path_text}: cannot be imported as Python")
-    module = importlib.util.module_from_spec(spec)
-    folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)
-    try:
-        spec.loader.exec_module(module)
-    except SystemExit as e:
-        raise UsageError(f"{path_text} exited while being imported (code {e.code})") from None
-    except Exception as e:  # the user's file failed: one line saying what and where, in their code
-        raise UsageError(f"importing {path_text} failed: {_where_in(e, path, path_text)}") from None
-    finally:
-        if sys.path and sys.path[0] == folder:
-            sys.path.pop(0)
-    fn = getattr(module, func, None)
-    if fn is None:
-        have = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
-                      and getattr(v, "__module__", None) == mod_name)
-        raise UsageError(f"{path_text} has no function {func!r}" + (f" (it has {', '.join(have)})" if have else ""))
-    if not callable(fn):
-        raise UsageError(f"{path_text}:{func} is not a function")
-    return fn
+    return path, func
 
 
-def _where_in(e: BaseException, path: Path, shown: str) -> str:
-    """``Kind: message (FILE, line N)`` for an exception raised while importing the user's file ``path``:
-    the line of a syntax error, else the last line of ``path`` that the traceback passed through."""
-    if isinstance(e, SyntaxError):
-        line = f", line {e.lineno}" if e.lineno else ""
-        where = shown if e.filename and Path(e.filename).resolve() == path.resolve() else (e.filename or shown)
-        return f"{type(e).__name__}: {e.msg} ({where}{line})"
-    lineno = None
-    target = str(path.resolve())
-    for frame in traceback.extract_tb(e.__traceback__):
-        if frame.filename and str(Path(frame.filename).resolve()) == target:
-            lineno = frame.lineno
-    line = f", line {lineno}" if lineno else ""
-    return f"{type(e).__name__}: {e} ({shown}{line})"
+#: ``chainrule check`` exit codes by verdict.
+CHECK_EXIT = {"correct": 0, "wrong": 1, "failed": 3}
 
 
 def cmd_check(args: argparse.Namespace, out: Printer) -> int:
-    """Run the user's combined forward+backward function against chainrule's answer for EXPR."""
-    from . import check as check_mod
+    """Run the user's combined forward+backward function, in a sandboxed child process, against
+    chainrule's answer for EXPR. Exit 0 correct, 1 wrong, 2 usage error, 3 the checked code failed."""
+    from .check import check_file
+    from .sandbox import Limits, SandboxError
 
-    check_backward = getattr(check_mod, "check_backward", None)
-    if check_backward is None:
-        raise Failure("this chainrule has no check_backward (chainrule.check.check_backward is missing)")
+    path, func = _user_target(args.target)
     expr = parse(args.against.strip())
-    fn = _load_user_function(args.target)
-    params = _positional_params(fn)
-    if params is not None and not set(expr.variables) <= set(params) and not _takes_varargs(fn):
-        have = ", ".join(expr.variables)
-        raise UsageError(f"{getattr(fn, '__name__', 'the function')} takes ({', '.join(params)}) but the expression "
-                         f"has variable{'s' if len(expr.variables) != 1 else ''} {have}")
-    if params is not None and set(expr.variables) <= set(params):
-        order = params  # the student's own parameter order, unused inputs (q2c's z) included
-        values = parse_values(args.at or [], order)
-    else:
-        order = list(expr.variables)
-        values = parse_values(args.at or [], expr)
-    reference = expr.function(order)
-    report = check_backward(fn, reference, *[values[v] for v in order])
-    ok = bool(getattr(report, "ok", report))
+    # values for names the expression does not use may be parameters of the function (q2c's z)
+    values = parse_values(args.at or [], expr, allow_extra=True)
+    try:
+        limits = Limits(seconds=args.timeout, memory_bytes=args.memory)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        report = check_file(path, func, expr.function, values, expr.variables, limits=limits)
+    except SandboxError as e:
+        raise Failure(str(e)) from None
+    if report.failure_kind == "needs_values":
+        raise UsageError(report.failure)
+    code = CHECK_EXIT[report.status]
     if args.json:
         doc = {"target": args.target, "against": expr.text, "inputs": {k: _jsonable(v) for k, v in values.items()},
-               "ok": ok, "report": str(report)}
+               "ok": report.ok, "status": report.status, "exit_code": code, "reason": report.failure,
+               "report": str(report), "checked": report.checked,
+               "wrong": [_mismatch_json(m) for m in report.wrong],
+               "first_wrong_step": None if report.first_wrong_step is None else _mismatch_json(report.first_wrong_step),
+               "stdout": report.stdout, "stderr": report.stderr}
         out.stream.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-        return 0 if ok else 1
+        return code
     out.section(f"check {args.target} against {expr.text}   at {_values_text(values)}")
     out.block(str(report))
-    return 0 if ok else 1
+    for stream, text in (("stdout", report.stdout), ("stderr", report.stderr)):
+        if text.strip():
+            out.section(f"what {path.name} printed ({stream})")
+            for line in text.rstrip("\n").splitlines():
+                more = f" [... {len(line) - 300} more characters]" if len(line) > 300 else ""
+                out.write(f"  │ {line[:300]}{more}")
+    if report.failure:
+        sys.stderr.write(f"{PROG} check: {args.target} failed: {report.failure}\n")
+    return code
 
 
-def _takes_varargs(fn: Callable[..., Any]) -> bool:
+def _mismatch_json(m: Any) -> dict[str, Any]:
+    return {"name": m.name, "index": list(m.index), "expected": _num_json(m.expected), "got": _num_json(m.got),
+            "count": m.count, "note": m.note, "text": str(m)}
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a positive, finite number."""
     try:
-        return any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return True  # cannot tell: let check_backward try
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (x > 0 and math.isfinite(x)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return x
 
 
-def _positional_params(fn: Callable[..., Any]) -> list[str] | None:
+def _size(text: str) -> int:
+    from .sandbox import parse_bytes
+
     try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return None
-    names = [p.name for p in sig.parameters.values()
-             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return names or None
+        return parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,19 +596,29 @@ def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "check", help="check a hand-written forward+backward function against an expression",
-        description="Import FILE (your own Python file), take FUNC from it (a combined forward+backward "
-                    "function returning out and one gradient per input, as on the worksheet) and compare it "
-                    "with chainrule's answer for EXPR at the --at values and at random ones. Exit 0 when "
-                    "it is right, 1 with a report of what is wrong.\n\n" + _EXPR_HELP,
+        description="Run FUNC from FILE (a combined forward+backward function returning out and one gradient "
+                    "per input, as on the worksheet) in a sandboxed child process and compare it with "
+                    "chainrule's answer for EXPR at the --at values and at random ones. Every value must have "
+                    "the answer's shape and be real numbers.\n\n"
+                    "exit codes: 0 correct, 1 wrong (with a report of what is wrong), 2 a mistake on the "
+                    "command line, 3 the checked code failed (it raised, exited, crashed, ran out of time or "
+                    "memory, or does not import), with a one-line reason.\n\n" + _EXPR_HELP,
         epilog="examples:\n"
                '  chainrule check my_solution.py:q2a --against "(x + y) * z" --at x=1 y=3 z=2\n'
                '  chainrule check sigmoid_hw.py:sigmoid --against "1 / (1 + exp(-x))" --at x=2\n'
-               "note: FILE is imported, so its top-level code runs, as it would with 'python FILE'.",
+               '  chainrule check slow.py:f --against "x^2" --at x=3 --timeout 60 --memory 4G\n'
+               "note: FILE's top-level code runs (as with 'python FILE'), in a child process with a time and a "
+               "memory limit, in a scratch folder; what it prints is shown apart from the verdict. The child can "
+               "still read files and use the network: see the README to run it in a container.",
         formatter_class=_formatter,
     )
     c.add_argument("target", metavar="FILE:FUNC", help="your file and the function in it, e.g. my_solution.py:q2a")
     c.add_argument("--against", required=True, metavar="EXPR", help="the function it should compute")
     c.add_argument("--at", nargs="*", metavar="NAME=VALUE", default=[], help="input values, by parameter name")
+    c.add_argument("--timeout", type=positive_float, default=10.0, metavar="SECONDS",
+                   help="wall-clock limit for importing and running the code (default 10)")
+    c.add_argument("--memory", type=_size, default=1 << 30, metavar="SIZE",
+                   help="memory the checked code may allocate (default 1G)")
     _add_common(c, "print the verdict and report as JSON")
     c.set_defaults(func=cmd_check)
 

@@ -10,10 +10,13 @@ loading the digits data set or a user's own ``.npz`` arrays (checked, with clear
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from .fileio import NpzError, read_npz
 
 __all__ = [
     "Batches", "batches", "train_test_split", "Standardizer", "standardize", "one_hot", "load_digits",
@@ -23,6 +26,10 @@ __all__ = [
 
 class DataError(ValueError):
     """Arrays that cannot be used as a data set (wrong shapes, labels, values); says which and why."""
+
+
+#: Most classes a classification data set may have (labels 0..MAX_CLASSES-1): one output unit each.
+MAX_CLASSES = 100_000
 
 
 def _generator(seed: np.random.Generator | int | None) -> np.random.Generator:
@@ -200,35 +207,38 @@ def check_classification_data(X: Any, y: Any, where: str = "data") -> tuple[np.n
             raise DataError(f"{where}: y must be integer class labels 0, 1, 2, ...; got non-integer values")
     elif y.dtype.kind not in "biu":
         raise DataError(f"{where}: y must be integer class labels 0, 1, 2, ...; got dtype {y.dtype}")
+    low, top = y.min(), y.max()  # in y's own dtype: a cast first could wrap a huge label around
+    if low < 0:
+        raise DataError(f"{where}: y must be class labels 0, 1, 2, ...; got a negative label {low}")
+    if top >= MAX_CLASSES:
+        raise DataError(f"{where}: y's largest label is {top:g}, so a classifier would need {float(top) + 1:,.0f} "
+                        f"outputs; labels must be 0..k-1 with k at most {MAX_CLASSES:,} (renumber them with "
+                        "np.unique(y, return_inverse=True))")
     y = y.astype(np.int64)
-    if y.min() < 0:
-        raise DataError(f"{where}: y must be class labels 0, 1, 2, ...; got a negative label {y.min()}")
     if len(np.unique(y)) < 2:
         raise DataError(f"{where}: y has only one class ({y[0]}); a classifier needs at least two")
     return X, y
 
 
 def load_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Read a classification data set saved with ``np.savez(path, X=..., y=...)``, checked."""
+    """Read a classification data set saved with ``np.savez(path, X=..., y=...)``, checked: an
+    empty, truncated or corrupt file, or one whose arrays would not fit in memory (sizes read from
+    the arrays' headers before anything is allocated), is a :class:`DataError` saying so."""
     name = os.fspath(path)
-    if not os.path.exists(name):
-        raise DataError(f"{name}: no such file")
     try:
-        f = np.load(name, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{name}: not a NumPy .npz file ({e})") from None
-    if not hasattr(f, "files"):
-        raise DataError(f"{name}: holds a single array; save X and y together with np.savez({name!r}, X=X, y=y)")
-    with f:
-        missing = [k for k in ("X", "y") if k not in f.files]
-        if missing:
-            raise DataError(f"{name}: needs arrays named X and y (np.savez(file, X=X, y=y)); it has "
-                            f"{', '.join(f.files) or 'no arrays'}")
+        arrays = read_npz(name, names=("X", "y"))
+    except NpzError as e:
+        raise DataError(str(e)) from None
+    missing = [k for k in ("X", "y") if k not in arrays]
+    if missing:
         try:
-            X, y = f["X"], f["y"]
-        except ValueError as e:  # object arrays need pickle, which is never enabled for user files
-            raise DataError(f"{name}: X and y must be numeric arrays ({e})") from None
-    return check_classification_data(X, y, where=name)
+            with zipfile.ZipFile(name) as z:
+                have = [f.removesuffix(".npy") for f in z.namelist()]
+        except (zipfile.BadZipFile, OSError):
+            have = []
+        raise DataError(f"{name}: needs arrays named X and y (np.savez(file, X=X, y=y)); it has "
+                        f"{', '.join(have) or 'no arrays'}")
+    return check_classification_data(arrays["X"], arrays["y"], where=name)
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:

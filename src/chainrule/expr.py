@@ -31,13 +31,16 @@ from . import functions as F
 from .tensor import Tensor
 
 __all__ = [
-    "CONSTANTS", "FUNCTIONS", "MAX_DEPTH", "MAX_LENGTH", "ExprError", "Expression", "Statement", "parse", "parse_value",
-    "parse_values",
+    "CONSTANTS", "FUNCTIONS", "MAX_DEPTH", "MAX_LENGTH", "MAX_VALUE_ELEMENTS", "ExprError", "Expression", "Statement",
+    "parse", "parse_value", "parse_values",
 ]
 
 #: Longest expression accepted (characters); ``--at`` values may be longer (lists), up to MAX_VALUE_LENGTH.
 MAX_LENGTH = 2000
 MAX_VALUE_LENGTH = 100_000
+#: Most elements one ``--at`` value may have, and any step of computing it (a broadcast of a row by
+#: a column would otherwise turn 100 KB of text into gigabytes). The explorer passes its own, smaller one.
+MAX_VALUE_ELEMENTS = 100_000
 #: Deepest nesting accepted (parentheses, or operators nested in the parsed tree).
 MAX_DEPTH = 64
 _MAX_NUMBER = 400  # characters in one number
@@ -596,9 +599,29 @@ class Expression:
 class _Evaluator:
     """Interprets a checked tree with chainrule ops; constants are folded with float64 NumPy."""
 
-    def __init__(self, expr: Expression, env: dict[str, Any]) -> None:
+    def __init__(self, expr: Expression, env: dict[str, Any], max_elements: int | None = None) -> None:
         self.expr = expr
         self.env = env
+        self.max_elements = max_elements  # for values: the size of every step, checked before computing it
+
+    def bound(self, node: ast.AST, operands: list[Any]) -> None:
+        """Refuse (before allocating) a step whose result would exceed ``max_elements``."""
+        if self.max_elements is None:
+            return
+        shapes = [np.shape(v) for v in operands]
+        if isinstance(node, ast.List):
+            n = sum(math.prod(s) for s in shapes)
+            how = f"a list of {len(shapes)} items"
+        else:
+            try:
+                shape = np.broadcast_shapes(*shapes)
+            except ValueError:
+                return  # the operation itself reports shapes that do not fit
+            n = math.prod(shape)
+            how = f"shapes {' and '.join(map(str, shapes))} broadcast to {shape}"
+        if n > self.max_elements:
+            raise ExprError(f"this value would have {n:,} elements ({how}); a value may have at most "
+                            f"{self.max_elements:,}", self.expr._opmap.get(id(node)), self.expr.text)
 
     def fail(self, node: ast.AST, err: Exception) -> ExprError:
         msg = re.sub(r" at \S+:\d+$", "", str(err)) or type(err).__name__
@@ -622,6 +645,7 @@ class _Evaluator:
             with np.errstate(all="ignore"):
                 if isinstance(node, ast.BinOp):
                     a, b = self.eval(node.left), self.eval(node.right)
+                    self.bound(node, [a, b])
                     return _fold(_binop(type(node.op), a, b))
                 if isinstance(node, ast.UnaryOp):
                     v = self.eval(node.operand)
@@ -630,9 +654,12 @@ class _Evaluator:
                     return -v if isinstance(v, int) else _fold(-_numeric(v))
                 if isinstance(node, ast.Call):
                     args = [self.eval(a) for a in node.args]
+                    self.bound(node, args)
                     return _fold(FUNCTIONS[node.func.id].fn(*args))
                 if isinstance(node, ast.List):
-                    return _as_array([self.eval(el) for el in node.elts])
+                    items = [self.eval(el) for el in node.elts]
+                    self.bound(node, items)
+                    return _as_array(items)
         except ExprError:
             raise
         except (ValueError, TypeError, ArithmeticError, IndexError) as err:
@@ -820,9 +847,10 @@ def _py_text_of(pmap: _PosMap) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_value(text: str) -> float | np.ndarray:
+def parse_value(text: str, max_elements: int = MAX_VALUE_ELEMENTS) -> float | np.ndarray:
     """A number, a constant expression (``pi/2``, ``e``, ``sqrt(2)``) or a list (``[1, 2, 3]``,
-    ``[[1, 2], [3, 4]]``), checked like an expression and computed with float64 NumPy."""
+    ``[[1, 2], [3, 4]]``), checked like an expression and computed with float64 NumPy; the value and
+    every step of computing it have at most ``max_elements`` elements (checked before computing)."""
     tree, pmap, _ = _parse_python(text, True, MAX_VALUE_LENGTH)
     checker = _Checker(text, pmap, values=True)
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
@@ -832,7 +860,7 @@ def parse_value(text: str) -> float | np.ndarray:
     checker.check(node, [])
     expr = Expression(text, [Statement(None, node, 0, "")], [])
     _collect_opmap(tree, _py_text_of(pmap), pmap, expr._opmap)
-    v = _Evaluator(expr, {}).eval(node)
+    v = _Evaluator(expr, {}, max_elements).eval(node)
     if isinstance(v, np.ndarray):
         return v.astype(np.float64)
     return float(v)
@@ -840,6 +868,7 @@ def parse_value(text: str) -> float | np.ndarray:
 
 def parse_values(
     items: Iterable[str], variables: Sequence[str] | Expression, *, allow_extra: bool = False,
+    max_elements: int = MAX_VALUE_ELEMENTS,
 ) -> dict[str, float | np.ndarray]:
     """Values for ``--at x=1 y=pi/2 z=[1,2,3]``, in the order of ``variables``.
 
@@ -885,7 +914,7 @@ def parse_values(
             raise ExprError(f"no value after '{key}='", len(item), item)
         off = len(item) - len(val)
         try:
-            got[key] = parse_value(" " * off + val)
+            got[key] = parse_value(" " * off + val, max_elements)
         except ExprError as e:
             raise ExprError(e.message, e.position, item) from None
     missing = [n for n in names if n not in got]

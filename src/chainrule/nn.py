@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import functions as F
+from .fileio import NpzError, atomic_open, read_npz
 from .tensor import Tensor
 
 __all__ = [
@@ -37,6 +38,22 @@ def manual_seed(seed: int | None) -> None:
     """Seed the generator that layers use when they are given no ``rng`` (initial weights, dropout)."""
     global _rng
     _rng = np.random.default_rng(seed)
+
+
+def _check_finite(name: str, value: np.ndarray, cast: np.ndarray, dtype: Any) -> None:
+    """A ValueError when ``value`` holds NaN/inf, or becomes inf when cast to the parameter's ``dtype``."""
+    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+        bad = ~np.isfinite(value)
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"load_state_dict: {name} holds {int(bad.sum())} NaN or infinite value"
+                         f"{'s' if bad.sum() > 1 else ''} (first at {list(first)}: {value[first]}); refusing to "
+                         "load them (pass allow_nonfinite=True to load anyway)")
+    if not np.all(np.isfinite(cast)):
+        bad = ~np.isfinite(cast)
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"load_state_dict: {name} holds {int(bad.sum())} value{'s' if bad.sum() > 1 else ''} too "
+                         f"large for {np.dtype(dtype).name} (first at {list(first)}: {value[first]:g}; the largest "
+                         f"is {np.finfo(dtype).max:g}); refusing to load them as inf")
 
 
 def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
@@ -157,10 +174,13 @@ class Module:
         """A copy of every parameter's values by name, e.g. ``{"0.weight": array, ...}``."""
         return {name: np.array(p.data, copy=True) for name, p in self.named_parameters()}
 
-    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> Module:
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, allow_nonfinite: bool = False) -> Module:
         """Copy values from ``state`` into the parameters (in place, so optimizers keep working).
 
-        With ``strict`` the names must match exactly; shapes must always match.
+        With ``strict`` the names must match exactly; shapes must always match. Values that are NaN
+        or infinite, or that do not fit the parameter's dtype (a float64 1e39 into a float32 weight
+        would become inf), are refused with a ValueError naming the parameter, since a model
+        loaded with them answers NaN silently; ``allow_nonfinite=True`` loads them anyway.
         """
         params = dict(self.named_parameters())
         missing = [k for k in params if k not in state]
@@ -173,24 +193,44 @@ class Module:
                 parts.append(f"unexpected {', '.join(unexpected)}")
             raise KeyError(f"load_state_dict: the saved parameters do not fit {type(self).__name__}: "
                            + "; ".join(parts))
-        for name, p in params.items():
+        checked: dict[str, np.ndarray] = {}
+        for name, p in params.items():  # every value checked before any parameter changes
             if name not in state:
                 continue
             value = np.asarray(state[name])
             if value.shape != p.shape:
                 raise ValueError(f"load_state_dict: {name} has shape {value.shape} in the saved state, "
                                  f"but the model's {name} has shape {p.shape}")
-            p.data[...] = value
+            if value.dtype.kind not in "biuf":
+                raise ValueError(f"load_state_dict: {name} holds {value.dtype} values, not real numbers")
+            with np.errstate(over="ignore", invalid="ignore"):
+                cast = value.astype(p.dtype)
+            if not allow_nonfinite:
+                _check_finite(name, value, cast, p.dtype)
+            checked[name] = cast
+        for name, cast in checked.items():
+            params[name].data[...] = cast
         return self
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the parameters to a NumPy ``.npz`` file (names as keys)."""
-        np.savez(path, **self.state_dict())
+        """Write the parameters to a NumPy ``.npz`` file (names as keys; ``.npz`` is added to a name
+        without it). The file is replaced atomically: a failed save leaves the previous file whole."""
+        target = os.fspath(path)
+        if not target.endswith(".npz"):
+            target += ".npz"
+        state = self.state_dict()
+        with atomic_open(target) as fh:
+            np.savez(fh, **state)
 
-    def load(self, path: str | os.PathLike[str], strict: bool = True) -> Module:
-        """Read parameters written by :meth:`save` into this model (same architecture); returns self."""
-        with np.load(path, allow_pickle=False) as f:
-            return self.load_state_dict({k: f[k] for k in f.files}, strict=strict)
+    def load(self, path: str | os.PathLike[str], strict: bool = True, allow_nonfinite: bool = False) -> Module:
+        """Read parameters written by :meth:`save` into this model (same architecture); returns self.
+        A missing, truncated or corrupt file is a ValueError saying so (see :meth:`load_state_dict`
+        for the values refused)."""
+        try:
+            state = read_npz(path)
+        except NpzError as e:
+            raise ValueError(f"load: {e}") from None
+        return self.load_state_dict(state, strict=strict, allow_nonfinite=allow_nonfinite)
 
     # ---- display -----------------------------------------------------------------------------
     def extra_repr(self) -> str:

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .fileio import atomic_write
+
 if TYPE_CHECKING:
     from .graph import Graph, Node
 
@@ -293,7 +295,7 @@ def render(graph: Graph, path: str | os.PathLike[str], engine: str | None = None
                          ".svg, .png, .pdf or .dot")
     dot_text = to_dot(graph, max_nodes=max_nodes)
     data = dot_text.encode("utf-8") if fmt == "dot" else layout(dot_text, fmt, engine)
-    path.write_bytes(data)
+    atomic_write(path, data)  # a failed write leaves an earlier picture whole
     return path
 
 

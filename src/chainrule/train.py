@@ -26,6 +26,8 @@ import numpy as np
 
 from . import data as D
 from . import nn, optim
+from .cli import positive_float
+from .fileio import OutputPathError, atomic_path, check_writable, memory_budget
 from .tensor import no_grad
 
 __all__ = ["add_parser", "run", "main", "build_mlp", "fit", "History", "TrainError"]
@@ -194,7 +196,8 @@ def plot_history(history: History, path: str, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     try:
-        fig.savefig(path, dpi=120)
+        with atomic_path(path) as tmp:  # a failed write leaves an earlier picture whole
+            fig.savefig(tmp, dpi=120, format=os.path.splitext(path)[1].lstrip(".").lower() or None)
     except (ValueError, OSError) as e:
         raise TrainError(f"--plot {path}: cannot write the picture ({e})") from None
 
@@ -212,16 +215,6 @@ def _positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return n
-
-
-def _positive_float(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (x > 0 and math.isfinite(x)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return x
 
 
 def _fraction(text: str, *, closed_low: bool) -> float:
@@ -286,7 +279,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="passes over the training data (default %(default)s)")
     p.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"],
                    help="samples per gradient step (default %(default)s)")
-    p.add_argument("--lr", type=_positive_float, default=None,
+    p.add_argument("--lr", type=positive_float, default=None,
                    help="learning rate, the worksheet's step_size (default 0.001 for adam/adamw, 0.05 for sgd)")
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=DEFAULTS["optimizer"],
                    help="update rule (default %(default)s)")
@@ -359,7 +352,35 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """``--plot`` and ``--save`` checked before any data is read or any epoch run: a sensible
+    extension, an existing folder this process can write into."""
+    try:
+        if args.plot:
+            check_writable(args.plot, "--plot", sorted(_PLOT_FORMATS))
+        if args.save:
+            if not os.path.splitext(args.save)[1]:
+                args.save += ".npz"  # what np.savez has always done with a bare name
+            check_writable(args.save, "--save", [".npz"])
+    except OutputPathError as e:
+        raise TrainError(str(e)) from None
+
+
+def _check_size(X: np.ndarray, hidden: Sequence[int], n_classes: int, name: str) -> None:
+    """Refuse, before allocating it, a network that cannot fit in memory (a label of 1e9 asks for a
+    billion output units): parameters, gradients and two optimizer moments, 4 bytes each."""
+    sizes = (X.shape[1], *hidden, n_classes)
+    n_params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+    need = 16 * n_params + 4 * (len(X) + 1024) * max(sizes)
+    budget = memory_budget()
+    if need > budget:
+        raise TrainError(f"{name}: an MLP {'-'.join(map(str, sizes))} has {n_params:,} parameters and needs about "
+                         f"{need / 2**30:.1f} GiB to train; the limit is {budget / 2**30:.1f} GiB (half of this "
+                         "machine's memory). Fewer classes (are the labels numbered 0..k-1?) or smaller layers?")
+
+
 def _run(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     X, y, name = _load(args)
     rng = np.random.default_rng(args.seed)
     try:
@@ -368,14 +389,13 @@ def _run(args: argparse.Namespace) -> int:
         raise TrainError(f"{name}: cannot split {len(X)} samples into training and test sets ({e})") from None
     X_train, X_test = D.standardize(X_train, X_test)
     n_classes = int(y.max()) + 1
+    _check_size(X, args.hidden, n_classes, name)
     model = build_mlp(X.shape[1], args.hidden, n_classes, activation=args.activation, dropout=args.dropout, rng=rng)
     opt = _make_optimizer(args, model.parameters())
     arch = "-".join(str(n) for n in (X.shape[1], *args.hidden, n_classes))
     print(f"{name}: {len(X_train)} training and {len(X_test)} test samples, {X.shape[1]} features, "
           f"{n_classes} classes; MLP {arch} ({args.activation}, {model.num_parameters():,} parameters), "
           f"{type(opt).__name__} lr={opt.lr:g}, batch {args.batch_size}, {args.epochs} epochs")
-    if args.plot and os.path.splitext(args.plot)[1].lower() not in _PLOT_FORMATS:
-        raise TrainError(f"--plot {args.plot}: give a picture file ending in {', '.join(sorted(_PLOT_FORMATS))}")
     progress = _Progress(args.epochs, enabled=not args.no_progress)
     try:
         with _one_blas_thread():
@@ -387,18 +407,18 @@ def _run(args: argparse.Namespace) -> int:
     print(f"final test accuracy: {history.test_acc[-1]:.2%} ({correct}/{len(X_test)}), test loss "
           f"{history.test_loss[-1]:.4f}, train accuracy {history.train_acc[-1]:.2%}; "
           f"trained in {history.seconds:.1f} s")
-    if args.plot:
-        plot_history(history, args.plot, title=f"chainrule train {name}: MLP {arch}")
-        print(f"curves saved to {args.plot}")
-    if args.save:
+    if args.save:  # the trained model first: a picture that cannot be written must not cost it
         try:
             model.save(args.save)
         except OSError as e:
-            raise TrainError(f"--save {args.save}: cannot write ({e})") from None
-        saved = args.save if args.save.endswith(".npz") else args.save + ".npz"
-        print(f"parameters saved to {saved} (load with model.load({saved!r}) into "
+            raise TrainError(f"--save {args.save}: cannot write ({e.strerror or e}); the previous file, if "
+                             "any, is unchanged") from None
+        print(f"parameters saved to {args.save} (load with model.load({args.save!r}) into "
               f"chainrule.train.build_mlp({X.shape[1]}, {tuple(args.hidden)}, {n_classes}, {args.activation!r}"
               f"{f', dropout={args.dropout}' if args.dropout and args.hidden else ''}))")
+    if args.plot:
+        plot_history(history, args.plot, title=f"chainrule train {name}: MLP {arch}")
+        print(f"curves saved to {args.plot}")
     return 0
 
 

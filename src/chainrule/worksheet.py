@@ -21,6 +21,7 @@ import numpy as np
 
 from .check import GradcheckError, gradcheck
 from .expr import Expression, parse, parse_values
+from .fileio import atomic_write
 from .graph import Graph, fmt_value, trace
 
 __all__ = ["QUESTIONS", "WorksheetResult", "descend", "solve_worksheet"]
@@ -252,7 +253,7 @@ class _Pictures:
                 return
         dot_path = self.folder / f"{stem}.dot"
         dot = g.to_dot()
-        dot_path.write_text(dot, encoding="utf-8")
+        atomic_write(dot_path, dot)
         doc.p(f"The picture could not be drawn here ({self.problem}). The graph as Graphviz DOT "
               f"(also in `{dot_path.name}`; `dot -Tsvg {dot_path.name} > {stem}.svg` draws it):")
         doc.code(dot, "dot")
@@ -389,5 +390,5 @@ def solve_worksheet(out: Path | str, fmt: str = "md", picture_format: str = "svg
         doc.p(f"Note: pictures could not be rendered ({pics.problem}); the graphs are given as DOT above.")
     report = folder / f"worksheet.{fmt}"
     text = doc.markdown() if fmt == "md" else doc.html("Section 2 backprop worksheet, solved by chainrule")
-    report.write_text(text, encoding="utf-8")
+    atomic_write(report, text)
     return WorksheetResult(report, pics.written, pics.problem, rows, answers, ok)

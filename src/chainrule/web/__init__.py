@@ -15,6 +15,9 @@ from typing import Any
 
 __all__ = ["add_parser", "serve", "create_app"]
 
+#: Connections the explorer serves at once (uvicorn answers 503 past it).
+MAX_CONNECTIONS = 64
+
 _MISSING = "the chainrule explorer needs Starlette and Uvicorn: pip install 'chainrule[web]'"
 
 
@@ -66,7 +69,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = False) -> 
     if not local and not quiet:
         print(f"warning: listening on {host}, so other machines can reach this server", file=sys.stderr)
     print(url_for(host, port), flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    # at most MAX_CONNECTIONS connections at once (503 past it); each holds at most one answer, of at
+    # most Limits.max_response_bytes, so what the server buffers for clients that never read is bounded
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            limit_concurrency=MAX_CONNECTIONS)
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

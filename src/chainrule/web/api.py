@@ -10,8 +10,10 @@ rules, never from a derivative written here.
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -22,7 +24,7 @@ from ..expr import ExprError, Expression, parse, parse_value
 from ..gates import FAN_OUT
 from ..graph import Graph, Node, equation_text, fmt_value, trace
 
-__all__ = ["ApiError", "Limits", "handle", "info", "examples", "worksheet_examples", "EXTRA_EXAMPLES"]
+__all__ = ["ApiError", "Limits", "handle", "info", "examples", "worksheet_examples", "EXTRA_EXAMPLES", "encode_json"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,9 @@ class Limits:
     max_nodes: int = 300  # nodes of the traced graph (inputs, constants and operations)
     max_array_size: int = 1000  # elements of one input array
     max_seconds: float = 10.0  # wall time of one computation (parse, trace, picture, code)
+    max_shown_elements: int = 16  # an array longer than this is summarized (shape, first and last 3) per node
+    max_response_bytes: int = 2_000_000  # one answer, encoded; past it a 413 error instead
+    max_queue: int = 16  # computations waiting for a busy worker; past it a 429 error at once
 
 
 class ApiError(Exception):
@@ -62,12 +67,6 @@ class ApiError(Exception):
         if self.detail is not None:
             out["detail"] = self.detail
         return out
-
-    @classmethod
-    def from_body(cls, status: int, body: dict[str, Any]) -> ApiError:
-        """Rebuild an error from its status and :meth:`body` (errors cross the worker's pipe as data)."""
-        return cls(status, body.get("code", "error"), body.get("error", "error"), field=body.get("field"),
-                   position=body.get("position"), detail=body.get("detail"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,7 +245,7 @@ def _value(name: str, v: Any, limits: Limits) -> np.ndarray:
         if not v.strip():
             raise ApiError(422, "missing_value", f"no value for '{name}'", field=field)
         try:
-            arr = np.asarray(parse_value(v), dtype=np.float64)
+            arr = np.asarray(parse_value(v, limits.max_array_size), dtype=np.float64)
         except ExprError as e:
             raise _expr_error(e, field) from None
     elif isinstance(v, list):
@@ -254,10 +253,10 @@ def _value(name: str, v: Any, limits: Limits) -> np.ndarray:
             raise _array_too_large(name, len(v), limits)
         if not v:
             raise ApiError(422, "invalid_value", f"the list for {name} is empty", field=field)
-        bad = next((x for x in v if isinstance(x, bool) or not isinstance(x, (int, float))), None)
-        if bad is not None or any(isinstance(x, bool) for x in v):
+        bad = [x for x in v if isinstance(x, bool) or not isinstance(x, (int, float))]
+        if bad:  # (null is a bad element too: look for one, not for a non-None one)
             raise ApiError(422, "invalid_value", f"{name} must be a number or a flat list of numbers; the list "
-                           f"holds {_json_kind(bad)}", field=field)
+                           f"holds {_json_kind(bad[0])}", field=field)
         try:
             arr = np.asarray([float(x) for x in v], dtype=np.float64)
         except OverflowError:
@@ -300,9 +299,13 @@ def _learning_rate(v: Any, limits: Limits) -> float:
         v = float(lr)
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise ApiError(422, "invalid_lr", f"the learning rate must be a number, not {_json_kind(v)}", field="lr")
-    if not math.isfinite(v):
+    try:
+        lr = float(v)  # a 400-digit integer does not fit a float
+    except OverflowError:
+        raise ApiError(422, "invalid_lr", "the learning rate is too large for a float", field="lr") from None
+    if not math.isfinite(lr):
         raise ApiError(422, "invalid_lr", "the learning rate must be finite", field="lr")
-    return float(v)
+    return lr
 
 
 def _check_deadline(deadline: float, limits: Limits) -> None:
@@ -331,8 +334,12 @@ def _trace(expression: Expression, values: dict[str, np.ndarray], expand: bool, 
     return graph
 
 
-def _json(v: Any) -> Any:
-    """A value as JSON: a number, or nested lists; inf and nan as the strings "Infinity", "NaN"."""
+def _json(v: Any, shown: int | None = None) -> Any:
+    """A value as JSON: a number, or nested lists; inf and nan as the strings "Infinity", "NaN".
+
+    With ``shown``, an array of more elements is summarized as ``{"summary": true, "shape", "size",
+    "head", "tail"}`` (its first and last three elements, as the page shows long arrays anyway), so
+    the answer's size grows with the number of nodes, not with nodes × elements."""
     if v is None:
         return None
     arr = np.asarray(v)
@@ -343,7 +350,34 @@ def _json(v: Any) -> Any:
         if isinstance(x, float) and not math.isfinite(x):
             return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
         return x
+    if shown is not None and arr.size > shown:
+        flat = arr.ravel()
+        return {"summary": True, "shape": list(arr.shape), "size": int(arr.size),
+                "head": [_json(x) for x in flat[:3]], "tail": [_json(x) for x in flat[-3:]]}
     return [_json(x) for x in arr]
+
+
+def encode_json(obj: Any) -> bytes:
+    """``obj`` as UTF-8 JSON bytes. A lone surrogate from a request (``"\\ud800"``, echoed in an error
+    message) cannot be encoded as UTF-8; it becomes U+FFFD instead of failing the answer."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(_no_surrogates(obj), ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":")).encode("utf-8")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_surrogates(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return _SURROGATE.sub("\ufffd", obj)
+    if isinstance(obj, dict):
+        return {_no_surrogates(k): _no_surrogates(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_surrogates(v) for v in obj]
+    return obj
 
 
 def _node_id(node: Node) -> str:
@@ -357,22 +391,22 @@ def _with_values(node: Node) -> str:
     return equation_text(replace(node, inputs=tuple(shown)))
 
 
-def _forward_steps(graph: Graph) -> list[dict[str, Any]]:
+def _forward_steps(graph: Graph, shown: int) -> list[dict[str, Any]]:
     """Node by node in evaluation order: its equation, the equation with values, and the result."""
     steps = []
     for node in graph.nodes:
         if node.kind == "input":
             steps.append({"node": node.name, "text": node.name, "detail": "an input",
-                          "value": _json(node.value), "explain": ""})
+                          "value": _json(node.value, shown), "explain": ""})
         elif node.kind == "op":
             assert node.gate is not None
             steps.append({"node": node.name, "text": f"{node.name} = {equation_text(node)}",
-                          "detail": f"= {_with_values(node)}", "value": _json(node.value),
+                          "detail": f"= {_with_values(node)}", "value": _json(node.value, shown),
                           "explain": node.gate.explain})
     return steps
 
 
-def _backward_steps(graph: Graph) -> list[dict[str, Any]]:
+def _backward_steps(graph: Graph, shown: int) -> list[dict[str, Any]]:
     """Node by node from the output back, as :meth:`Graph.backward_steps` computed it: for each use
     of the node, the upstream gradient of the op that used it, the gate's local gradient (its rule
     and value) and the gradient it sends back; the node's gradient (from the graph) is their sum."""
@@ -388,32 +422,33 @@ def _backward_steps(graph: Graph) -> list[dict[str, Any]]:
             j = seen[id(part.input)] = seen.get(id(part.input), -1) + 1
             terms.setdefault(id(part.input), []).append({
                 "via": c.name, "operand": slots[j] if len(slots) > 1 else None, "equation": equation,
-                "upstream": _json(step.upstream), "rule": part.rule,
-                "local": None if part.rule is None else _json(part.local),
-                "product": _json(part.grad), "explain": c.gate.explain,
+                "upstream": _json(step.upstream, shown), "rule": part.rule,
+                "local": None if part.rule is None else _json(part.local, shown),
+                "product": _json(part.grad, shown), "explain": c.gate.explain,
             })
     steps = []
     for node in reversed(graph.nodes):
         if node.kind == "const" or node.grad is None:
             continue
         if node is graph.output:
-            steps.append({"node": node.name, "grad": _json(node.grad), "seed": True, "terms": [],
+            steps.append({"node": node.name, "grad": _json(node.grad, shown), "seed": True, "terms": [],
                           "explain": f"the backward pass starts at the output: ∂{node.name}/∂{node.name} = 1"})
             continue
         mine = terms.get(id(node), [])  # in the order the backward pass reached them
         explain = FAN_OUT if len(mine) > 1 else ("not used by the output: its gradient is 0" if not mine else "")
-        steps.append({"node": node.name, "grad": _json(node.grad), "seed": False, "terms": mine,
+        steps.append({"node": node.name, "grad": _json(node.grad, shown), "seed": False, "terms": mine,
                       "explain": explain})
     return steps
 
 
 def _describe(expression: Expression, graph: Graph, values: dict[str, np.ndarray], limits: Limits,
               deadline: float) -> dict[str, Any]:
+    shown = limits.max_shown_elements
     nodes = []
     for n in graph.nodes:
         nodes.append({"name": n.name, "id": _node_id(n), "kind": n.kind, "op": n.op,
-                      "inputs": [i.name for i in n.inputs], "value": _json(n.value),
-                      "grad": _json(n.grad), "shape": list(np.shape(n.value)),
+                      "inputs": [i.name for i in n.inputs], "value": _json(n.value, shown),
+                      "grad": _json(n.grad, shown), "shape": list(np.shape(n.value)),
                       "equation": equation_text(n) if n.gate is not None else n.name})
     edges = [{"source": i.name, "target": n.name, "index": k} for n in graph.nodes for k, i in enumerate(n.inputs)]
     out: dict[str, Any] = {
@@ -423,9 +458,9 @@ def _describe(expression: Expression, graph: Graph, values: dict[str, np.ndarray
         "output": graph.output.name, "value": _json(graph.value),
         "grads": {k: _json(v) for k, v in graph.grads.items()},
         "equations": [{"name": n.name, "op": n.op, "text": f"{n.name} = {equation_text(n)}",
-                       "value": _json(n.value), "grad": _json(n.grad)} for n in graph.ops],
+                       "value": _json(n.value, shown), "grad": _json(n.grad, shown)} for n in graph.ops],
         "nodes": nodes, "edges": edges,
-        "forward": _forward_steps(graph), "backward": _backward_steps(graph),
+        "forward": _forward_steps(graph, shown), "backward": _backward_steps(graph, shown),
     }
     _check_deadline(deadline, limits)
     out.update(_views(expression, graph))

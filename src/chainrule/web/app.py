@@ -1,30 +1,36 @@
-"""The explorer's HTTP layer (Starlette): JSON API routes, the static page, and the request-size limit.
+"""The explorer's HTTP layer (Starlette): JSON API routes, the static page, and the limits on load.
 
-Every computing route reads a bounded JSON body, hands it to a worker process (see ``worker.py``)
-and answers its JSON; every failure, whatever its cause, is a JSON ``{"error": ..., "code": ...}``
-with a 4xx status (5xx only for a bug), so the page can show it and the server stays up.
+Every computing route reads a bounded JSON body, waits (without holding a thread) for one of the
+worker processes (see ``worker.py``) and passes on its answer, already encoded and size-checked by
+the worker, so the event loop never encodes a large answer. At most ``workers`` computations run at
+once and ``max_queue`` more wait; past that a request is answered 429 at once, so waiting requests
+never starve the page or ``/api/info``. Every failure, whatever its cause, is a JSON
+``{"error": ..., "code": ...}`` with a 4xx status (5xx only for a bug). Every response, static files
+included, carries the same security headers, and only this machine's own host names are answered.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
-from .api import ApiError, Limits, examples, info
+from .api import ApiError, Limits, encode_json, examples, info
 
 try:
+    import anyio
     from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import Headers, MutableHeaders
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.middleware.base import BaseHTTPMiddleware
     from starlette.requests import Request
-    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.responses import Response
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError as _e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the chainrule explorer needs Starlette and Uvicorn: pip install 'chainrule[web]'"
@@ -34,7 +40,7 @@ from .worker import WorkerPool
 
 STATIC_DIR = resources.files("chainrule.web") / "static"
 
-_SECURITY_HEADERS = {
+SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": (
@@ -43,10 +49,32 @@ _SECURITY_HEADERS = {
     ),
 }
 
+_CHUNK = 64 * 1024
 
-def error_response(err: ApiError) -> JSONResponse:
+
+class JSONBytes(Response):
+    """A JSON answer that is already encoded, sent in 64 KiB pieces: the server waits for a slow
+    reader between pieces (uvicorn's flow control) instead of copying the whole answer into the
+    connection's buffer, so a client that never reads holds at most one answer."""
+
+    media_type = "application/json"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        body = bytes(self.body)
+        for start in range(0, max(len(body), 1), _CHUNK):
+            await send({"type": "http.response.body", "body": body[start:start + _CHUNK],
+                        "more_body": start + _CHUNK < len(body)})
+
+
+def json_response(obj: Any, status: int = 200) -> JSONBytes:
+    """``obj`` as a JSON answer (lone surrogates from the request cannot break its encoding)."""
+    return JSONBytes(encode_json(obj), status_code=status)
+
+
+def error_response(err: ApiError) -> JSONBytes:
     """The JSON answer for one :class:`ApiError`."""
-    return JSONResponse(err.body(), status_code=err.status, headers=_SECURITY_HEADERS)
+    return json_response(err.body(), err.status)
 
 
 async def read_json(request: Request, limits: Limits) -> Any:
@@ -85,12 +113,72 @@ def _too_large(n: int, limits: Limits) -> ApiError:
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
+# a Host header: a name or an address, optionally ":port" (digits only); IPv6 in brackets
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::(?P<port>[0-9]{1,5}))?")
 
-def _hostname(host_header: str) -> str:
-    """``example.org:8000`` -> ``example.org``; ``[::1]:8000`` -> ``::1``."""
-    if host_header.startswith("["):
-        return host_header[1:].split("]", 1)[0]
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+def _hostname(host_header: str) -> str | None:
+    """``example.org:8000`` -> ``example.org``; ``[::1]:8000`` -> ``::1``; anything that is not a
+    host and an optional numeric port (``localhost:evil``, ``a b``) -> None."""
+    m = _HOST.fullmatch(host_header.strip())
+    if m is None:
+        return None
+    return (m.group("v6") or m.group("name")).lower()
+
+
+class Guard:
+    """ASGI middleware: answer only the allowed host names (no DNS rebinding), and put the security
+    headers on every response -- the page, the API and the static files alike."""
+
+    def __init__(self, app: ASGIApp, allowed: set[str] | None) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.allowed is not None and _hostname(Headers(scope=scope).get("host", "")) not in self.allowed:
+            err = ApiError(400, "bad_host", "this server answers only to " + ", ".join(sorted(self.allowed)))
+            await error_response(err)(scope, receive, _with_security_headers(send))
+            return
+        await self.app(scope, receive, _with_security_headers(send))
+
+
+def _with_security_headers(send: Send) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = MutableHeaders(scope=message)
+            for k, v in SECURITY_HEADERS.items():
+                if k not in headers:
+                    headers[k] = v
+        await send(message)
+
+    return wrapped
+
+
+class ComputeQueue:
+    """Admission to the worker processes: at most ``workers`` computations run (each holds one thread
+    while its worker computes), at most ``max_queue`` more wait -- asynchronously, holding no thread --
+    and any request beyond that is refused with 429 at once."""
+
+    def __init__(self, pool: WorkerPool, limits: Limits) -> None:
+        self.pool = pool
+        self.limits = limits
+        self.admitted = 0  # running + waiting; touched only on the event loop
+        self._limiter: Any = None
+
+    async def run(self, kind: str, payload: Any) -> tuple[int, bytes]:
+        if self.admitted >= self.pool.size + self.limits.max_queue:
+            raise ApiError(429, "busy", f"the server is busy ({self.pool.size} computations running and "
+                           f"{self.limits.max_queue} waiting); try again in a moment")
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.pool.size)
+        self.admitted += 1
+        try:
+            return await anyio.to_thread.run_sync(self.pool.run, kind, payload, self.limits, limiter=self._limiter)
+        finally:
+            self.admitted -= 1
 
 
 def create_app(limits: Limits | None = None, workers: int = 2,
@@ -102,34 +190,30 @@ def create_app(limits: Limits | None = None, workers: int = 2,
     """
     limits = limits or Limits()
     pool = WorkerPool(workers)
+    queue = ComputeQueue(pool, limits)
     allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
-
-    async def check_host(request: Request, call_next: Any) -> Response:
-        if allowed is not None and _hostname(request.headers.get("host", "")).lower() not in allowed:
-            return error_response(ApiError(400, "bad_host", "this server answers only to "
-                                           + ", ".join(sorted(allowed))))
-        return await call_next(request)
+    page = (STATIC_DIR / "index.html").read_bytes()  # served from memory: no thread, no file system
 
     def json_route(kind: str) -> Any:
         async def endpoint(request: Request) -> Response:
             try:
                 payload = await read_json(request, limits)
-                body = await run_in_threadpool(pool.run, kind, payload, limits)
+                status, body = await queue.run(kind, payload)
             except ApiError as e:
                 return error_response(e)
-            return JSONResponse(body, headers=_SECURITY_HEADERS)
+            return JSONBytes(body, status_code=status)
 
         endpoint.__name__ = f"api_{kind}"
         return endpoint
 
     async def api_info(request: Request) -> Response:
-        return JSONResponse(info(limits), headers=_SECURITY_HEADERS)
+        return json_response(info(limits))
 
     async def api_examples(request: Request) -> Response:
-        return JSONResponse(examples(), headers=_SECURITY_HEADERS)
+        return json_response(examples())
 
     async def index(request: Request) -> Response:
-        return FileResponse(str(STATIC_DIR / "index.html"), headers=_SECURITY_HEADERS)
+        return Response(page, media_type="text/html; charset=utf-8")
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -146,7 +230,7 @@ def create_app(limits: Limits | None = None, workers: int = 2,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await run_in_threadpool(pool.start)
+        await anyio.to_thread.run_sync(pool.start)
         try:
             yield
         finally:
@@ -161,9 +245,9 @@ def create_app(limits: Limits | None = None, workers: int = 2,
         Route("/api/step", json_route("step"), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    middleware=[Middleware(BaseHTTPMiddleware, dispatch=check_host)],
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(Guard, allowed=allowed)],
                     exception_handlers={HTTPException: http_error, Exception: server_error})
     app.state.limits = limits
     app.state.pool = pool
+    app.state.queue = queue
     return app

@@ -2,9 +2,11 @@
 
 A Python thread cannot be stopped, and a runaway computation in the server process would freeze
 every other request; so each job (parse, trace, picture, code) runs in a child process
-(``python -m chainrule.web.worker``), one JSON line in and one JSON line out. When a job runs past
-its time, that child is killed and replaced, and the request is answered with a clear error: the
-server itself never waits on, or dies with, a bad request.
+(``python -m chainrule.web.worker``), one JSON line in and one line out: the HTTP status, a space and
+the answer's JSON, encoded (and checked against the size limit) by the worker, so the server passes
+the bytes on without decoding or encoding anything. When a job runs past its time, that child is
+killed and replaced, and the request is answered with a clear error: the server itself never waits
+on, or dies with, a bad request.
 """
 
 from __future__ import annotations
@@ -18,44 +20,46 @@ import threading
 from dataclasses import asdict
 from typing import IO, Any
 
-from .api import ApiError, Limits, handle
+from .api import ApiError, Limits, encode_json, handle
 
 # how long a new child may take to import NumPy and chainrule before its first answer
 _STARTUP_SECONDS = 60.0
 
 
-def _answer(line: str) -> dict[str, Any]:
-    """One job, from its JSON line to the JSON reply (never raises)."""
+def _answer(line: str) -> tuple[int, bytes]:
+    """One job, from its JSON line to ``(status, JSON bytes)`` (never raises)."""
     try:
         job = json.loads(line)
         if job["kind"] == "ping":  # start-up: answer once everything is imported
-            return {"ok": {}}
+            return 200, b"{}"
         limits = Limits(**job["limits"])
-        return {"ok": handle(job["kind"], job["payload"], limits)}
+        body = encode_json(handle(job["kind"], job["payload"], limits))
+        if len(body) > limits.max_response_bytes:
+            raise ApiError(413, "response_too_large",
+                           f"the answer would be {len(body) / 1e6:.1f} MB; the limit is "
+                           f"{limits.max_response_bytes / 1e6:.1f} MB: fewer nodes (fused, not expanded?) or "
+                           "shorter arrays")
+        return 200, body
     except ApiError as e:
-        return {"status": e.status, "body": e.body()}
+        return e.status, encode_json(e.body())
     except MemoryError:
-        return {"status": 413, "body": {"error": "the computation needs more memory than this server allows",
-                                        "code": "too_much_memory"}}
+        return 413, encode_json({"error": "the computation needs more memory than this server allows",
+                                 "code": "too_much_memory"})
     except Exception as e:  # noqa: BLE001 - the child must answer, whatever happened
-        return {"status": 500, "body": {"error": f"internal error: {type(e).__name__}: {e}", "code": "internal"}}
+        return 500, encode_json({"error": f"internal error: {type(e).__name__}: {e}", "code": "internal"})
 
 
 def main() -> None:
     """The child's loop: read one job per line on stdin, write one reply per line on stdout."""
-    out = sys.stdout
+    out = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing printed by accident may corrupt the replies
     for line in sys.stdin:
-        reply = _answer(line)
-        try:
-            text = json.dumps(reply, allow_nan=False)
-        except ValueError as e:
-            text = json.dumps({"status": 500, "body": {"error": f"internal error: {e}", "code": "internal"}})
-        out.write(text + "\n")
+        status, body = _answer(line)
+        out.write(b"%d %s\n" % (status, body))  # JSON never holds a raw newline
         out.flush()
 
 
-def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+def _pump(stream: IO[bytes], lines: queue.Queue[bytes | None]) -> None:
     for line in stream:
         lines.put(line)
     lines.put(None)  # the child has gone
@@ -65,8 +69,8 @@ class Worker:
     """One child process, started on demand; :meth:`run` kills and forgets it after a timeout."""
 
     def __init__(self) -> None:
-        self._proc: subprocess.Popen[str] | None = None
-        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lines: queue.Queue[bytes | None] = queue.Queue()
         self._warm = False
 
     def start(self) -> None:
@@ -79,7 +83,7 @@ class Worker:
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "chainrule.web.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=None, text=True, encoding="utf-8", bufsize=1, env=env,
+            stderr=None, env=env,
         )
         self._lines = queue.Queue()
         self._warm = False
@@ -111,14 +115,14 @@ class Worker:
                 except OSError:
                     pass
 
-    def run(self, kind: str, payload: Any, limits: Limits) -> Any:
-        """Run one job; returns its JSON body or raises :class:`ApiError` (timeouts included)."""
+    def run(self, kind: str, payload: Any, limits: Limits) -> tuple[int, bytes]:
+        """Run one job; returns ``(status, JSON bytes)`` or raises :class:`ApiError` (timeouts included)."""
         self.start()
         proc = self._proc
         assert proc is not None and proc.stdin is not None
-        line = json.dumps({"kind": kind, "payload": payload, "limits": asdict(limits)})
+        line = json.dumps({"kind": kind, "payload": payload, "limits": asdict(limits)})  # ASCII: escapes all
         try:
-            proc.stdin.write(line + "\n")
+            proc.stdin.write(line.encode("ascii") + b"\n")
             proc.stdin.flush()
         except (BrokenPipeError, OSError):
             self.stop()
@@ -138,10 +142,8 @@ class Worker:
             raise ApiError(500, "worker_died", "the computation crashed its worker process; "
                            "the server has started a new one")
         self._warm = True
-        reply = json.loads(reply_line)
-        if "ok" in reply:
-            return reply["ok"]
-        raise ApiError.from_body(reply["status"], reply["body"])
+        status, _, body = reply_line.rstrip(b"\n").partition(b" ")
+        return int(status), body
 
 
 class WorkerPool:
@@ -167,8 +169,9 @@ class WorkerPool:
         for w in self._all:
             w.stop()
 
-    def run(self, kind: str, payload: Any, limits: Limits) -> Any:
-        """Run one job on a free worker (blocking; call it from a thread, not the event loop)."""
+    def run(self, kind: str, payload: Any, limits: Limits) -> tuple[int, bytes]:
+        """Run one job on a free worker: ``(status, JSON bytes)`` (blocking; call it from a thread, not
+        the event loop, and at most ``size`` at a time: see the explorer's queue in ``app.py``)."""
         try:
             worker = self._idle.get(timeout=limits.max_seconds)
         except queue.Empty:

@@ -49,13 +49,17 @@ async function api(path, body) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// formatting numbers (values arrive as numbers, lists, or "NaN"/"Infinity" strings)
+// formatting numbers (values arrive as numbers, lists, or "NaN"/"Infinity" strings; a long array
+// inside a node arrives summarized: {summary, shape, size, head, tail}, its first and last three)
 // ---------------------------------------------------------------------------------------------
 
 function fmt(v) {
   if (v === null || v === undefined) return "";
   if (typeof v === "string") return v === "Infinity" ? "∞" : v === "-Infinity" ? "−∞" : v;
   if (typeof v === "boolean") return v ? "1" : "0";
+  if (typeof v === "object" && v.summary) {
+    return `[${[...v.head.map(fmt), "…", ...v.tail.map(fmt)].join(", ")}]`;
+  }
   if (Array.isArray(v)) {
     const items = v.length > 8 ? [...v.slice(0, 3).map(fmt), "…", ...v.slice(-3).map(fmt)] : v.map(fmt);
     return `[${items.join(", ")}]`;
