@@ -667,6 +667,58 @@ def test_second_derivative_matches_central_differences(r: Row) -> None:
         np.testing.assert_allclose(hv[j], numeric, rtol=1e-4, atol=1e-6, err_msg=f"H·v block {k} of {r.id}")
 
 
+@pytest.mark.parametrize("r", DIFF_ROWS, ids=lambda r: r.id)
+def test_forward_mode_matches_differences_and_reverse_mode(r: Row) -> None:
+    """cr.jvp of the gate along random tangents equals central differences of the gate along them, and
+    ⟨w, J·t⟩ from forward mode equals ⟨Jᵀ·w, t⟩ from reverse mode (the forward-mode column)."""
+    arrays = _draw(r)
+    nums = r.argnums
+    t = {k: np.random.default_rng(23 + k).standard_normal(np.shape(arrays[k])) for k in nums}
+
+    def fn(*xs: Any) -> Any:
+        full = list(arrays)
+        for k, x in zip(nums, xs):
+            full[k] = x
+        return r.fn(*full)
+
+    primals = tuple(np.asarray(arrays[k], dtype=np.float64) for k in nums)
+    out, tout = cr.jvp(fn, primals, tuple(t[k] for k in nums))
+    assert np.shape(tout) == np.shape(out)
+    h = 1e-6
+    plain = lambda y: np.asarray(y.data if isinstance(y, cr.Tensor) else y)  # noqa: E731
+    plus = plain(fn(*[p + h * t[k] for p, k in zip(primals, nums)]))
+    minus = plain(fn(*[p - h * t[k] for p, k in zip(primals, nums)]))
+    np.testing.assert_allclose(tout, (plus - minus) / (2 * h), rtol=1e-5, atol=1e-6, err_msg=f"J·t of {r.id}")
+    w = np.random.default_rng(29).standard_normal(np.shape(out))
+    _, pull = cr.vjp(fn, *primals)
+    back = pull(w)
+    np.testing.assert_allclose(np.sum(w * tout), sum(np.sum(b * t[k]) for b, k in zip(back, nums)),
+                               rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize("r", DIFF_ROWS, ids=lambda r: r.id)
+def test_forward_over_reverse_matches_reverse_over_reverse(r: Row) -> None:
+    """cr.hvp (forward mode over the gradient) equals H·v from nested reverse mode."""
+    arrays = _draw(r)
+    loss = _loss(r, _weights(r, arrays))
+    nums = r.argnums
+    v = {k: np.random.default_rng(11 + k).standard_normal(np.shape(arrays[k])) for k in nums}
+
+    def of(*xs: Any) -> Any:
+        full = list(arrays)
+        for k, x in zip(nums, xs):
+            full[k] = x
+        return loss(*full)
+
+    primals = tuple(np.asarray(arrays[k], dtype=np.float64) for k in nums)
+    fwd = cr.hvp(of, primals, tuple(v[k] for k in nums))
+    first = cr.grad(of, argnums=tuple(range(len(nums))))
+    rev = cr.grad(lambda *xs: sum((g * v[k]).sum() for g, k in zip(first(*xs), nums)),
+                  argnums=tuple(range(len(nums))))(*primals)
+    for a, b in zip(fwd, rev):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)
+
+
 # ---- closed forms of second derivatives: cr.grad(cr.grad(f)) ----------------------------------
 
 _X = np.array([0.3, 0.9, 1.7])

@@ -26,6 +26,11 @@ ArrayLike = Any
 
 _G = GATES
 
+#: as an ops namespace, this module records what the rules compute (a graph that can be differentiated
+#: again); ``apply_gate`` applies a gate with its own convention (inputs, then params)
+namespace_kind = "graph"
+apply_gate = apply
+
 
 def _values(x: ArrayLike) -> Any:
     return x.data if isinstance(x, Tensor) else np.asarray(x)
@@ -901,7 +906,7 @@ on_register(_add_method)
 linalg = SimpleNamespace(inv=inv, solve=solve, det=det, slogdet=slogdet, cholesky=cholesky, eigh=eigh,
                          eigvalsh=eigvalsh, svd=svd, pinv=pinv, norm=norm)
 
-_NOT_PUBLIC = {"Tensor", "apply", "apply1", "binary_op", "split_call", "resolve", "normalize_axis",
+_NOT_PUBLIC = {"Tensor", "apply", "apply1", "apply_gate", "namespace_kind", "binary_op", "split_call", "resolve", "normalize_axis",
                "normalize_pad_width", "on_register", "Gate", "namedtuple", "Sequence", "Any", "SimpleNamespace",
                "gate_function", "check_class_labels"}
 __all__ = sorted(n for n, v in list(globals().items())

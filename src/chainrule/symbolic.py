@@ -433,6 +433,8 @@ def _build_ops() -> SimpleNamespace:
     for alias, name in aliases.items():
         setattr(ns, alias, getattr(ns, name))
     ns.zeros = lambda shape, dtype=None: call("zeros", shape=tuple(shape))
+    ns.namespace_kind = "symbolic"
+    ns.apply_gate = lambda gate, *args, **params: call(gate.name, *args, **params)
     ns.ones_like = lambda a, dtype=None: call("full_like", a, fill=1)
     ns.zeros_like = lambda a, dtype=None: call("zeros_like", a)
     return ns

@@ -23,7 +23,9 @@ from .core import (
     normalize_axis,
     number,
     on_register,
+    apply_in,
     pullback,
+    pushforward,
     reduced_shape,
     register,
     resolve,
@@ -35,7 +37,7 @@ from .shape import _scatter, normalize_pad_width
 
 __all__ = [
     "ELEMENTWISE", "FAN_OUT", "GATES", "LINALG", "NONDIFF", "REDUCTION", "SHAPE", "Gate", "bind", "count",
-    "keepdims_shape", "local_gradient", "normalize_axis", "number", "on_register", "pullback", "reduced_shape",
+    "keepdims_shape", "local_gradient", "normalize_axis", "number", "on_register", "pullback", "pushforward", "apply_in", "reduced_shape",
     "register", "resolve", "shape_of", "split_call", "unbroadcast", "elementwise", "reductions", "shape",
     "linalg", "normalize_pad_width", "_scatter",
 ]

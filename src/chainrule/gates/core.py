@@ -51,7 +51,7 @@ class Gate:
     __slots__ = (
         "name", "forward", "explain", "fmt", "local", "vjp", "expand", "kind", "differentiable", "fn",
         "np_name", "local_const", "params", "arity", "shape_rule", "code", "helper", "view", "numpy",
-        "method", "call", "order", "boolean",
+        "method", "call", "order", "boolean", "jvp", "linear",
     )
 
     def __init__(
@@ -77,6 +77,8 @@ class Gate:
         call: Callable[[tuple[Any, ...], dict[str, Any]], tuple[list[Any], dict[str, Any]]] | None = None,
         order: Sequence[str] | None = None,
         boolean: bool = False,
+        jvp: Callable[..., Any] | None = None,
+        linear: str | None = None,
     ) -> None:
         self.name = name
         self.forward = forward
@@ -109,6 +111,12 @@ class Gate:
         self.order: tuple[str, ...] = tuple(order) if order is not None else tuple(self.params)
         #: the result is a truth value (a mask): generated code keeps gradients built from it floats
         self.boolean = boolean
+        #: the forward-mode rule ``(m, tangents, *inputs, out, **params) -> tangent of out`` (tangents
+        #: holds None for inputs that carry none); elementwise gates need none (local · tangent), nor
+        #: do ``linear`` ones: "linear" (the gate applied to the tangents, ``sum(ẋ)``) or "multilinear"
+        #: (one term per input, the others kept: ``ẋ @ y + x @ ẏ``)
+        self.jvp = jvp
+        self.linear = linear
         self.fn: Callable[..., Any] = _unbound
         self.local_const = tuple(_constant_of(rule, len(local)) for rule in local) if local else None
 
@@ -415,6 +423,87 @@ def pullback(gate: Gate, m: Any, g: Any, args: Sequence[Any], out: Any, needs: S
         with np.errstate(divide="ignore", invalid="ignore"):
             floats = [np.float64(a) if isinstance(a, (int, float)) and not isinstance(a, bool) else a for a in args]
             return pullback(gate, m, g, floats, out, needs, params, reduce)
+
+
+def pushforward(gate: Gate, m: Any, tangents: Sequence[Any], args: Sequence[Any], out: Any,
+                params: dict[str, Any]) -> Any:
+    """The tangent of a gate's output from its inputs' tangents (None for inputs that carry none):
+    forward mode's step, as :func:`pullback` is reverse mode's. Elementwise gates: Σ local · tangent;
+    linear gates: the gate applied to the tangents; multilinear ones: one term per input; others their
+    ``jvp`` rule; a gate without one (a factorization, a gate you defined) by transposing its
+    vector-Jacobian product: J·t is the gradient of ⟨vjp(u), t⟩ with respect to u."""
+    if all(t is None for t in tangents):
+        return None
+    if gate.jvp is not None:
+        return gate.jvp(m, tangents, *args, out, **params)
+    if gate.local is not None:
+        total = None
+        for i, t in enumerate(tangents):
+            if t is None:
+                continue
+            c = gate.local_const[i]
+            if c is None:
+                term = t * local_gradient(gate, i, m, args, out)
+            else:
+                term = t if c == 1 else -t if c == -1 else t * c
+            total = term if total is None else total + term
+        if total is not None and tuple(shape_of(total)) != tuple(shape_of(out)):
+            total = m.broadcast_to(total, tuple(shape_of(out)))
+        return total
+    if gate.linear == "linear":
+        filled = [m.zeros_like(a) if t is None else t for a, t in zip(args, tangents)]
+        return apply_in(m, gate, *filled, **params)
+    if gate.linear == "multilinear":
+        total = None
+        for i, t in enumerate(tangents):
+            if t is not None:
+                term = apply_in(m, gate, *args[:i], t, *args[i + 1:], **params)
+                total = term if total is None else total + term
+        return total
+    return transposed_jvp(gate, m, tangents, args, out, params)
+
+
+def apply_in(m: Any, gate: Gate, *inputs: Any, **params: Any) -> Any:
+    """The gate applied in the ops namespace ``m``, with the gate's own convention (inputs, params)."""
+    own = getattr(m, "apply_gate", None)
+    if own is not None:
+        return own(gate, *inputs, **params)
+    return gate.fn(*inputs, **params)  # the array namespace
+
+
+def transposed_jvp(gate: Gate, m: Any, tangents: Sequence[Any], args: Sequence[Any], out: Any,
+                   params: dict[str, Any]) -> Any:
+    """J·t for a gate with only a vector-Jacobian rule: vjp is linear in the upstream gradient u, so
+    ⟨vjp(u), t⟩ = ⟨u, J·t⟩, and its gradient with respect to u is J·t (exact, two backward rules)."""
+    from .. import functions
+    from ..autodiff import run_backward
+    from ..tensor import Tensor, enable_grad
+
+    kind = getattr(m, "namespace_kind", "arrays")
+    if kind == "symbolic":
+        raise TypeError(f"{gate.name}: its forward-mode rule is not written out (it is computed by transposing "
+                        "its vector-Jacobian product), so it has no printed form")
+    graph = kind == "graph"
+    shape = tuple(shape_of(out))
+    data = out.data if isinstance(out, Tensor) else out
+    with enable_grad():
+        u = Tensor(np.zeros(shape, dtype=getattr(data, "dtype", np.float64)), requires_grad=True)
+        parents = [a if isinstance(a, Tensor) or not graph else a for a in args]
+        needs = [t is not None for t in tangents]
+        grads = pullback(gate, functions, u, parents, out if graph else Tensor(data), needs, params)
+        total = None
+        for gi, t in zip(grads, tangents):
+            if t is None or gi is None:
+                continue
+            term = functions.sum(gi * t)
+            total = term if total is None else total + term
+        if total is None or not total.requires_grad:
+            return m.zeros_like(out) if graph else np.zeros(shape)
+        got = run_backward(total, targets=[u], accumulate=False, create_graph=graph)
+    jt = got.get(id(u))
+    if jt is None:
+        return m.zeros_like(out) if graph else np.zeros(shape)
+    return jt if graph else np.asarray(jt)
 
 
 def local_gradient(gate: Gate, i: int, m: Any, args: Sequence[Any], out: Any) -> Any:

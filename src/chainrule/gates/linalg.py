@@ -335,6 +335,26 @@ def _pinv_vjp(m, g, a, out, needs):
             + m.matmul(m.matmul(m.matmul(pt, p), gt), right),)
 
 
+def _inv_jvp(m, tangents, a, out):
+    return -m.matmul(m.matmul(out, tangents[0]), out)
+
+
+def _solve_jvp(m, tangents, a, b, out):
+    ta, tb = tangents
+    rhs = m.zeros_like(out) if tb is None else tb
+    if ta is not None:
+        rhs = rhs - (m.matmul(ta, out) if b.ndim > 1 else m.matmul(ta, out))
+    return m.solve(a, rhs)
+
+
+def _det_jvp(m, tangents, a, out):
+    return out * m.sum(_T(m, m.inv(a)) * tangents[0], axis=(-2, -1))
+
+
+def _logabsdet_jvp(m, tangents, a, out):
+    return m.sum(_T(m, m.inv(a)) * tangents[0], axis=(-2, -1))
+
+
 def _square(s, **_):
     return s
 
@@ -342,20 +362,20 @@ def _square(s, **_):
 # ---- the gates --------------------------------------------------------------------------------------------
 
 MATMUL = _gate("matmul", "matmul", "matmul gate: ∂(A@B) gives g@Bᵀ to A and Aᵀ@g to B (mul's swap, for matrices)",
-               "{0} @ {1}", vjp=_matmul_vjp, arity=2, shape=_matmul_shape, code="{0} @ {1}")
+               "{0} @ {1}", linear="multilinear", vjp=_matmul_vjp, arity=2, shape=_matmul_shape, code="{0} @ {1}")
 EINSUM = _gate("einsum", _einsum, "einsum gate: each operand gets the einsum of the upstream gradient with the "
                "other operands (mul's swap, for any index pattern)", "einsum({subscripts}, {xs})",
-               vjp=_einsum_vjp, params={"subscripts": ""}, arity=None, shape=_einsum_shape, code=_einsum_code,
+               linear="multilinear", vjp=_einsum_vjp, params={"subscripts": ""}, arity=None, shape=_einsum_shape, code=_einsum_code,
                numpy=("einsum",), call=_einsum_call)
-INV = _gate("inv", "linalg.inv", "inverse gate: ∂(A⁻¹) sends −A⁻ᵀ·g·A⁻ᵀ to A", "inv({0})", vjp=_inv_vjp,
+INV = _gate("inv", "linalg.inv", "inverse gate: ∂(A⁻¹) sends −A⁻ᵀ·g·A⁻ᵀ to A", "inv({0})", jvp=_inv_jvp, vjp=_inv_vjp,
             shape=_square)
 SOLVE = _gate("solve", "linalg.solve", "solve gate: x = A⁻¹b sends A⁻ᵀg to b and −(A⁻ᵀg)·xᵀ to A",
-              "solve({0}, {1})", vjp=_solve_vjp, arity=2, shape=lambda a, b: np.broadcast_shapes(
+              "solve({0}, {1})", jvp=_solve_jvp, vjp=_solve_vjp, arity=2, shape=lambda a, b: np.broadcast_shapes(
                   a[:-2], b[:-2] if len(b) > 1 else ())[:] + ((b[-1],) if len(b) == 1 else b[-2:]))
-DET = _gate("det", "linalg.det", "det gate: ∂det(A)/∂A = det(A)·A⁻ᵀ", "det({0})", vjp=_det_vjp,
+DET = _gate("det", "linalg.det", "det gate: ∂det(A)/∂A = det(A)·A⁻ᵀ", "det({0})", jvp=_det_jvp, vjp=_det_vjp,
             shape=lambda s: s[:-2])
 LOGABSDET = _gate("logabsdet", _logabsdet, "log|det| gate: ∂ln|det A|/∂A = A⁻ᵀ", "ln|det({0})|",
-                  vjp=_logabsdet_vjp, shape=lambda s: s[:-2], numpy=())
+                  jvp=_logabsdet_jvp, vjp=_logabsdet_vjp, shape=lambda s: s[:-2], numpy=())
 CHOLESKY = _gate("cholesky", "linalg.cholesky", "cholesky gate: A = LLᵀ; the gradient of L is pulled back "
                  "through Φ(Lᵀḡ) and two triangular solves (Murray 2016)", "cholesky({0})", vjp=_cholesky_vjp,
                  shape=_square)

@@ -181,47 +181,102 @@ def _prod(shape: tuple[int, ...]) -> int:
     return n
 
 
+# ---- forward-mode rules (the gates without one are linear, or transpose their vjp) ------------------------
+
+
+def _extreme_jvp(m, tangents, x, out, axis=None, keepdims=False):
+    hit = x == _spread(m, out, x.shape, axis, keepdims)
+    share = m.sum(tangents[0] * hit, axis=axis, keepdims=keepdims)
+    return share / m.sum(hit, axis=axis, keepdims=keepdims)
+
+
+def _prod_jvp(m, tangents, x, out, axis=None, keepdims=False):
+    others = _prod_vjp(m, m.ones_like(out), x, out, (True,), axis=axis, keepdims=keepdims)[0]
+    return m.sum(tangents[0] * others, axis=axis, keepdims=keepdims)
+
+
+def _var_jvp(m, tangents, x, out, axis=None, ddof=0, keepdims=False):
+    centred = x - m.mean(x, axis=axis, keepdims=True)
+    return m.sum(centred * tangents[0], axis=axis, keepdims=keepdims) * (2 / (count(x.shape, axis) - ddof))
+
+
+def _std_jvp(m, tangents, x, out, axis=None, ddof=0, keepdims=False):
+    centred = x - m.mean(x, axis=axis, keepdims=True)
+    spread = m.where(out == 0, 1.0, out)
+    return m.sum(centred * tangents[0], axis=axis, keepdims=keepdims) / ((count(x.shape, axis) - ddof) * spread)
+
+
+def _nansum_jvp(m, tangents, x, out, axis=None, keepdims=False):
+    return m.sum(m.where(m.isnan(x), 0.0, tangents[0]), axis=axis, keepdims=keepdims)
+
+
+def _nanmean_jvp(m, tangents, x, out, axis=None, keepdims=False):
+    present = m.logical_not(m.isnan(x))
+    return m.sum(m.where(present, tangents[0], 0.0), axis=axis, keepdims=keepdims) / \
+        m.sum(present, axis=axis, keepdims=keepdims)
+
+
+def _logsumexp_jvp(m, tangents, x, out, axis=None, keepdims=False):
+    return m.sum(m.exp(x - _spread(m, out, x.shape, axis, keepdims)) * tangents[0], axis=axis, keepdims=keepdims)
+
+
+def _softmax_jvp(m, tangents, x, out, axis=-1):
+    t = tangents[0]
+    return out * (t - m.sum(out * t, axis=axis, keepdims=True))
+
+
+def _log_softmax_jvp(m, tangents, x, out, axis=-1):
+    t = tangents[0]
+    return t - m.sum(m.exp(out) * t, axis=axis, keepdims=True)
+
+
+def _cross_entropy_jvp(m, tangents, x, out, index=None, scale=1.0):
+    t = tangents[0]
+    e = m.exp(x - m.max(x, axis=-1, keepdims=True))
+    return scale * (m.sum(e / m.sum(e, axis=-1, keepdims=True) * t) - m.sum(t[index]))
+
+
 # ---- the gates ---------------------------------------------------------------------------------------
 
 SUM = _gate("sum", "sum", "sum gate: copies the upstream gradient to every summed element", "sum({0})",
-            vjp=_sum_vjp, order=_SUM_ORDER, params=_AXES, method="sum")
+            linear="linear", vjp=_sum_vjp, order=_SUM_ORDER, params=_AXES, method="sum")
 MEAN = _gate("mean", "mean", "mean gate: shares the upstream gradient equally, 1/n to each element", "mean({0})",
-             vjp=_mean_vjp, order=_SUM_ORDER, params=_AXES, method="mean")
+             linear="linear", vjp=_mean_vjp, order=_SUM_ORDER, params=_AXES, method="mean")
 MAX = _gate("max", "max", "max gate: routes the gradient to the largest element (ties share it)", "max({0})",
-            vjp=_extreme_vjp, order=_MAX_ORDER, params=_AXES, numpy=("max", "amax"), method="max")
+            jvp=_extreme_jvp, vjp=_extreme_vjp, order=_MAX_ORDER, params=_AXES, numpy=("max", "amax"), method="max")
 MIN = _gate("min", "min", "min gate: routes the gradient to the smallest element (ties share it)", "min({0})",
-            vjp=_extreme_vjp, order=_MAX_ORDER, params=_AXES, numpy=("min", "amin"), method="min")
+            jvp=_extreme_jvp, vjp=_extreme_vjp, order=_MAX_ORDER, params=_AXES, numpy=("min", "amin"), method="min")
 PROD = _gate("prod", "prod", "prod gate: each element gets the upstream gradient times the product of the others",
-             "prod({0})", vjp=_prod_vjp, order=_SUM_ORDER, params=_AXES, method="prod")
+             "prod({0})", jvp=_prod_jvp, vjp=_prod_vjp, order=_SUM_ORDER, params=_AXES, method="prod")
 VAR = _gate("var", "var", "var gate: each element gets 2·(x − mean)/(n − ddof) times the upstream gradient",
-            "var({0})", vjp=_var_vjp, order=_VAR_ORDER, params={"axis": None, "ddof": 0, "keepdims": False},
+            "var({0})", jvp=_var_jvp, vjp=_var_vjp, order=_VAR_ORDER, params={"axis": None, "ddof": 0, "keepdims": False},
             method="var")
 STD = _gate("std", "std", "std gate: each element gets (x − mean)/((n − ddof)·std) times the upstream gradient",
-            "std({0})", vjp=_std_vjp, order=_VAR_ORDER, params={"axis": None, "ddof": 0, "keepdims": False},
+            "std({0})", jvp=_std_jvp, vjp=_std_vjp, order=_VAR_ORDER, params={"axis": None, "ddof": 0, "keepdims": False},
             method="std")
 NANSUM = _gate("nansum", "nansum", "nansum gate: like sum; NaN elements were skipped and get no gradient",
-               "nansum({0})", vjp=_nansum_vjp, order=_SUM_ORDER, params=_AXES)
+               "nansum({0})", jvp=_nansum_jvp, vjp=_nansum_vjp, order=_SUM_ORDER, params=_AXES)
 NANMEAN = _gate("nanmean", "nanmean", "nanmean gate: shares the gradient equally among the elements that are not NaN",
-                "nanmean({0})", vjp=_nanmean_vjp, order=_SUM_ORDER, params=_AXES)
+                "nanmean({0})", jvp=_nanmean_jvp, vjp=_nanmean_vjp, order=_SUM_ORDER, params=_AXES)
 CUMSUM = _gate("cumsum", "cumsum", "cumsum gate: each element feeds every later partial sum, so its gradient is "
-               "the running sum of the upstream gradient from the end", "cumsum({0})", vjp=_cumsum_vjp,
+               "the running sum of the upstream gradient from the end", "cumsum({0})", linear="linear", vjp=_cumsum_vjp,
                params={"axis": None}, order=("axis", "dtype", "out"), shape=_scan_shape, method="cumsum")
 CUMPROD = _gate("cumprod", "cumprod", "cumprod gate: each partial product out_j sends g_j·out_j/x_i to every "
                 "earlier element x_i", "cumprod({0})", vjp=_cumprod_vjp, params={"axis": None},
                 order=("axis", "dtype", "out"), shape=_scan_shape,
                 method="cumprod")
 LOGSUMEXP = _gate("logsumexp", _logsumexp, "logsumexp gate: its gradient is the softmax of its input",
-                  "logsumexp({0})", vjp=_logsumexp_vjp, params=_AXES,
+                  "logsumexp({0})", jvp=_logsumexp_jvp, vjp=_logsumexp_vjp, params=_AXES,
                   expand=lambda m, x, axis=None, keepdims=False: _logsumexp(m, x, axis, keepdims, guard=False))
 SOFTMAX = _gate("softmax", _softmax, "softmax gate: s·(g − Σ g·s), from its own output s", "softmax({0})",
-                vjp=_softmax_vjp, params={"axis": -1}, shape=_same_shape,
+                jvp=_softmax_jvp, vjp=_softmax_vjp, params={"axis": -1}, shape=_same_shape,
                 expand=lambda m, x, axis=-1: _softmax(m, x, axis, guard=False))
 LOG_SOFTMAX = _gate("log_softmax", _log_softmax, "log-softmax gate: g − softmax(x)·Σ g", "log_softmax({0})",
-                    vjp=_log_softmax_vjp, params={"axis": -1}, shape=_same_shape,
+                    jvp=_log_softmax_jvp, vjp=_log_softmax_vjp, params={"axis": -1}, shape=_same_shape,
                     expand=lambda m, x, axis=-1: x - m.logsumexp(x, axis=axis, keepdims=True))
 CROSS_ENTROPY = _gate("cross_entropy", _cross_entropy,
                       "cross-entropy gate: softmax(x) minus the one-hot of the labels, times the upstream "
                       "gradient (scaled by 1/n for a mean)",
-                      "cross_entropy({0})", vjp=_cross_entropy_vjp, params={"index": None, "scale": 1.0},
+                      "cross_entropy({0})", jvp=_cross_entropy_jvp, vjp=_cross_entropy_vjp, params={"index": None, "scale": 1.0},
                       shape=lambda shape, **_: (),
                       expand=lambda m, x, index=None, scale=1.0: -scale * m.sum(m.log_softmax(x, axis=-1)[index]))

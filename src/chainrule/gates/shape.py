@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import SHAPE, Gate, normalize_axis, register, unbroadcast
+from .core import SHAPE, Gate, apply_in, normalize_axis, register, unbroadcast
 
 
 def _gate(name: str, forward: Any, explain: str, fmt: str, **kw: Any) -> Gate:
@@ -227,6 +227,11 @@ def _pad_vjp(m, g, x, out, needs, pad_width=0, mode="constant", constant_values=
     return _gather_vjp(_pad_index)(m, g, x, out, needs, pad_width=pad_width, mode=mode)
 
 
+def _pad_jvp(m, tangents, x, out, pad_width=0, mode="constant", constant_values=0):
+    # the border copies the input's tangent (edge, reflect, wrap) or is a constant (tangent 0)
+    return apply_in(m, PAD, tangents[0], pad_width=pad_width, mode=mode)
+
+
 def _tri_vjp(name):
     def vjp(m, g, x, out, needs, k=0):
         return (getattr(m, name)(g, k=k),)
@@ -285,77 +290,77 @@ def _transpose_code(args: list[str], params: dict[str, Any]) -> str:
 # ---- the gates -------------------------------------------------------------------------------------------
 
 RESHAPE = _gate("reshape", "reshape", "reshape gate: the gradient is reshaped back", "reshape({0}, {shape})",
-                vjp=_reshape_vjp, params={"shape": ()}, shape=lambda s, shape=(): _reshape_shape(s, shape),
+                linear="linear", vjp=_reshape_vjp, params={"shape": ()}, shape=lambda s, shape=(): _reshape_shape(s, shape),
                 code="np.reshape({0}, {shape})", view=True)
 TRANSPOSE = _gate("transpose", "transpose", "transpose gate: the gradient is transposed back", "{0}ᵀ",
-                  vjp=_transpose_vjp, params={"axes": None}, shape=_transpose_shape, code=_transpose_code,
+                  linear="linear", vjp=_transpose_vjp, params={"axes": None}, shape=_transpose_shape, code=_transpose_code,
                   view=True, numpy=("transpose",))
 BROADCAST_TO = _gate("broadcast_to", "broadcast_to",
                      "broadcast gate: a value copied to many places — their gradients add up",
-                     "broadcast({0}, {shape})", vjp=_broadcast_to_vjp, params={"shape": ()},
+                     "broadcast({0}, {shape})", linear="linear", vjp=_broadcast_to_vjp, params={"shape": ()},
                      shape=lambda s, shape=(): tuple(shape), code="np.broadcast_to({0}, {shape})", view=True)
 GETITEM = _gate("getitem", _getitem, "indexing gate: the gradient goes back to the picked elements (repeats add)",
-                "{0}[{index}]", vjp=_getitem_vjp, params={"index": None}, shape=_getitem_shape,
+                "{0}[{index}]", linear="linear", vjp=_getitem_vjp, params={"index": None}, shape=_getitem_shape,
                 code="{0}[{index}]", view=True, numpy=())
 SCATTER = _gate("scatter", _scatter, "scatter-add gate: the gradient of indexing; repeated indices add up",
-                "scatter({0}, index=[{index}], shape={shape})", vjp=_scatter_vjp,
+                "scatter({0}, index=[{index}], shape={shape})", linear="linear", vjp=_scatter_vjp,
                 params={"index": None, "shape": ()}, shape=lambda s, index=None, shape=(): tuple(shape),
                 helper=True, numpy=())
 SETITEM = _gate("setitem", _setitem,
                 "item-assignment gate: the new values get the gradient of their places; the old ones there get none",
-                "{0} with [{index}] = {1}", vjp=_setitem_vjp, params={"index": None},
+                "{0} with [{index}] = {1}", linear="linear", vjp=_setitem_vjp, params={"index": None},
                 shape=lambda s, v, index=None: s, helper=True, numpy=(), arity=2)
 CONCATENATE = _gate("concatenate", _concatenate, "concatenate gate: each input gets its slice of the gradient",
-                    "concatenate([{xs}], axis={axis})", vjp=_concatenate_vjp, params={"axis": 0}, arity=None,
+                    "concatenate([{xs}], axis={axis})", linear="linear", vjp=_concatenate_vjp, params={"axis": 0}, arity=None,
                     shape=_concatenate_shape, code="np.concatenate([{xs}], axis={axis})", numpy=("concatenate",))
 STACK = _gate("stack", _stack, "stack gate: each input gets its slice of the gradient",
-              "stack([{xs}], axis={axis})", vjp=_stack_vjp, params={"axis": 0}, arity=None, shape=_stack_shape,
+              "stack([{xs}], axis={axis})", linear="linear", vjp=_stack_vjp, params={"axis": 0}, arity=None, shape=_stack_shape,
               code="np.stack([{xs}], axis={axis})", numpy=("stack",))
-FLIP = _gate("flip", "flip", "flip gate: the gradient is flipped back", "flip({0})", vjp=_flip_vjp,
+FLIP = _gate("flip", "flip", "flip gate: the gradient is flipped back", "flip({0})", linear="linear", vjp=_flip_vjp,
              params={"axis": None}, shape=lambda s, axis=None: s, view=True)
 ROLL = _gate("roll", "roll", "roll gate: the gradient is rolled back by the same shift", "roll({0}, {shift})",
-             vjp=_roll_vjp, params={"shift": 0, "axis": None}, shape=lambda s, shift=0, axis=None: s,
+             linear="linear", vjp=_roll_vjp, params={"shift": 0, "axis": None}, shape=lambda s, shift=0, axis=None: s,
              code="np.roll({0}, {shift})")
 REPEAT = _gate("repeat", "repeat", "repeat gate: each element was copied; the copies' gradients add up",
-               "repeat({0}, {repeats})", vjp=_repeat_vjp, params={"repeats": 1, "axis": None},
+               "repeat({0}, {repeats})", linear="linear", vjp=_repeat_vjp, params={"repeats": 1, "axis": None},
                code="np.repeat({0}, {repeats})", method="repeat")
 TILE = _gate("tile", "tile", "tile gate: the input was copied in tiles; the tiles' gradients add up",
-             "tile({0}, {reps})", vjp=_tile_vjp, params={"reps": 1}, code="np.tile({0}, {reps})")
+             "tile({0}, {reps})", linear="linear", vjp=_tile_vjp, params={"reps": 1}, code="np.tile({0}, {reps})")
 PAD = _gate("pad", "pad", "pad gate: the inner block gets its gradient back; constant borders get none "
             "(edge, reflect and wrap borders send theirs to the elements they copy)", "pad({0}, {pad_width})",
-            vjp=_pad_vjp, params={"pad_width": 0, "mode": "constant", "constant_values": 0},
+            jvp=_pad_jvp, vjp=_pad_vjp, params={"pad_width": 0, "mode": "constant", "constant_values": 0},
             code="np.pad({0}, {pad_width})")
 TRIL = _gate("tril", "tril", "tril gate: the gradient of the kept lower triangle passes; the rest gets none",
-             "tril({0})", vjp=_tri_vjp("tril"), params={"k": 0}, shape=lambda s, k=0: s)
+             "tril({0})", linear="linear", vjp=_tri_vjp("tril"), params={"k": 0}, shape=lambda s, k=0: s)
 TRIU = _gate("triu", "triu", "triu gate: the gradient of the kept upper triangle passes; the rest gets none",
-             "triu({0})", vjp=_tri_vjp("triu"), params={"k": 0}, shape=lambda s, k=0: s)
+             "triu({0})", linear="linear", vjp=_tri_vjp("triu"), params={"k": 0}, shape=lambda s, k=0: s)
 DIAGONAL = _gate("diagonal", "diagonal", "diagonal gate: the gradient goes back onto the diagonal; "
                  "off-diagonal elements get none", "diagonal({0})",
-                 vjp=_gather_vjp(lambda s, offset=0, axis1=0, axis2=1:
+                 linear="linear", vjp=_gather_vjp(lambda s, offset=0, axis1=0, axis2=1:
                                  np.diagonal(_positions(s), offset, axis1, axis2)),
                  params={"offset": 0, "axis1": 0, "axis2": 1}, view=True, method="diagonal")
 DIAG = _gate("diag", "diag", "diag gate: a vector placed on a diagonal (or a matrix's diagonal taken); the "
              "gradient goes back the other way", "diag({0})",
-             vjp=_gather_vjp(lambda s, k=0: np.diag(_positions(s) + 1, k) - 1 if len(s) == 1
+             linear="linear", vjp=_gather_vjp(lambda s, k=0: np.diag(_positions(s) + 1, k) - 1 if len(s) == 1
                              else np.diag(_positions(s), k)),
              params={"k": 0})
 TAKE_ALONG_AXIS = _gate("take_along_axis", "take_along_axis",
                         "take-along-axis gate: the gradient goes back to the picked elements (repeats add)",
-                        "take_along_axis({0}, {indices}, axis={axis})", vjp=_take_along_axis_vjp,
+                        "take_along_axis({0}, {indices}, axis={axis})", linear="linear", vjp=_take_along_axis_vjp,
                         params={"indices": None, "axis": -1}, code="np.take_along_axis({0}, {indices}, axis={axis})")
 SLIDING_WINDOW_VIEW = _gate(
     "sliding_window_view", "lib.stride_tricks.sliding_window_view",
     "windows gate: every window is a view of the input; where windows overlap, their gradients add up",
-    "windows({0}, {window_shape})", vjp=_window_vjp, params={"window_shape": (), "axis": None},
+    "windows({0}, {window_shape})", linear="linear", vjp=_window_vjp, params={"window_shape": (), "axis": None},
     code="np.lib.stride_tricks.sliding_window_view({0}, {window_shape})", view=True)
 UNWINDOW = _gate("unwindow", _unwindow, "window-sum gate: each window's entries added back to their places "
-                 "(the gradient of sliding windows)", "unwindow({0}, {shape})", vjp=_unwindow_vjp,
+                 "(the gradient of sliding windows)", "unwindow({0}, {shape})", linear="linear", vjp=_unwindow_vjp,
                  params={"shape": (), "window_shape": (), "axis": None},
                  shape=lambda s, shape=(), window_shape=(), axis=None: tuple(shape), helper=True, numpy=())
 AS_STRIDED = _gate("as_strided", _as_strided,
                    "strided-view gate: each output element is a view of one input element; elements seen "
                    "several times add up their gradients", "as_strided({0}, {shape}, {strides})",
-                   vjp=_as_strided_vjp, params={"shape": None, "strides": None, "itemsize": 8},
+                   linear="linear", vjp=_as_strided_vjp, params={"shape": None, "strides": None, "itemsize": 8},
                    shape=lambda s, shape=None, strides=None, itemsize=8: tuple(shape), view=True,
                    numpy=("lib.stride_tricks.as_strided",),
                    code="np.lib.stride_tricks.as_strided(np.ascontiguousarray({0}), {shape}, {strides})")
