@@ -130,7 +130,7 @@ def test_no_renderer_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 
 def test_bad_extension() -> None:
-    with pytest.raises(ValueError, match=r"\.svg, \.png, \.pdf or \.dot"):
+    with pytest.raises(ValueError, match=r"\.svg, \.png, \.pdf, \.dot or \.tex"):
         cr.trace(q2a, x=1.0, y=3.0, z=2.0).render("graph.jpg")
 
 

@@ -306,8 +306,8 @@ def _constant_only(expr: Expression, args: argparse.Namespace, out: Printer) -> 
 def _render(g: Any, path: str) -> str:
     """Write the picture; a missing renderer or a bad path is a :class:`Failure` with its message."""
     p = Path(path)
-    if p.suffix.lower() not in (".svg", ".png", ".pdf", ".dot", ".gv"):
-        raise UsageError(f"--graph {path}: the file name must end in .svg, .png, .pdf or .dot")
+    if p.suffix.lower() not in (".svg", ".png", ".pdf", ".dot", ".gv", ".tex"):
+        raise UsageError(f"--graph {path}: the file name must end in .svg, .png, .pdf, .dot or .tex")
     try:
         written = g.render(str(p))
     except (ImportError, RuntimeError, OSError, ValueError) as e:
@@ -568,7 +568,8 @@ def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("expr", metavar="EXPR", help='the expression, e.g. "(x + y) * z" (quote it)')
     g.add_argument("--at", nargs="*", metavar="NAME=VALUE", default=[],
                    help="a value for every variable: x=1 y=pi/2 z=[1,2,3]")
-    g.add_argument("--graph", metavar="FILE", help="draw the computational graph into FILE (.svg, .png, .pdf, .dot)")
+    g.add_argument("--graph", metavar="FILE", help="draw the computational graph into FILE (.svg, .png, .pdf, .dot; .tex: a LaTeX "
+                   "document with the picture in TikZ)")
     g.add_argument("--dot", action="store_true", help="print the graph as Graphviz DOT")
     g.add_argument("--code", metavar="NAME", help="print the combined forward+backward function, named NAME")
     g.add_argument("--expand", action="store_true",

@@ -348,8 +348,9 @@ def _which(name: str) -> str | None:
 
 
 def layout(dot_text: str, fmt: str, engine: str | None = None) -> bytes:
-    """Lay out DOT text into ``fmt`` (``svg``, ``png`` or ``pdf``) bytes."""
-    if fmt not in ("svg", "png", "pdf"):
+    """Lay out DOT text into ``fmt`` (``svg``, ``png`` or ``pdf``) bytes; ``plain`` gives the positions
+    (Graphviz's plain text format), from which :mod:`chainrule.tikz` typesets the same picture."""
+    if fmt not in ("svg", "png", "pdf", "plain"):
         raise ValueError(f"cannot draw to {fmt!r}: use svg, png or pdf")
     prog, kind = find_engine(engine)
     if kind == "graphviz-pure" and fmt == "pdf":
@@ -373,20 +374,28 @@ def _run(prog: str, dot_text: str, fmt: str, extra: list[str]) -> bytes:
     return res.stdout
 
 
-_EXTENSIONS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
+_EXTENSIONS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot", ".tex": "tex"}
 
 
 def render(graph: Graph, path: str | os.PathLike[str], engine: str | None = None,
            max_nodes: int | None = None) -> Path:
-    """Write the picture to ``path``; the format comes from its extension (.svg .png .pdf .dot)."""
+    """Write the picture to ``path``; the format comes from its extension (.svg .png .pdf .dot, and
+    .tex: a LaTeX document holding the picture as TikZ)."""
+    from .fileio import atomic_write
+
     path = Path(path)
     fmt = _EXTENSIONS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"cannot tell the picture format from {path.name!r}: end the name with "
-                         ".svg, .png, .pdf or .dot")
-    dot_text = to_dot(graph, max_nodes=max_nodes)
-    data = dot_text.encode("utf-8") if fmt == "dot" else layout(dot_text, fmt, engine)
-    path.write_bytes(data)
+                         ".svg, .png, .pdf, .dot or .tex")
+    if fmt == "tex":
+        from .tikz import to_tikz
+
+        data = to_tikz(graph, engine=engine, max_nodes=max_nodes, standalone=True).encode("utf-8")
+    else:
+        dot_text = to_dot(graph, max_nodes=max_nodes)
+        data = dot_text.encode("utf-8") if fmt == "dot" else layout(dot_text, fmt, engine)
+    atomic_write(path, data)
     return path
 
 
