@@ -90,7 +90,7 @@ def gate_symbol(node: Node) -> str:
     infix = re.fullmatch(r"\{0\} (\S+) \{1\}", fmt)
     if infix:
         return {"*": "×", "-": "−", "/": "÷"}.get(infix.group(1), infix.group(1))
-    call = re.fullmatch(r"([^\s{}()]+)\((?:\{0\}|…)\)", fmt)
+    call = re.fullmatch(r"([^\s{}()]+)\((?:\{\d\}(?:, \{\d\})*|…)\)", fmt)
     if call:
         return call.group(1)
     if fmt == "-{0}":
@@ -357,6 +357,26 @@ def layout(dot_text: str, fmt: str, engine: str | None = None) -> bytes:
         return jpeg_to_pdf(_run(prog, dot_text, "jpeg", [f"-Gdpi={_DPI}"]), _DPI)
     extra = [f"-Gdpi={_DPI}"] if fmt == "png" else []
     return _run(prog, dot_text, fmt, extra)
+
+
+def layout_many(dot_texts: list[str], fmt: str, engine: str | None = None) -> list[bytes]:
+    """Lay out several graphs with one run of the layout program (starting it is most of the time a
+    small graph takes): ``svg``, ``png`` or ``plain`` bytes for each, in order."""
+    if fmt not in ("svg", "png", "plain"):
+        raise ValueError(f"cannot lay out several graphs into {fmt!r}: use svg, png or plain")
+    if not dot_texts:
+        return []
+    data = layout("".join(dot_texts), fmt, engine)
+    if fmt == "svg":
+        parts = [b"<?xml" + chunk for chunk in data.split(b"<?xml")[1:]]
+    elif fmt == "plain":
+        parts = [chunk + b"stop\n" for chunk in data.split(b"stop\n")[:-1]]
+    else:  # PNG files end with their IEND chunk and its checksum
+        marker = b"IEND\xaeB`\x82"
+        parts = [chunk + marker for chunk in data.split(marker)[:-1]]
+    if len(parts) != len(dot_texts):
+        raise RenderError(f"the layout program returned {len(parts)} pictures for {len(dot_texts)} graphs")
+    return parts
 
 
 def _run(prog: str, dot_text: str, fmt: str, extra: list[str]) -> bytes:

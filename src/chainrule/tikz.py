@@ -145,10 +145,10 @@ def scene_tikz(sc: Scene, plain: str, standalone: bool = False) -> str:
         lines.append(rf"\draw[{style}] {path};")
     lines.append(r"\end{tikzpicture}")
     picture = "\n".join(lines)
-    if width > _PAGE_WIDTH:
-        picture = "\\resizebox{\\linewidth}{!}{%\n" + picture + "%\n}"
     if not standalone:
         return picture + "\n"
+    if width > _PAGE_WIDTH:
+        picture = "\\resizebox{\\linewidth}{!}{%\n" + picture + "%\n}"
     return ("\\documentclass{article}\n\\usepackage{graphicx}\n\\usepackage{tikz}\n"
             "\\usepackage[margin=2cm]{geometry}\n\\pagestyle{empty}\n\\begin{document}\n\\begin{center}\n"
             + picture + "\n\\end{center}\n\\end{document}\n")
@@ -159,7 +159,8 @@ def to_tikz(graph: Graph, engine: str | None = None, max_nodes: int | None = Non
     """The graph as a TikZ picture (``\\begin{tikzpicture} ... \\end{tikzpicture}``; with
     ``standalone`` a whole LaTeX document). Laid out by the picture's layout program, so it needs
     Graphviz's dot or graphviz-pure as :meth:`Graph.render` does; ``blank`` leaves out the numbers.
-    In your own document: ``\\usepackage{tikz}`` (and ``graphicx`` for a picture wider than the page)."""
+    In your own document: ``\\usepackage{tikz}``; a picture wider than the page can be fitted with
+    graphicx's ``\\resizebox{\\linewidth}{!}{...}``."""
     sc = scene(graph, max_nodes=max_nodes, blank=blank)
     plain = layout(scene_dot(sc), "plain", engine).decode("utf-8")
     return scene_tikz(sc, plain, standalone=standalone)
