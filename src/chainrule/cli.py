@@ -486,6 +486,7 @@ def _positional_params(fn: Callable[..., Any]) -> list[str] | None:
 def cmd_worksheet(args: argparse.Namespace, out: Printer) -> int:
     """Solve a worksheet file (the seed worksheet without one) into a key, handouts and variants."""
     from .worksheet import FORMATS, WorksheetError, solve_worksheet
+    from .worksheet.pdf import PdfError
 
     folder = Path(args.out)
     for p in (folder, *folder.parents):  # a file in the way: say so, before anything is written
@@ -504,7 +505,7 @@ def cmd_worksheet(args: argparse.Namespace, out: Printer) -> int:
                                  pdf_engine=args.pdf_engine)
     except WorksheetError as e:
         raise UsageError(str(e)) from None
-    except ImportError as e:
+    except (ImportError, PdfError) as e:
         raise Failure(str(e)) from None
     if args.json:
         out.stream.write(json.dumps(result.summary_json(), indent=2, ensure_ascii=False) + "\n")
@@ -584,8 +585,9 @@ def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("expr", metavar="EXPR", help='the expression, e.g. "(x + y) * z" (quote it)')
     g.add_argument("--at", nargs="*", metavar="NAME=VALUE", default=[],
                    help="a value for every variable: x=1 y=pi/2 z=[1,2,3]")
-    g.add_argument("--graph", metavar="FILE", help="draw the computational graph into FILE (.svg, .png, .pdf, .dot; .tex: a LaTeX "
-                   "document with the picture in TikZ)")
+    g.add_argument("--graph", metavar="FILE",
+                   help="draw the computational graph into FILE (.svg, .png, .pdf, .dot; .tex: a LaTeX document "
+                        "with the picture in TikZ)")
     g.add_argument("--dot", action="store_true", help="print the graph as Graphviz DOT")
     g.add_argument("--code", metavar="NAME", help="print the combined forward+backward function, named NAME")
     g.add_argument("--expand", action="store_true",

@@ -237,8 +237,8 @@ def scene(graph: Graph, max_nodes: int | None = None, blank: bool = False) -> Sc
     return Scene(nodes, edges, blank)
 
 
-#: A blank label's room for a number to be written in (points): wide enough for "-0.0199".
-_BLANK_CELL = 'width="46" height="13" fixedsize="true"'
+#: A blank label's room for a number to be written in by hand (points).
+_BLANK_CELL = 'width="52" height="15" fixedsize="true"'
 
 
 def _label_html(n: SceneNode, blank: bool) -> str:

@@ -111,7 +111,10 @@ def derive(graph: Graph, exact: Any = None, value_texts: dict[str, str] | None =
         import sympy as sp
 
         symbols = {n.name: sp.Symbol(n.name, real=True) for n in graph.inputs}
-        symbolic = exact.exact_graph(graph, symbols)
+        try:
+            symbolic = exact.exact_graph(graph, symbols)
+        except ValueError as e:
+            d.notes.append(f"No derivation in terms of the inputs: {e}.")
     # ---- the chain, from the output back ----
     for n in [*reversed(graph.ops), *graph.inputs]:
         if n is graph.output:

@@ -127,11 +127,13 @@ class Doc:
             elif kind == "prose":
                 body.append(_html_prose(v, math))
             elif kind == "code":
-                body.append(f'<pre><code class="language-{html.escape(v[1] or "text")}">{html.escape(v[0])}</code></pre>')
+                lang = html.escape(v[1] or "text")
+                body.append(f'<pre><code class="language-{lang}">{html.escape(v[0])}</code></pre>')
             elif kind in ("math", "code-math"):
                 body.append('<div class="math">' + "".join(_html_equation(t, tex, math) for t, tex in v) + "</div>")
             elif kind == "figure":
-                body.append(f"<figure>{_html_figure(v)}</figure>")
+                attrs = ' class="blank"' if v.blank else ""
+                body.append(f"<figure{attrs}>{_html_figure(v)}</figure>")
             elif kind == "table":
                 header, rows = v
                 head = "".join(f"<th>{_html_inline(c, math)}</th>" for c in header)
@@ -285,7 +287,9 @@ _CSS = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-widt
         "math{font-size:1.15em}code.tex{color:#57606a}.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(18rem,1fr));"
         "gap:1rem}.gate{border:1px solid #d0d7de;border-radius:6px;padding:.5rem .8rem}.gate h4{margin:.2rem 0}"
         ".gate p{margin:.2rem 0}.gate .math{margin-left:.5rem}"
+        "figure.blank svg{width:min(100%,44rem)}"
         "@media print{body{margin:0;max-width:none}figure,pre,table,.gate,.math{break-inside:avoid}"
+        "pre{white-space:pre-wrap;overflow:visible}"
         "h2,h3{break-after:avoid}}")
 
 

@@ -180,7 +180,10 @@ def exact_graph(graph: Any, inputs: dict[str, Any], ns: SimpleNamespace | None =
             fn = getattr(ns, n.gate.name, None)
             if fn is None or n.gate.kind not in ("elementwise", "nondiff"):
                 raise ValueError(f"exact answers are for elementwise functions; the {n.gate.name} gate is not")
-            val[id(n)] = fn(*[val[id(i)] for i in n.inputs], **n.params)
+            try:
+                val[id(n)] = _exact_number(fn(*[val[id(i)] for i in n.inputs], **n.params))
+            except TypeError as e:
+                raise ValueError(f"the {n.gate.name} gate has no exact form here ({e})") from None
     grad: dict[int, Any] = {id(graph.output): sp.Integer(1)}
     for n in reversed(graph.ops):
         g = grad.get(id(n))
@@ -191,16 +194,26 @@ def exact_graph(graph: Any, inputs: dict[str, Any], ns: SimpleNamespace | None =
             rule = n.gate.local[k]
             if rule is None or inp.kind == "const":
                 continue
-            grad[id(inp)] = grad.get(id(inp), 0) + g * _rational(rule(ns, *args, val[id(n)]))
+            try:
+                local = _exact_number(rule(ns, *args, val[id(n)]))
+                grad[id(inp)] = grad.get(id(inp), 0) + g * local
+            except TypeError:
+                raise ValueError(f"the {n.gate.name} gate's rule compares values, which has no exact form "
+                                 "here") from None
     names = {id(n): n.name for n in graph.nodes if n.kind != "const"}
     return ExactGraph({names[k]: v for k, v in val.items() if k in names},
                       {names[k]: v for k, v in grad.items() if k in names} | {n.name: grad.get(id(n), sp.Integer(0))
                                                                                for n in graph.inputs})
 
 
-def _rational(e: Any) -> Any:
-    """A rule's result with its decimal literals exact (sqrt's ``0.5 / out`` → ``1/(2 out)``)."""
+def _exact_number(e: Any) -> Any:
+    """A rule's result made exact: its decimal literals as fractions (sqrt's ``0.5 / out`` →
+    ``1/(2 out)``), a comparison that holds or not (relu's ``x > 0`` at a number) as 1 or 0."""
+    if isinstance(e, (bool, np.bool_)) or e in (sp.true, sp.false):
+        return sp.Integer(1 if bool(e) else 0)
     e = sp.sympify(e)
+    if isinstance(e, sp.logic.boolalg.Boolean) or e.is_Relational:
+        raise TypeError("a comparison of symbols")
     return e.xreplace({f: sp.Rational(repr(float(f))) for f in e.atoms(sp.Float)})
 
 

@@ -290,5 +290,6 @@ def _exact(s: Solved, exact: Any) -> None:
             if grad.is_Add:
                 gt, gl = f"({gt})", rf"\left({gl}\right)"
             x0t, x0l = exact.to_text(inputs[v]), exact.to_latex(inputs[v])
-            s.descent_exact[v] = exact.Exact(e, exact.to_text(e), exact.to_latex(e),
-                                             f"{x0t} − {p.descent.lr}·{gt}", rf"{x0l} - {L.math(p.descent.lr)} \cdot {gl}")
+            lr_text, lr_tex = p.descent.lr, L.math(p.descent.lr)
+            s.descent_exact[v] = exact.Exact(e, exact.to_text(e), exact.to_latex(e), f"{x0t} − {lr_text}·{gt}",
+                                             rf"{x0l} - {lr_tex} \cdot {gl}")
