@@ -308,3 +308,11 @@ def test_no_pdf_program_is_one_message(tmp_path: Path, monkeypatch: pytest.Monke
     assert cli.main(["worksheet", "--out", str(tmp_path / "o"), "--format", "pdf"]) == 1
     err = capsys.readouterr().err
     assert "a PDF needs Chromium" in err and "--format html,tex" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX engine to print the PDF")
+def test_pdf_printed_by_latex(tmp_path: Path) -> None:
+    from chainrule.worksheet import solve_worksheet
+
+    solve_worksheet(tmp_path, formats=("pdf",), pdf_engine="latex", exact=False)
+    assert (tmp_path / "worksheet.pdf").read_bytes().startswith(b"%PDF-")

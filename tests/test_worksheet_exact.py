@@ -84,7 +84,7 @@ def test_every_elementwise_gate_exactly_from_its_own_rules(name: str) -> None:
     try:
         eg = X.exact_graph(g, {k: sp.Rational(v) for k, v in point.items()})
     except ValueError as e:
-        assert name in ("maximum", "minimum") and "compares values" in str(e)
+        assert name in ("maximum", "minimum") and "rule has no exact form" in str(e)
         return
     assert X.agrees(eg.values["out"], g.output.value)
     for n in g.inputs:

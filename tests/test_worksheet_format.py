@@ -152,3 +152,20 @@ def test_helper_source_is_the_gates_own_expansion() -> None:
         exec(helper_source(gate), ns)  # generated from the gate table
         x = np.linspace(-3, 3, 7)
         np.testing.assert_allclose(ns[gate](x), getattr(cr, gate)(x).data, rtol=1e-12)
+
+
+def test_the_readmes_complete_example_is_a_worksheet() -> None:
+    """The format as documented: the README's example file loads and is solved, every code checked."""
+    import re
+    from pathlib import Path
+
+    from chainrule.worksheet import solve_all
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    text = re.search(r"### The format\n.*?```toml\n(.*?)```", readme, flags=re.S).group(1)
+    ws = loads(text, "README.md")
+    assert [p.id for p in ws.problems] == ["neuron", "staged"]
+    solved = solve_all(ws)
+    assert all(s.ok for s in solved.values())
+    assert solved["staged"].answers["f"] == pytest.approx(1.5456448841, abs=1e-10)
+    assert solved["neuron"].derivation is not None and solved["neuron"].descent is not None

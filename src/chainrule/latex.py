@@ -34,61 +34,60 @@ _SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": 
             "_": r"\_", "^": r"\^{}", "~": r"\~{}", "<": r"\textless{}", ">": r"\textgreater{}"}
 
 
-def text(s: str) -> str:
-    """Prose (no markup) as text-mode LaTeX: specials escaped, unicode math as inline math."""
+def _script(s: str, i: int) -> tuple[str, int] | None:
+    """A run of super- or subscript characters at ``s[i]`` as ``^{...}`` or ``_{...}``, and where it ends."""
+    table, mark = (_SUPER, "^") if s[i] in _SUPER else (_SUB, "_") if s[i] in _SUB else (None, "")
+    if table is None:
+        return None
+    j = i
+    while j < len(s) and s[j] in table:
+        j += 1
+    return f"{mark}{{{''.join(table[c] for c in s[i:j])}}}", j
+
+
+def _convert(s: str, one: Any, math_mode: bool) -> str:
     out: list[str] = []
     i = 0
     while i < len(s):
-        ch = s[i]
-        if ch in _SUPER or ch in _SUB:  # a run of super- or subscripts: one group
-            table, mark = (_SUPER, "^") if ch in _SUPER else (_SUB, "_")
-            j = i
-            while j < len(s) and s[j] in table:
-                j += 1
-            out.append(f"${mark}{{{''.join(table[c] for c in s[i:j])}}}$")
-            i = j
+        run = _script(s, i)
+        if run is not None:  # x², e⁻ˣ: one group
+            out.append(run[0] if math_mode else f"${run[0]}$")
+            i = run[1]
             continue
-        if ch in MATH_SYMBOLS:
-            out.append(f"${MATH_SYMBOLS[ch]}$")
-        elif ch in _TEXT:
-            out.append(_TEXT[ch])
-        elif ch in _SPECIAL:
-            out.append(_SPECIAL[ch])
-        elif ord(ch) < 128 or unicodedata.category(ch).startswith("L"):
-            out.append(ch)
-        else:
-            out.append(_ascii(ch))
+        out.append(one(s, i))
         i += 1
-    return "".join(out).replace("$$", "")  # adjacent math pieces join into one
+    return "".join(out)
+
+
+def _text_char(s: str, i: int) -> str:
+    ch = s[i]
+    if ch in MATH_SYMBOLS:
+        return f"${MATH_SYMBOLS[ch]}$"
+    if ch in _TEXT:
+        return _TEXT[ch]
+    if ch in _SPECIAL:
+        return _SPECIAL[ch]
+    return ch if ord(ch) < 128 or unicodedata.category(ch).startswith("L") else _ascii(ch)
+
+
+def _math_char(s: str, i: int) -> str:
+    ch = s[i]
+    if ch in MATH_SYMBOLS:
+        sym = MATH_SYMBOLS[ch]
+        return sym + (" " if sym[-1:].isalpha() and s[i + 1:i + 2].isalnum() else "")
+    if ch in "{}_#%&$":
+        return "\\" + ch
+    return {"\\": r"\backslash ", "^": r"\hat{}"}.get(ch) or (ch if ord(ch) < 128 else _ascii(ch))
+
+
+def text(s: str) -> str:
+    """Prose (no markup) as text-mode LaTeX: specials escaped, unicode math as inline math."""
+    return _convert(s, _text_char, False).replace("$$", "")  # adjacent math pieces join into one
 
 
 def math(s: str) -> str:
     """A short unicode math string (``−0.25``, ``σ(2)``, ``x²``) as math-mode LaTeX."""
-    out: list[str] = []
-    i = 0
-    while i < len(s):
-        ch = s[i]
-        if ch in _SUPER or ch in _SUB:
-            table, mark = (_SUPER, "^") if ch in _SUPER else (_SUB, "_")
-            j = i
-            while j < len(s) and s[j] in table:
-                j += 1
-            out.append(f"{mark}{{{''.join(table[c] for c in s[i:j])}}}")
-            i = j
-            continue
-        if ch in MATH_SYMBOLS:
-            sym = MATH_SYMBOLS[ch]
-            out.append(sym + (" " if sym[-1:].isalpha() and s[i + 1:i + 2].isalnum() else ""))
-        elif ch in "{}_#%&$":
-            out.append("\\" + ch)
-        elif ch == "\\":
-            out.append(r"\backslash ")
-        elif ch == "^":
-            out.append(r"\hat{}")
-        else:
-            out.append(ch if ord(ch) < 128 else _ascii(ch))
-        i += 1
-    return "".join(out)
+    return _convert(s, _math_char, True)
 
 
 def _ascii(ch: str) -> str:

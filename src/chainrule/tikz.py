@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import latex
-from .render import EDGE_COLOR, GRAD_COLOR, VALUE_COLOR, Scene, SceneNode, layout, scene, scene_dot
+from . import latex, render
+from .render import EDGE_COLOR, GRAD_COLOR, VALUE_COLOR, Scene, SceneNode
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -161,6 +161,6 @@ def to_tikz(graph: Graph, engine: str | None = None, max_nodes: int | None = Non
     Graphviz's dot or graphviz-pure as :meth:`Graph.render` does; ``blank`` leaves out the numbers.
     In your own document: ``\\usepackage{tikz}``; a picture wider than the page can be fitted with
     graphicx's ``\\resizebox{\\linewidth}{!}{...}``."""
-    sc = scene(graph, max_nodes=max_nodes, blank=blank)
-    plain = layout(scene_dot(sc), "plain", engine).decode("utf-8")
+    sc = render.scene(graph, max_nodes=max_nodes, blank=blank)
+    plain = render.layout(render.scene_dot(sc), "plain", engine).decode("utf-8")
     return scene_tikz(sc, plain, standalone=standalone)

@@ -185,6 +185,7 @@ class Doc:
         return ("\\documentclass[11pt]{article}\n\\usepackage[margin=2cm]{geometry}\n\\usepackage{amsmath,amssymb}\n"
                 "\\usepackage{graphicx}\n\\usepackage{tikz}\n\\usepackage{xcolor}\n"
                 "\\setlength{\\parindent}{0pt}\\setlength{\\parskip}{0.5em}\n"
+                "\\renewcommand{\\labelitemi}{$\\bullet$}\n"  # the math bullet: no text-companion font needed
                 f"\\title{{{L.text(self.title)}}}\n\\date{{}}\n\\begin{{document}}\n"
                 + "\n\n".join(body) + "\n\\end{document}\n")
 
@@ -320,20 +321,17 @@ def _html_equation(text: str, tex: str, math: Callable[[str, bool], str] | None)
     return f'<div class="eq" title="{html.escape(tex)}">{_html_math(tex, text, math, False)}</div>'
 
 
+def _inline(text: str, write: dict[str, Callable[[str], str]]) -> str:
+    """Inline markup written with one function per kind (text, math, code, bold, em); bold and
+    emphasis hold markup of their own, which ``write`` renders again."""
+    return "".join(write[kind](c) for kind, c in inline_segments(text))
+
+
 def _html_inline(text: str, math: Callable[[str, bool], str] | None) -> str:
-    out = []
-    for kind, c in inline_segments(text):
-        if kind == "text":
-            out.append(html.escape(c))
-        elif kind == "math":
-            out.append(_html_math(c, None, math, False))
-        elif kind == "code":
-            out.append(f"<code>{html.escape(c)}</code>")
-        elif kind == "bold":
-            out.append(f"<strong>{_html_inline(c, math)}</strong>")
-        else:
-            out.append(f"<em>{_html_inline(c, math)}</em>")
-    return "".join(out)
+    again = lambda c: _html_inline(c, math)  # noqa: E731
+    return _inline(text, {"text": html.escape, "math": lambda c: _html_math(c, None, math, False),
+                          "code": lambda c: f"<code>{html.escape(c)}</code>",
+                          "bold": lambda c: f"<strong>{again(c)}</strong>", "em": lambda c: f"<em>{again(c)}</em>"})
 
 
 def _html_prose(text: str, math: Callable[[str, bool], str] | None) -> str:
@@ -367,19 +365,10 @@ def _html_figure(fig: Figure) -> str:
 
 
 def _tex_inline(text: str) -> str:
-    out = []
-    for kind, c in inline_segments(text):
-        if kind == "text":
-            out.append(L.text(c))
-        elif kind == "math":
-            out.append(f"${c}$")
-        elif kind == "code":
-            out.append(rf"\texttt{{{L.text(L.ascii_code(c))}}}")
-        elif kind == "bold":
-            out.append(rf"\textbf{{{_tex_inline(c)}}}")
-        else:
-            out.append(rf"\emph{{{_tex_inline(c)}}}")
-    return "".join(out)
+    return _inline(text, {"text": L.text, "math": lambda c: f"${c}$",
+                          "code": lambda c: rf"\texttt{{{L.text(L.ascii_code(c))}}}",
+                          "bold": lambda c: rf"\textbf{{{_tex_inline(c)}}}",
+                          "em": lambda c: rf"\emph{{{_tex_inline(c)}}}"})
 
 
 def _tex_prose(text: str) -> str:

@@ -197,9 +197,8 @@ def exact_graph(graph: Any, inputs: dict[str, Any], ns: SimpleNamespace | None =
             try:
                 local = _exact_number(rule(ns, *args, val[id(n)]))
                 grad[id(inp)] = grad.get(id(inp), 0) + g * local
-            except TypeError:
-                raise ValueError(f"the {n.gate.name} gate's rule compares values, which has no exact form "
-                                 "here") from None
+            except TypeError as e:  # max's rule adds comparisons, which sympy keeps as logic, not numbers
+                raise ValueError(f"the {n.gate.name} gate's rule has no exact form here ({e})") from None
     names = {id(n): n.name for n in graph.nodes if n.kind != "const"}
     return ExactGraph({names[k]: v for k, v in val.items() if k in names},
                       {names[k]: v for k, v in grad.items() if k in names} | {n.name: grad.get(id(n), sp.Integer(0))
@@ -212,7 +211,7 @@ def _exact_number(e: Any) -> Any:
     if isinstance(e, (bool, np.bool_)) or e in (sp.true, sp.false):
         return sp.Integer(1 if bool(e) else 0)
     e = sp.sympify(e)
-    if isinstance(e, sp.logic.boolalg.Boolean) or e.is_Relational:
+    if isinstance(e, sp.logic.boolalg.BooleanFunction) or e.is_Relational:  # (a Symbol is a Boolean too)
         raise TypeError("a comparison of symbols")
     return e.xreplace({f: sp.Rational(repr(float(f))) for f in e.atoms(sp.Float)})
 

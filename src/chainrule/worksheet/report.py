@@ -146,9 +146,10 @@ def _descent(doc: Doc, s: Solved, f: str) -> None:
     if p.descent.steps == 1:
         first, last = s.descent[0], s.descent[-1]
         for v in wrt:
-            g = first["gradients"][v]
+            g = fmt_value(first["gradients"][v])
+            g = f"({g})" if g.startswith("-") else g
             text = (f"**One gradient-descent step of size {lr}:** {v} ← {v} − {lr} · ∂{f}/∂{v} = "
-                    f"{fmt_value(first['values'][v])} − {lr} × {fmt_value(g)} = **{fmt_value(last['values'][v])}**")
+                    f"{fmt_value(first['values'][v])} − {lr} × {g} = **{fmt_value(last['values'][v])}**")
             e = s.descent_exact.get(v)
             if e is not None:
                 text += f" (exactly {e.best_text})"

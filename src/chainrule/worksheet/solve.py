@@ -287,7 +287,7 @@ def _exact(s: Solved, exact: Any) -> None:
             # as it is worked out by hand: x − lr·(the gradient in its own form), e.g. 2 − 0.2·σ(2)(1 − σ(2))
             grad = form if form is not None else g
             gt, gl = exact.to_text(grad), exact.to_latex(grad)
-            if grad.is_Add:
+            if grad.is_Add or gt.startswith("−"):
                 gt, gl = f"({gt})", rf"\left({gl}\right)"
             x0t, x0l = exact.to_text(inputs[v]), exact.to_latex(inputs[v])
             lr_text, lr_tex = p.descent.lr, L.math(p.descent.lr)
