@@ -1,10 +1,11 @@
 """The ``chainrule`` command: expressions in; staged equations, tables, pictures, code and checks out.
 
 Subcommands: ``grad`` (one forward and backward pass), ``step`` (gradient descent), ``check`` (a
-hand-written forward+backward function against an expression) and ``worksheet`` (the whole seed
-worksheet, solved into a report). ``train`` and ``serve`` live in their own modules
-(``chainrule.train``, ``chainrule.web``), each exposing ``add_parser(subparsers)``; they are imported
-only when invoked, so a missing optional dependency never breaks the other subcommands.
+hand-written forward+backward function against an expression) and ``worksheet`` (a worksheet file,
+the seed one by default, solved into a key, handouts and variants: :mod:`chainrule.worksheet`).
+``train`` and ``serve`` live in their own modules (``chainrule.train``, ``chainrule.web``), each
+exposing ``add_parser(subparsers)``; they are imported only when invoked, so a missing optional
+dependency never breaks the other subcommands.
 
 Text typed by a person is parsed by :mod:`chainrule.expr`, never ``eval``-ed. Exit codes: 0 success,
 1 a check failed or something could not be produced, 2 bad input (one message, position marked).
