@@ -14,7 +14,7 @@ import chainrule as cr
 from chainrule.codegen import build_program
 from chainrule.worksheet import WorksheetError, loads
 from chainrule.worksheet.solve import helper_source, solve
-from chainrule.worksheet.spec import variant
+from chainrule.worksheet.spec import draw_key, variant
 
 HEAD = 'title = "T"\n[[section]]\ntitle = "S"\n'
 
@@ -107,7 +107,7 @@ def test_variants_draw_only_the_marked_values_and_never_repeat() -> None:
                'descent = { lr = 0.1 }\n', "w.toml")
     rng = np.random.default_rng(7)
     original = ws.problems[0]
-    taken = {(("p", tuple(sorted({**original.inputs, **original.constants}.items())), original.descent),)}
+    taken = {draw_key([original])}
     drawn = [variant(ws, k, rng, taken).problems[0] for k in range(1, 6)]  # 3 x-values × 2 a-values = 6, one taken
     seen = {(p.inputs["x"], p.constants["a"]) for p in drawn}
     assert len(seen) == 5 and ("1", "2") not in seen
@@ -116,7 +116,7 @@ def test_variants_draw_only_the_marked_values_and_never_repeat() -> None:
     with pytest.raises(WorksheetError, match="too few different"):
         variant(ws, 6, rng, taken)
     again = np.random.default_rng(7)  # the same seed draws the same variants
-    taken2 = {(("p", tuple(sorted({**original.inputs, **original.constants}.items())), original.descent),)}
+    taken2 = {draw_key([original])}
     assert [variant(ws, k, again, taken2).problems[0].inputs for k in range(1, 6)] == [p.inputs for p in drawn]
 
 
@@ -124,7 +124,7 @@ def test_variants_skip_draws_outside_the_functions_domain() -> None:
     ws = loads(HEAD + '[[section.problem]]\nid = "p"\nfunction = "ln(x)"\ninputs = { x = 1 }\n'
                'vary = { x = [-1, 0, 2] }\n', "w.toml")
     rng = np.random.default_rng(0)
-    taken = {(("p", (("x", "1"),), None),)}
+    taken = {draw_key(ws.problems)}
     assert variant(ws, 1, rng, taken).problems[0].inputs == {"x": "2"}  # ln(-1), ln(0) are not finite
 
 

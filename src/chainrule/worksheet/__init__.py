@@ -20,7 +20,7 @@ import numpy as np
 from ..fileio import atomic_write
 from .doc import Doc, Figure
 from .solve import Solved, descend, solve
-from .spec import Worksheet, WorksheetError, load, loads, variant
+from .spec import Worksheet, WorksheetError, draw_key, load, loads, variant
 
 __all__ = ["FORMATS", "SEED", "WorksheetError", "WorksheetResult", "descend", "examples", "load", "loads",
            "solve_worksheet"]
@@ -89,7 +89,7 @@ def solve_worksheet(out: Path | str, source: Path | str | None = None, formats: 
     result = writer.write(ws, solve_all(ws, exact), folder, shown, exact, blank)
     if variants:
         rng = np.random.default_rng(seed)
-        taken = {tuple((p.id, tuple(sorted({**p.inputs, **p.constants}.items())), p.descent) for p in ws.problems)}
+        taken = {draw_key(ws.problems)}
         for k in range(1, variants + 1):
             wk = variant(ws, k, rng, taken)
             sub = folder / f"variant-{k}"

@@ -163,9 +163,8 @@ def _exact_results(d: Derivation, graph: Graph, exact: Any, symbolic: Any) -> No
     if len(graph.inputs) == 1:
         x = sp.Symbol(graph.inputs[0].name, real=True)
         found = exact.recognize(f, x)
-        if found is not None and exact.same(symbolic.grads[x.name], found[1]):
-            gate, rule = found
-            fx = exact.opaque(gate)(x) if exact.opaque(gate) else None
+        if found is not None and exact.same(symbolic.grads[x.name], found[2]):
+            gate, fx, rule = found
             d.results.append(Line(f"{_dtext(out, x.name)} = {exact.to_text(rule)}",
                                   f"{_dlatex(out, x.name)} = {exact.to_latex(rule)}"))
             d.notes.append(f"The stages compute {exact.to_text(fx)} = {exact.to_text(exact.expanded(fx))}, the "

@@ -229,9 +229,10 @@ def agrees(e: Any, value: Any) -> bool:
         return False
 
 
-def recognize(f: Any, x: Any) -> tuple[str, Any] | None:
-    """The composite gate a function of one symbol ``x`` is, ``(gate name, its local rule at x)``:
-    sigmoid for 1/(1 + e^(−x)), say, whose rule the table gives as ``out·(1 − out)`` → σ(x)(1 − σ(x))."""
+def recognize(f: Any, x: Any) -> tuple[str, Any, Any] | None:
+    """The composite gate a function of one symbol ``x`` is, ``(gate name, the gate at x, its local
+    rule at x)``: sigmoid for 1/(1 + e^(−x)), say, whose rule the table gives as ``out·(1 − out)``, so
+    ``("sigmoid", σ(x), σ(x)(1 − σ(x)))``."""
     ns_x = namespace(expand=True)
     for gate in GATES.values():
         if gate.expand is None or gate.local is None or len(gate.local) != 1:
@@ -241,8 +242,8 @@ def recognize(f: Any, x: Any) -> tuple[str, Any] | None:
                 continue
         except (TypeError, ValueError, AttributeError):
             continue
-        out = opaque(gate.name)(x) if getattr(sp, gate.np_name or "", None) is None else getattr(sp, gate.np_name)(x)
-        return gate.name, gate.local[0](namespace(), x, out)
+        out = getattr(namespace(), gate.name)(x)
+        return gate.name, out, gate.local[0](namespace(), x, out)
     return None
 
 
@@ -341,8 +342,6 @@ class _Text(StrPrinter):
         bottom = self._product(den)
         if len(den) > 1 or (den[0].is_Add or den[0].is_Mul):
             bottom = f"({bottom})" if not bottom.startswith("(") or len(den) > 1 else bottom
-        if len(num) > 1 and not top.startswith("("):
-            top = top  # a product divides as it reads: 4e/3
         return f"{top}/{bottom}"
 
     def _product(self, factors: list[Any]) -> str:

@@ -39,8 +39,7 @@ def _at(s: Solved) -> str:
 
 
 def _heading(s: Solved) -> str:
-    label = s.problem.label
-    return f"{label} {s.display.text}".strip() if label or not s.problem.text else s.display.text
+    return f"{s.problem.label} {s.display.text}".strip()
 
 
 def key(ws: Worksheet, solved: dict[str, Solved], exact: bool, source: str) -> Doc:

@@ -261,10 +261,9 @@ def _exact(s: Solved, exact: Any) -> None:
         symbolic = exact.exact_graph(s.graph, {x.name: x})
         found = exact.recognize(symbolic.values[s.graph.output.name], x)
         if found is not None:
-            gate, rule = found
+            _, out, rule = found
             x0 = inputs[x.name]
-            fn = exact.opaque(gate)
-            forms = [fn(x0), rule.subs(x, x0)]
+            forms = [out.subs(x, x0), rule.subs(x, x0)]
     decimals = [s.graph.output.value, *[n.grad for n in s.graph.inputs]]
     for name, e, form, dec in zip(s.names, exprs, forms, decimals):
         if form is not None and not exact.same(form, e):

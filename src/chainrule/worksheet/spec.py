@@ -459,8 +459,7 @@ def variant(ws: Worksheet, number: int, rng: np.random.Generator, taken: set[Any
         problems: dict[str, Problem] = {}
         for p in ws.problems:
             problems[p.id] = _draw(p, rng) if p.vary else p
-        key = tuple((pid, tuple(sorted({**q.inputs, **q.constants}.items())), q.descent)
-                    for pid, q in problems.items())
+        key = draw_key(problems.values())
         if key in taken:
             continue
         bad = next((q for q in problems.values() if not _finite(q)), None)
@@ -471,6 +470,11 @@ def variant(ws: Worksheet, number: int, rng: np.random.Generator, taken: set[Any
         return replace(ws, sections=sections, variant=number)
     raise WorksheetError(f"{ws.path}: could not draw variant {number}: the 'vary' choices allow too few different "
                          "worksheets with finite values (give more choices)")
+
+
+def draw_key(problems: Any) -> tuple[Any, ...]:
+    """What makes two versions of a worksheet the same: every problem's inputs, constants and descent."""
+    return tuple((p.id, tuple(sorted({**p.inputs, **p.constants}.items())), p.descent) for p in problems)
 
 
 def _draw(p: Problem, rng: np.random.Generator) -> Problem:
