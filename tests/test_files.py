@@ -193,7 +193,7 @@ def test_worksheet_report_is_written_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(worksheet, "atomic_write", failing)
     with pytest.raises(OSError, match="No space"):
-        worksheet.solve_worksheet(out, fmt="md", picture_format="svg")
+        worksheet.solve_worksheet(out, formats=("md",), pictures="svg")
     assert (out / "worksheet.md").read_text() == "the old report"
 
 

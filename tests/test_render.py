@@ -46,8 +46,10 @@ def test_dot_is_deterministic_and_has_stable_ids() -> None:
         if n.kind != "const":
             assert f'id="node-{n.name}"' in dots[0]
     assert 'id="edge-x-t1-0"' in dots[0] and 'id="node-out-result"' in dots[0]
-    # values in green above, gradients in red below, on each edge
-    assert f'<font color="{R.VALUE_COLOR}">2.71828</font><br/><font color="{R.GRAD_COLOR}">1.47152</font>' in dots[0]
+    # each edge runs through a label of its own: the value in green above its rule, the gradient in red below
+    assert (f'<tr><td><font color="{R.VALUE_COLOR}" point-size="10">2.71828</font></td></tr><hr/>'
+            f'<tr><td><font color="{R.GRAD_COLOR}" point-size="10">1.47152</font></td></tr>') in dots[0]
+    assert 'id="label-x-t1-0"' in dots[0] and 'id="edge-x-t1-0-tail", dir=none' in dots[0]
     assert "Σ 5.47152" in dots[0]  # x is used twice: its total gradient at the node
 
 
@@ -128,7 +130,7 @@ def test_no_renderer_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 
 def test_bad_extension() -> None:
-    with pytest.raises(ValueError, match=r"\.svg, \.png, \.pdf or \.dot"):
+    with pytest.raises(ValueError, match=r"\.svg, \.png, \.pdf, \.dot or \.tex"):
         cr.trace(q2a, x=1.0, y=3.0, z=2.0).render("graph.jpg")
 
 
@@ -186,7 +188,7 @@ def test_a_few_thousand_nodes_render(tmp_path: Path) -> None:
     g = cr.trace(_layers(1000), x=0.5, y=0.3)
     assert len(g.nodes) > 3000
     dot = g.to_dot()
-    assert "label=<<font color" not in dot  # past LABEL_LIMIT the edges carry no labels
+    assert "shape=plain," not in dot and R.VALUE_COLOR not in dot  # past LABEL_LIMIT the edges carry no labels
     assert 'class="copy-of-y"' in dot  # y, used by every layer, is drawn beside each far use
     svg = g.render(tmp_path / "big.svg").read_text(encoding="utf-8")
     assert svg.count('class="node"') >= len(g.nodes)

@@ -1,10 +1,11 @@
 """The ``chainrule`` command: expressions in; staged equations, tables, pictures, code and checks out.
 
 Subcommands: ``grad`` (one forward and backward pass), ``step`` (gradient descent), ``check`` (a
-hand-written forward+backward function against an expression) and ``worksheet`` (the whole seed
-worksheet, solved into a report). ``train`` and ``serve`` live in their own modules
-(``chainrule.train``, ``chainrule.web``), each exposing ``add_parser(subparsers)``; they are imported
-only when invoked, so a missing optional dependency never breaks the other subcommands.
+hand-written forward+backward function against an expression) and ``worksheet`` (a worksheet file,
+the seed one by default, solved into a key, handouts and variants: :mod:`chainrule.worksheet`).
+``train`` and ``serve`` live in their own modules (``chainrule.train``, ``chainrule.web``), each
+exposing ``add_parser(subparsers)``; they are imported only when invoked, so a missing optional
+dependency never breaks the other subcommands.
 
 Text typed by a person is parsed by :mod:`chainrule.expr`, never ``eval``-ed. Exit codes: 0 success,
 1 a check found a wrong value or something could not be produced, 2 bad input (one message, position
@@ -321,6 +322,8 @@ def _check_output(path: str, option: str, suffixes: Sequence[str]) -> None:
 def _render(g: Any, path: str) -> str:
     """Write the picture (atomically); a missing renderer or a failed write is a :class:`Failure`."""
     p = Path(path)
+    if p.suffix.lower() not in (".svg", ".png", ".pdf", ".dot", ".gv", ".tex"):
+        raise UsageError(f"--graph {path}: the file name must end in .svg, .png, .pdf, .dot or .tex")
     try:
         written = g.render(str(p))
     except (ImportError, RuntimeError, OSError, ValueError) as e:
@@ -480,15 +483,29 @@ def _size(text: str) -> int:
 
 
 def cmd_worksheet(args: argparse.Namespace, out: Printer) -> int:
-    """Solve the seed worksheet into a report (Markdown or HTML) with pictures beside it."""
-    from .worksheet import solve_worksheet
+    """Solve a worksheet file (the seed worksheet without one) into a key, handouts and variants."""
+    from .worksheet import FORMATS, WorksheetError, solve_worksheet
+    from .worksheet.pdf import PdfError
 
     folder = Path(args.out)
     for p in (folder, *folder.parents):  # a file in the way: say so, before anything is written
         if p.exists() and not p.is_dir():
             what = "" if p == folder else f"{p}: "
             raise UsageError(f"--out {args.out}: {what}exists and is not a directory")
-    result = solve_worksheet(Path(args.out), fmt=args.format, picture_format=args.pictures)
+    formats = tuple(dict.fromkeys(f.strip() for item in args.format for f in item.split(",") if f.strip()))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise UsageError(f"--format {bad[0]}: choose among {', '.join(FORMATS)} (several with commas: md,html)")
+    if args.variants < 0:
+        raise UsageError("--variants must be 0 or more")
+    try:
+        result = solve_worksheet(folder, source=args.file, formats=formats or ("md",), pictures=args.pictures,
+                                 blank=args.blank, variants=args.variants, seed=args.seed, exact=args.exact,
+                                 pdf_engine=args.pdf_engine)
+    except WorksheetError as e:
+        raise UsageError(str(e)) from None
+    except (ImportError, PdfError) as e:
+        raise Failure(str(e)) from None
     if args.json:
         out.stream.write(json.dumps(result.summary_json(), indent=2, ensure_ascii=False) + "\n")
         return 0 if result.ok else 1
@@ -496,9 +513,12 @@ def cmd_worksheet(args: argparse.Namespace, out: Printer) -> int:
     out.table(["question", "answer"], result.summary_rows())
     out.write("")
     if not result.ok:
-        out.write("  a generated function did not pass its check: see the report")
-    if result.pictures:
-        out.write(f"  pictures: {', '.join(p.name for p in result.pictures)} (in {result.report.parent})")
+        out.write("  a generated function did not pass its check: see the key")
+    others = [p.name for p in result.files if p.parent == result.report.parent and p not in result.pictures]
+    out.write(f"  written in {result.report.parent}: {', '.join(others)}"
+              + (f" and {len(result.pictures)} pictures" if result.pictures else ""))
+    for v in result.variants:
+        out.write(f"  variant: {v}")
     if result.picture_problem:
         out.write(f"  pictures could not be rendered ({result.picture_problem}); the report holds the graphs as "
                   "DOT text instead")
@@ -564,7 +584,9 @@ def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("expr", metavar="EXPR", help='the expression, e.g. "(x + y) * z" (quote it)')
     g.add_argument("--at", nargs="*", metavar="NAME=VALUE", default=[],
                    help="a value for every variable: x=1 y=pi/2 z=[1,2,3]")
-    g.add_argument("--graph", metavar="FILE", help="draw the computational graph into FILE (.svg, .png, .pdf, .dot)")
+    g.add_argument("--graph", metavar="FILE",
+                   help="draw the computational graph into FILE (.svg, .png, .pdf, .dot; .tex: a LaTeX document "
+                        "with the picture in TikZ)")
     g.add_argument("--dot", action="store_true", help="print the graph as Graphviz DOT")
     g.add_argument("--code", metavar="NAME", help="print the combined forward+backward function, named NAME")
     g.add_argument("--expand", action="store_true",
@@ -623,22 +645,35 @@ def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
 
     w = sub.add_parser(
-        "worksheet", help="solve the whole backprop worksheet into a report with pictures",
-        description="Solve every question of the section 2 backprop worksheet: staged forms (Q1), graphs, "
-                    "forward/backward values and generated functions at the given inputs (Q2), the sigmoid's "
-                    "gradient and one gradient-descent step (Q3), and the staged complex_layer with its graph "
-                    "and code (Q4). Writes one Markdown or HTML report with the pictures beside it, and prints "
-                    "a summary. Without Graphviz the report holds the graphs as DOT text.",
+        "worksheet", help="solve a backprop worksheet (a TOML file; the section 2 one by default) into a key",
+        description="Solve a worksheet written as a TOML file (see the README for the format; without FILE, the "
+                    "section 2 backprop worksheet that ships with chainrule): for each problem its staged "
+                    "equations, graph, forward/backward values, gradients and the combined function in the "
+                    "skeleton's own form, checked by running it. --blank adds the student handout (empty graphs, "
+                    "code skeletons), --variants N per-student versions with their own keys, --exact exact "
+                    "answers and derivations (sympy). Prints a summary.",
         epilog="examples:\n"
                "  chainrule worksheet --out answers/\n"
-               "  chainrule worksheet --out answers/ --format html\n"
-               "  chainrule worksheet --out answers/ --pictures png",
+               "  chainrule worksheet --out answers/ --format html --exact\n"
+               "  chainrule worksheet my_sheet.toml --out key/ --format md,html,tex,pdf --blank\n"
+               "  chainrule worksheet my_sheet.toml --out week3/ --blank --variants 30 --seed 7",
         formatter_class=_formatter,
     )
+    w.add_argument("file", nargs="?", metavar="FILE", help="the worksheet (.toml); default: the seed worksheet")
     w.add_argument("--out", default="answers", metavar="DIR",
-                   help="folder for the report and pictures (default answers/)")
-    w.add_argument("--format", choices=("md", "html"), default="md", help="report format (default md)")
+                   help="folder for the key, handouts and pictures (default answers/)")
+    w.add_argument("--format", action="append", default=[], metavar="FMT",
+                   help="md (default), html (one self-contained page), tex (LaTeX with TikZ pictures), pdf "
+                        "(printed by Chromium, or a TeX engine); several with commas or repeated")
     w.add_argument("--pictures", choices=("svg", "png"), default="svg", help="picture format (default svg)")
+    w.add_argument("--blank", action="store_true", help="also write the student handout, worksheet-blank.*")
+    w.add_argument("--variants", type=int, default=0, metavar="N",
+                   help="also write N variants with other inputs (where the file marks them) into variant-K/")
+    w.add_argument("--seed", type=int, default=0, help="random seed of the variants (default 0)")
+    w.add_argument("--exact", action="store_true",
+                   help="exact answers (4 + 4e, σ(2)(1 − σ(2))) and derivations; needs sympy (chainrule[exact])")
+    w.add_argument("--pdf-engine", choices=("chromium", "latex"), default=None,
+                   help="what prints --format pdf (default: Chromium if found, else a TeX engine)")
     _add_common(w, "print the summary as JSON")
     w.set_defaults(func=cmd_worksheet)
 

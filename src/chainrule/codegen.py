@@ -57,6 +57,7 @@ class Program:
     returns: list[str]                     # the output, then one gradient per differentiated input
     shapes: dict[str, tuple[int, ...]]     # every named value's shape
     helpers: dict[str, tuple[list[str], list[Stmt], Sym]] = field(default_factory=dict)
+    helper_gates: dict[str, str] = field(default_factory=dict)  # helper name -> the gate it computes
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     #: gates whose forward the source includes as a helper function (scatter-add, item assignment)
     gate_helpers: list[str] = field(default_factory=list)
@@ -64,13 +65,30 @@ class Program:
     #: folded program materializes as an array (``np.full``) takes it, so float32 stays float32
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float64))
 
-    def source(self, name: str = "f", inline_constants: bool = True) -> str:
-        """Standalone Python importing only numpy: ``def name(*params): ... return out, d...``."""
-        printer = CodePrinter(self)
+    def source(self, name: str = "f", inline_constants: bool = True, returns: Iterable[str] | None = None,
+               provided: dict[str, str] | None = None) -> str:
+        """Standalone Python importing only numpy: ``def name(*params): ... return out, d...``.
+
+        ``returns`` names what is returned, as a worksheet's skeleton does (``out, fx, fy, fz``): the
+        output is bound to its name after the forward pass (``out = d``) and each gradient is computed
+        under its own name. ``provided`` maps gates to helper functions the caller's code already
+        defines (``{"sigmoid": "sigmoid"}``): the function calls them and does not define its own."""
+        provided = provided or {}
+        given = list(self.returns if returns is None else returns)
+        taken = set(self.params) | set(self.shapes) | set(self.helpers) | set(self.constants)
+        rename = dict(zip(self.returns[1:], given[1:]))
+        if len(given) != len(self.returns) or len(set(given)) != len(given) or any(
+                not n.isidentifier() or keyword.iskeyword(n) or (n in taken and n != old)
+                for old, n in zip(self.returns, given)):
+            raise ValueError(f"returns: {len(self.returns)} distinct new names are needed (the output, then one "
+                             f"gradient per input), not {given}")
+        printer = CodePrinter(self, rename, {h: provided[g] for h, g in self.helper_gates.items() if g in provided})
         lines = ["import numpy as np", ""]
         for gname in self.gate_helpers:
             lines += ["", *helper_source(GATES[gname]).splitlines(), ""]
         for hname, (hparams, body, result) in self.helpers.items():
+            if self.helper_gates.get(hname) in provided:
+                continue
             lines += ["", f"def {hname}({', '.join(hparams)}):"]
             lines += [f"    {s.target} = {printer.text(s.expr)}" for s in body]
             lines += [f"    return {printer.text(result)}", ""]
@@ -82,9 +100,11 @@ class Program:
                 body.append(f"{cname} = np.array({value.tolist()!r}, dtype=np.{value.dtype.name})")
         body.append("# forward pass")
         body += _statement_lines(self.forward, printer)
+        if given[0] != self.returns[0]:
+            body.append(f"{given[0]} = {self.returns[0]}")
         body.append("# backward pass")
         body += _statement_lines(self.backward, printer)
-        body.append(f"return {', '.join(self.returns)}")
+        body.append(f"return {', '.join(given)}")
         lines += ["    " + b for b in body]
         if not any("np." in line for line in lines[1:]):  # nothing calls numpy: no unused import
             lines = lines[3:]
@@ -94,7 +114,8 @@ class Program:
 def _statement_lines(stmts: list[Stmt], printer: CodePrinter) -> list[str]:
     out = []
     for s in stmts:
-        line = f"{s.target} = {printer.text(s.expr)}"
+        target = printer.rename.get(s.target, s.target)
+        line = f"{target} = {printer.text(s.expr)}"
         if len(line) > 96 and s.expr.op in ("add", "sub"):  # a long sum: one term per line
             terms: list[tuple[str, Sym]] = []
             e = s.expr
@@ -105,7 +126,7 @@ def _statement_lines(stmts: list[Stmt], printer: CodePrinter) -> list[str]:
             rest = [f"    {op.strip()} {printer.wrap(t, 61)}" for op, t in reversed(terms)]
             if s.comment:
                 out.append(f"# {s.comment}")
-            out += [f"{s.target} = (", f"    {first}", *rest, ")"]
+            out += [f"{target} = (", f"    {first}", *rest, ")"]
             continue
         if s.comment:
             if len(line) + len(s.comment) + 6 <= 100:
@@ -134,9 +155,12 @@ def helper_source(gate: Gate) -> str:
 class CodePrinter(NumpyPrinter):
     """NumPy-code printer that knows the program's helpers and named constants."""
 
-    def __init__(self, program: Program | None = None) -> None:
+    def __init__(self, program: Program | None = None, rename: dict[str, str] | None = None,
+                 calls: dict[str, str] | None = None) -> None:
         super().__init__("np")
         self.program = program
+        self.rename = rename or {}  # names printed under other names (a skeleton's fx for dx)
+        self.calls = calls or {}  # helper calls printed as calls of the caller's own functions
 
     def text(self, e: Any) -> str:
         return self.render(e)[0]
@@ -149,6 +173,8 @@ class CodePrinter(NumpyPrinter):
         return f"np.array({v.tolist()!r})"
 
     def render(self, e: Any) -> tuple[str, int]:
+        if isinstance(e, Sym) and e.op == "name" and e.value in self.rename:
+            return self.rename[e.value], 100
         if isinstance(e, Sym) and e.op == "getitem":
             return f"{self.wrap(e.args[0], 100)}[{self.index(e.params['index'])}]", 100
         if isinstance(e, Sym) and e.op == "call" and e.value == "broadcast_to" and e.args[0].op == "num":
@@ -208,6 +234,8 @@ class CodePrinter(NumpyPrinter):
         return one(index)
 
     def call_name(self, name: str) -> str:
+        if name in self.calls:
+            return self.calls[name]
         if self.program is not None and name in self.program.helpers:
             return name
         return super().call_name(name)
@@ -723,6 +751,7 @@ def _helper_call(program: Program, gate: Gate, args: list[Sym], params: dict[str
         result = gate.forward(ops, *leaves, **params)
         body = common_subexpressions([Stmt("_result", result)], set(pnames) | {"np"}, prefix="t")
         program.helpers[hname] = ([p for p, s in zip(pnames, stand_ins) if s is None], body[:-1], body[-1].expr)
+        program.helper_gates[hname] = gate.name
         cache[key] = hname
     return Sym("call", tuple(a for a in args if a.op == "name"), value=hname, shape=None)
 

@@ -906,9 +906,9 @@ on_register(_add_method)
 linalg = SimpleNamespace(inv=inv, solve=solve, det=det, slogdet=slogdet, cholesky=cholesky, eigh=eigh,
                          eigvalsh=eigvalsh, svd=svd, pinv=pinv, norm=norm)
 
-_NOT_PUBLIC = {"Tensor", "apply", "apply1", "apply_gate", "namespace_kind", "binary_op", "split_call", "resolve", "normalize_axis",
-               "normalize_pad_width", "on_register", "Gate", "namedtuple", "Sequence", "Any", "SimpleNamespace",
-               "gate_function", "check_class_labels"}
+_NOT_PUBLIC = {"Tensor", "apply", "apply1", "apply_gate", "namespace_kind", "binary_op", "split_call", "resolve",
+               "normalize_axis", "normalize_pad_width", "on_register", "Gate", "namedtuple", "Sequence", "Any",
+               "SimpleNamespace", "gate_function", "check_class_labels"}
 __all__ = sorted(n for n, v in list(globals().items())
                  if not n.startswith("_") and n not in _NOT_PUBLIC and (callable(v) or n == "linalg")
                  and not isinstance(v, type))

@@ -203,6 +203,13 @@ class Graph:
 
         return render(self, path, engine=engine, max_nodes=max_nodes)
 
+    def to_tikz(self, engine: str | None = None, blank: bool = False, standalone: bool = False) -> str:
+        """The picture as a TikZ picture for LaTeX (values green above the edges, gradients red below),
+        laid out like :meth:`render`; ``standalone`` gives a whole document, ``blank`` no numbers."""
+        from .tikz import to_tikz
+
+        return to_tikz(self, engine=engine, blank=blank, standalone=standalone)
+
     def svg(self, engine: str | None = None) -> str:
         """The picture as SVG text."""
         from .render import to_svg

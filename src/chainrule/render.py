@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ TIMEOUT = 120.0
 
 VALUE_COLOR = "#1a7f37"  # green: values, forward
 GRAD_COLOR = "#cf222e"  # red: gradients, backward
+EDGE_COLOR = "#57606a"
 _DPI = 144
 
 _INSTALL = (
@@ -90,7 +92,7 @@ def gate_symbol(node: Node) -> str:
     infix = re.fullmatch(r"\{0\} (\S+) \{1\}", fmt)
     if infix:
         return {"*": "×", "-": "−", "/": "÷"}.get(infix.group(1), infix.group(1))
-    call = re.fullmatch(r"([^\s{}()]+)\((?:\{0\}|…)\)", fmt)
+    call = re.fullmatch(r"([^\s{}()]+)\((?:\{\d\}(?:, \{\d\})*|…)\)", fmt)
     if call:
         return call.group(1)
     if fmt == "-{0}":
@@ -104,13 +106,6 @@ def _dot_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _edge_label(value: Any, grad: Any) -> str:
-    parts = [f'<font color="{VALUE_COLOR}">{html.escape(_short(value))}</font>']
-    if grad is not None:
-        parts.append(f'<font color="{GRAD_COLOR}">{html.escape(_short(grad))}</font>')
-    return "<" + "<br/>".join(parts) + ">"
-
-
 def _check_size(graph: Graph, max_nodes: int | None) -> None:
     limit = MAX_NODES if max_nodes is None else max_nodes
     if len(graph.nodes) > limit:
@@ -120,8 +115,47 @@ def _check_size(graph: Graph, max_nodes: int | None) -> None:
             "max_nodes= to draw it anyway")
 
 
-def to_dot(graph: Graph, max_nodes: int | None = None) -> str:
-    """The graph as Graphviz DOT text (deterministic: the same graph gives the same text)."""
+@dataclass
+class SceneNode:
+    """One thing in the picture: a graph node (input, gate, constant, a far use's copy), the output's
+    sink, or the label of an edge (its value above the line, its gradient below)."""
+
+    key: str  # the DOT node id (n0, l3, r0)
+    kind: str  # "input", "gate", "const", "copy", "result" or "label"
+    html_id: str  # the SVG element id: node-x, const-1, label-x-t1-0, node-out-result
+    name: str = ""
+    symbol: str = ""  # a gate's symbol
+    value: str | None = None  # what flows forward (labels), a constant's or an unused input's value
+    grad: str | None = None  # what flows back (labels), the total of a value used twice (Σ), an unused input's
+    tooltip: str | None = None
+    css_class: str | None = None
+
+
+@dataclass
+class SceneEdge:
+    """One line: ``kind`` "arrow" (tail to head), "const" (dashed), "in" (tail to the west end of a
+    label's rule) or "out" (from the east end of the rule to the head, with the arrow)."""
+
+    tail: str
+    head: str
+    html_id: str
+    kind: str
+
+
+@dataclass
+class Scene:
+    """What :func:`to_dot` draws and :mod:`chainrule.tikz` typesets, laid out by the same program."""
+
+    nodes: list[SceneNode]
+    edges: list[SceneEdge]
+    blank: bool
+
+
+def scene(graph: Graph, max_nodes: int | None = None, blank: bool = False) -> Scene:
+    """The picture as data. Each labelled edge is drawn through a label node of its own, whose rule
+    joins the two halves of the edge: the value sits above the line and the gradient below it, and
+    the layout program keeps every label clear of every other (a label is a node to it).
+    ``blank`` keeps the nodes and the places for the numbers, but no numbers (a student's handout)."""
     from .graph import _backward_step, _uses, equation_text, fmt_value
 
     _check_size(graph, max_nodes)
@@ -138,44 +172,33 @@ def to_dot(graph: Graph, max_nodes: int | None = None) -> str:
                 k = next(i for i, inp in enumerate(n.inputs) if inp is part.input
                          and (id(n), i) not in shares)
                 shares[(id(n), k)] = part.grad
-    ids = {id(n): f"n{i}" for i, n in enumerate(graph.nodes)}
-    lines = [
-        "digraph chainrule {",
-        '  graph [id="chainrule-graph", rankdir=LR, bgcolor="white", nodesep=0.25, ranksep=0.5, '
-        'fontname="Helvetica"];',
-        '  node [fontname="Helvetica", fontsize=12, penwidth=1.2];',
-        '  edge [fontname="Helvetica", fontsize=10, arrowsize=0.6, color="#57606a"];',
-    ]
+    number = (lambda v: None) if blank else _short
+    keys = {id(n): f"n{i}" for i, n in enumerate(graph.nodes)}
+    nodes: list[SceneNode] = []
+    edges: list[SceneEdge] = []
     const_k = 0
     const_ids: dict[int, str] = {}
     for n in graph.nodes:
-        nid = ids[id(n)]
-        fan = uses.get(id(n), 0) > 1 and n.grad is not None and labels
-        total = (f'<br/><font point-size="9" color="{GRAD_COLOR}">Σ {html.escape(_short(n.grad))}</font>'
-                 if fan else "")
-        if n.kind == "input" and uses.get(id(n), 0) == 0 and labels:  # unused: no edge shows it
-            total = f'<br/><font point-size="9" color="{VALUE_COLOR}">{html.escape(_short(n.value))}</font>'
-            if n.grad is not None:
-                total += f'<br/><font point-size="9" color="{GRAD_COLOR}">{html.escape(_short(n.grad))}</font>'
-
+        key = keys[id(n)]
         if n.kind == "const":
             const_k += 1
             const_ids[id(n)] = f"const-{const_k}"
-            lines.append(f'  {nid} [id="const-{const_k}", shape=plaintext, fontcolor="#57606a", fontsize=10, '
-                         f'label={_dot_str(_short(n.value))}];')
-        elif n.kind == "input":
+            nodes.append(SceneNode(key, "const", f"const-{const_k}", value=_short(n.value)))
+            continue
+        fan = uses.get(id(n), 0) > 1 and n.grad is not None and labels
+        unused = n.kind == "input" and uses.get(id(n), 0) == 0 and labels
+        value = number(n.value) if unused else None
+        grad = number(n.grad) if (fan or unused) and n.grad is not None else None
+        if n.kind == "input":
             tip = f"input {n.name} = {fmt_value(n.value)}"
-            lines.append(f'  {nid} [id={_dot_str("node-" + n.name)}, shape=plaintext, '
-                         f'label=<<b>{html.escape(n.name)}</b>{total}>, tooltip={_dot_str(tip)}];')
+            nodes.append(SceneNode(key, "input", f"node-{n.name}", n.name, value=value, grad=grad,
+                                   tooltip=None if blank else tip))
         else:
             tip = f"{n.name} = {equation_text(n)} = {fmt_value(n.value)}"
             if n.grad is not None:
                 tip += f"; ∂{graph.output.name}/∂{n.name} = {fmt_value(n.grad)}"
-            sym_ = html.escape(gate_symbol(n))
-            lines.append(
-                f'  {nid} [id={_dot_str("node-" + n.name)}, shape=circle, margin=0.02, '
-                f'label=<<font point-size="15">{sym_}</font><br/><font point-size="9" color="#57606a">'
-                f'{html.escape(n.name)}</font>{total}>, tooltip={_dot_str(tip)}];')
+            nodes.append(SceneNode(key, "gate", f"node-{n.name}", n.name, gate_symbol(n), grad=grad,
+                                   tooltip=None if blank else tip))
     # In a large graph, a value used far downstream (a weight shared by every layer, a skip
     # connection) is drawn again, by name, beside each distant use: long edges make dot's layout
     # very slow (minutes for a few hundred nodes).
@@ -186,36 +209,108 @@ def to_dot(graph: Graph, max_nodes: int | None = None) -> str:
            if i.kind != "const" and depth[id(n)] - depth[id(i)] > FAR]
     copy_far = len(graph.nodes) > COPY_ABOVE_NODES or sum(far) > COPY_ABOVE_SPAN
     copies: dict[int, int] = {}
+
+    def connect(tail: str, head: str, eid: str, value: Any, grad: Any) -> None:
+        if not labels:
+            edges.append(SceneEdge(tail, head, eid, "arrow"))
+            return
+        label = f"l{len(edges)}"
+        nodes.append(SceneNode(label, "label", eid.replace("edge-", "label-", 1), value=number(value),
+                               grad=None if grad is None else number(grad)))
+        edges.append(SceneEdge(tail, label, f"{eid}-tail", "in"))
+        edges.append(SceneEdge(label, head, eid, "out"))
+
     for n in graph.ops:
         for k, inp in enumerate(n.inputs):
-            src = ids[id(inp)]
+            src = keys[id(inp)]
             if copy_far and inp.kind != "const" and depth[id(n)] - depth[id(inp)] > FAR:
                 copies[id(inp)] = copies.get(id(inp), 1) + 1
                 src = f"{src}_{copies[id(inp)]}"
-                lines.append(f'  {src} [id={_dot_str(f"node-{inp.name}-use{copies[id(inp)]}")}, '
-                             f'class={_dot_str("copy-of-" + inp.name)}, shape=plaintext, '
-                             f'label=<<b>{html.escape(inp.name)}</b>>];')
-            eid = f"edge-{_id_name(inp, const_ids)}-{n.name}-{k}"
-            attrs = [f"id={_dot_str(eid)}"]
-            if labels and inp.kind != "const":
-                attrs.append(f"label={_edge_label(inp.value, shares.get((id(n), k)))}")
+                nodes.append(SceneNode(src, "copy", f"node-{inp.name}-use{copies[id(inp)]}", inp.name,
+                                       css_class=f"copy-of-{inp.name}"))
+            eid = f"edge-{const_ids[id(inp)] if inp.kind == 'const' else inp.name}-{n.name}-{k}"
             if inp.kind == "const":
-                attrs.append('style=dashed')
-            lines.append(f"  {src} -> {ids[id(n)]} [{', '.join(attrs)}];")
+                edges.append(SceneEdge(src, keys[id(n)], eid, "const"))
+            else:
+                connect(src, keys[id(n)], eid, inp.value, shares.get((id(n), k)))
     for i, o in enumerate(graph.outputs):
-        sink = f"r{i}"
-        lines.append(f'  {sink} [id={_dot_str("node-" + o.name + "-result")}, shape=plaintext, '
-                     f'label=<<b>{html.escape(o.name)}</b>>];')
-        attrs = [f'id={_dot_str("edge-" + o.name + "-result")}']
-        if labels:
-            attrs.append(f"label={_edge_label(o.value, o.grad)}")
-        lines.append(f"  {ids[id(o)]} -> {sink} [{', '.join(attrs)}];")
+        nodes.append(SceneNode(f"r{i}", "result", f"node-{o.name}-result", o.name))
+        connect(keys[id(o)], f"r{i}", f"edge-{o.name}-result", o.value, o.grad)
+    return Scene(nodes, edges, blank)
+
+
+#: A blank label's room for a number to be written in by hand (points).
+_BLANK_CELL = 'width="52" height="15" fixedsize="true"'
+
+
+def _label_html(n: SceneNode, blank: bool) -> str:
+    def cell(text: str | None, color: str) -> str:
+        if blank:
+            return f"<td {_BLANK_CELL}> </td>"
+        body = f'<font color="{color}" point-size="10">{html.escape(text)}</font>' if text is not None else " "
+        return f"<td>{body}</td>"
+
+    return (f'<<table border="0" cellborder="0" cellspacing="0" cellpadding="1" color="{EDGE_COLOR}">'
+            f"<tr>{cell(n.value, VALUE_COLOR)}</tr><hr/><tr>{cell(n.grad, GRAD_COLOR)}</tr></table>>")
+
+
+def _node_dot(n: SceneNode, blank: bool) -> str:
+    tip = f", tooltip={_dot_str(n.tooltip)}" if n.tooltip else ""
+    extra = ""
+    if n.value is not None:
+        extra += f'<br/><font point-size="9" color="{VALUE_COLOR}">{html.escape(n.value)}</font>'
+    if n.grad is not None:  # a total (Σ) where the value is used twice; an unused input's own gradient
+        total = "" if n.value is not None else "Σ "
+        extra += f'<br/><font point-size="9" color="{GRAD_COLOR}">{total}{html.escape(n.grad)}</font>'
+    if n.kind == "const":
+        return (f'  {n.key} [id="{n.html_id}", shape=plaintext, width=0, height=0, margin=0.04, '
+                f'fontcolor="#57606a", fontsize=10, '
+                f"label={_dot_str(n.value or '')}];")
+    if n.kind == "label":
+        return f'  {n.key} [id="{n.html_id}", shape=plain, label={_label_html(n, blank)}];'
+    if n.kind in ("input", "copy", "result"):
+        cls = f", class={_dot_str(n.css_class)}" if n.css_class else ""
+        return (f"  {n.key} [id={_dot_str(n.html_id)}{cls}, shape=plaintext, "
+                f"label=<<b>{html.escape(n.name)}</b>{extra}>{tip}];")
+    return (f"  {n.key} [id={_dot_str(n.html_id)}, shape=circle, margin=0.02, "
+            f'label=<<font point-size="15">{html.escape(n.symbol)}</font><br/><font point-size="9" '
+            f'color="#57606a">{html.escape(n.name)}</font>{extra}>{tip}];')
+
+
+def _edge_dot(e: SceneEdge) -> str:
+    attrs = [f"id={_dot_str(e.html_id)}"]
+    tail, head = e.tail, e.head
+    if e.kind == "const":
+        attrs.append("style=dashed")
+    elif e.kind == "in":
+        head = f"{head}:w"
+        attrs.append("dir=none")
+    elif e.kind == "out":
+        tail = f"{tail}:e"
+    return f"  {tail} -> {head} [{', '.join(attrs)}];"
+
+
+def scene_dot(sc: Scene) -> str:
+    """A scene as Graphviz DOT text."""
+    # labels are nodes of their own, in ranks between the gates': closer ranks keep the width as it was
+    spacing = "nodesep=0.18, ranksep=0.22" if any(n.kind == "label" for n in sc.nodes) else \
+        "nodesep=0.25, ranksep=0.5"
+    lines = [
+        "digraph chainrule {",
+        f'  graph [id="chainrule-graph", rankdir=LR, bgcolor="white", {spacing}, fontname="Helvetica"];',
+        '  node [fontname="Helvetica", fontsize=12, penwidth=1.2];',
+        f'  edge [fontname="Helvetica", fontsize=10, arrowsize=0.6, color="{EDGE_COLOR}"];',
+    ]
+    lines += [_node_dot(n, sc.blank) for n in sc.nodes]
+    lines += [_edge_dot(e) for e in sc.edges]
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def _id_name(n: Node, const_ids: dict[int, str]) -> str:
-    return const_ids[id(n)] if n.kind == "const" else n.name
+def to_dot(graph: Graph, max_nodes: int | None = None, blank: bool = False) -> str:
+    """The graph as Graphviz DOT text (deterministic: the same graph gives the same text); ``blank``
+    draws the nodes and edges with empty places for the values and gradients."""
+    return scene_dot(scene(graph, max_nodes=max_nodes, blank=blank))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,14 +352,35 @@ def _which(name: str) -> str | None:
 
 
 def layout(dot_text: str, fmt: str, engine: str | None = None) -> bytes:
-    """Lay out DOT text into ``fmt`` (``svg``, ``png`` or ``pdf``) bytes."""
-    if fmt not in ("svg", "png", "pdf"):
+    """Lay out DOT text into ``fmt`` (``svg``, ``png`` or ``pdf``) bytes; ``plain`` gives the positions
+    (Graphviz's plain text format), from which :mod:`chainrule.tikz` typesets the same picture."""
+    if fmt not in ("svg", "png", "pdf", "plain"):
         raise ValueError(f"cannot draw to {fmt!r}: use svg, png or pdf")
     prog, kind = find_engine(engine)
     if kind == "graphviz-pure" and fmt == "pdf":
         return jpeg_to_pdf(_run(prog, dot_text, "jpeg", [f"-Gdpi={_DPI}"]), _DPI)
     extra = [f"-Gdpi={_DPI}"] if fmt == "png" else []
     return _run(prog, dot_text, fmt, extra)
+
+
+def layout_many(dot_texts: list[str], fmt: str, engine: str | None = None) -> list[bytes]:
+    """Lay out several graphs with one run of the layout program (starting it is most of the time a
+    small graph takes): ``svg``, ``png`` or ``plain`` bytes for each, in order."""
+    if fmt not in ("svg", "png", "plain"):
+        raise ValueError(f"cannot lay out several graphs into {fmt!r}: use svg, png or plain")
+    if not dot_texts:
+        return []
+    data = layout("".join(dot_texts), fmt, engine)
+    if fmt == "svg":
+        parts = [b"<?xml" + chunk for chunk in data.split(b"<?xml")[1:]]
+    elif fmt == "plain":
+        parts = [chunk + b"stop\n" for chunk in data.split(b"stop\n")[:-1]]
+    else:  # PNG files end with their IEND chunk and its checksum
+        marker = b"IEND\xaeB`\x82"
+        parts = [chunk + marker for chunk in data.split(marker)[:-1]]
+    if len(parts) != len(dot_texts):
+        raise RenderError(f"the layout program returned {len(parts)} pictures for {len(dot_texts)} graphs")
+    return parts
 
 
 def _run(prog: str, dot_text: str, fmt: str, extra: list[str]) -> bytes:
@@ -282,19 +398,26 @@ def _run(prog: str, dot_text: str, fmt: str, extra: list[str]) -> bytes:
     return res.stdout
 
 
-_EXTENSIONS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
+_EXTENSIONS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot", ".tex": "tex"}
 
 
 def render(graph: Graph, path: str | os.PathLike[str], engine: str | None = None,
            max_nodes: int | None = None) -> Path:
-    """Write the picture to ``path``; the format comes from its extension (.svg .png .pdf .dot)."""
+    """Write the picture to ``path``; the format comes from its extension (.svg .png .pdf .dot, and
+    .tex: a LaTeX document holding the picture as TikZ)."""
+
     path = Path(path)
     fmt = _EXTENSIONS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"cannot tell the picture format from {path.name!r}: end the name with "
-                         ".svg, .png, .pdf or .dot")
-    dot_text = to_dot(graph, max_nodes=max_nodes)
-    data = dot_text.encode("utf-8") if fmt == "dot" else layout(dot_text, fmt, engine)
+                         ".svg, .png, .pdf, .dot or .tex")
+    if fmt == "tex":
+        from .tikz import to_tikz
+
+        data = to_tikz(graph, engine=engine, max_nodes=max_nodes, standalone=True).encode("utf-8")
+    else:
+        dot_text = to_dot(graph, max_nodes=max_nodes)
+        data = dot_text.encode("utf-8") if fmt == "dot" else layout(dot_text, fmt, engine)
     atomic_write(path, data)  # a failed write leaves an earlier picture whole
     return path
 

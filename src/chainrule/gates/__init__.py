@@ -16,6 +16,7 @@ from .core import (
     REDUCTION,
     SHAPE,
     Gate,
+    apply_in,
     bind,
     count,
     keepdims_shape,
@@ -23,7 +24,6 @@ from .core import (
     normalize_axis,
     number,
     on_register,
-    apply_in,
     pullback,
     pushforward,
     reduced_shape,
@@ -37,7 +37,7 @@ from .shape import _scatter, normalize_pad_width
 
 __all__ = [
     "ELEMENTWISE", "FAN_OUT", "GATES", "LINALG", "NONDIFF", "REDUCTION", "SHAPE", "Gate", "bind", "count",
-    "keepdims_shape", "local_gradient", "normalize_axis", "number", "on_register", "pullback", "pushforward", "apply_in", "reduced_shape",
-    "register", "resolve", "shape_of", "split_call", "unbroadcast", "elementwise", "reductions", "shape",
-    "linalg", "normalize_pad_width", "_scatter",
+    "keepdims_shape", "local_gradient", "normalize_axis", "number", "on_register", "pullback", "pushforward",
+    "apply_in", "reduced_shape", "register", "resolve", "shape_of", "split_call", "unbroadcast", "elementwise",
+    "reductions", "shape", "linalg", "normalize_pad_width", "_scatter",
 ]

@@ -365,7 +365,8 @@ MATMUL = _gate("matmul", "matmul", "matmul gate: ∂(A@B) gives g@Bᵀ to A and 
                "{0} @ {1}", linear="multilinear", vjp=_matmul_vjp, arity=2, shape=_matmul_shape, code="{0} @ {1}")
 EINSUM = _gate("einsum", _einsum, "einsum gate: each operand gets the einsum of the upstream gradient with the "
                "other operands (mul's swap, for any index pattern)", "einsum({subscripts}, {xs})",
-               linear="multilinear", vjp=_einsum_vjp, params={"subscripts": ""}, arity=None, shape=_einsum_shape, code=_einsum_code,
+               linear="multilinear", vjp=_einsum_vjp, params={"subscripts": ""}, arity=None, shape=_einsum_shape,
+               code=_einsum_code,
                numpy=("einsum",), call=_einsum_call)
 INV = _gate("inv", "linalg.inv", "inverse gate: ∂(A⁻¹) sends −A⁻ᵀ·g·A⁻ᵀ to A", "inv({0})", jvp=_inv_jvp, vjp=_inv_vjp,
             shape=_square)

@@ -249,11 +249,12 @@ MIN = _gate("min", "min", "min gate: routes the gradient to the smallest element
 PROD = _gate("prod", "prod", "prod gate: each element gets the upstream gradient times the product of the others",
              "prod({0})", jvp=_prod_jvp, vjp=_prod_vjp, order=_SUM_ORDER, params=_AXES, method="prod")
 VAR = _gate("var", "var", "var gate: each element gets 2·(x − mean)/(n − ddof) times the upstream gradient",
-            "var({0})", jvp=_var_jvp, vjp=_var_vjp, order=_VAR_ORDER, params={"axis": None, "ddof": 0, "keepdims": False},
+            "var({0})", jvp=_var_jvp, vjp=_var_vjp, order=_VAR_ORDER, params={"axis": None, "ddof": 0,
+            "keepdims": False},
             method="var")
 STD = _gate("std", "std", "std gate: each element gets (x − mean)/((n − ddof)·std) times the upstream gradient",
-            "std({0})", jvp=_std_jvp, vjp=_std_vjp, order=_VAR_ORDER, params={"axis": None, "ddof": 0, "keepdims": False},
-            method="std")
+            "std({0})", jvp=_std_jvp, vjp=_std_vjp, order=_VAR_ORDER,
+            params={"axis": None, "ddof": 0, "keepdims": False}, method="std")
 NANSUM = _gate("nansum", "nansum", "nansum gate: like sum; NaN elements were skipped and get no gradient",
                "nansum({0})", jvp=_nansum_jvp, vjp=_nansum_vjp, order=_SUM_ORDER, params=_AXES)
 NANMEAN = _gate("nanmean", "nanmean", "nanmean gate: shares the gradient equally among the elements that are not NaN",
@@ -276,7 +277,9 @@ LOG_SOFTMAX = _gate("log_softmax", _log_softmax, "log-softmax gate: g − softma
                     expand=lambda m, x, axis=-1: x - m.logsumexp(x, axis=axis, keepdims=True))
 CROSS_ENTROPY = _gate("cross_entropy", _cross_entropy,
                       "cross-entropy gate: softmax(x) minus the one-hot of the labels, times the upstream "
-                      "gradient (scaled by 1/n for a mean)",
-                      "cross_entropy({0})", jvp=_cross_entropy_jvp, vjp=_cross_entropy_vjp, params={"index": None, "scale": 1.0},
+
+                                           "gradient (scaled by 1/n for a mean)",
+                      "cross_entropy({0})", jvp=_cross_entropy_jvp, vjp=_cross_entropy_vjp,
+                      params={"index": None, "scale": 1.0},
                       shape=lambda shape, **_: (),
                       expand=lambda m, x, index=None, scale=1.0: -scale * m.sum(m.log_softmax(x, axis=-1)[index]))

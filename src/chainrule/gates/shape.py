@@ -290,11 +290,12 @@ def _transpose_code(args: list[str], params: dict[str, Any]) -> str:
 # ---- the gates -------------------------------------------------------------------------------------------
 
 RESHAPE = _gate("reshape", "reshape", "reshape gate: the gradient is reshaped back", "reshape({0}, {shape})",
-                linear="linear", vjp=_reshape_vjp, params={"shape": ()}, shape=lambda s, shape=(): _reshape_shape(s, shape),
+                linear="linear", vjp=_reshape_vjp, params={"shape": ()}, shape=lambda s, shape=(): _reshape_shape(s,
+                shape),
                 code="np.reshape({0}, {shape})", view=True)
 TRANSPOSE = _gate("transpose", "transpose", "transpose gate: the gradient is transposed back", "{0}ᵀ",
-                  linear="linear", vjp=_transpose_vjp, params={"axes": None}, shape=_transpose_shape, code=_transpose_code,
-                  view=True, numpy=("transpose",))
+                  linear="linear", vjp=_transpose_vjp, params={"axes": None}, shape=_transpose_shape,
+                  code=_transpose_code, view=True, numpy=("transpose",))
 BROADCAST_TO = _gate("broadcast_to", "broadcast_to",
                      "broadcast gate: a value copied to many places — their gradients add up",
                      "broadcast({0}, {shape})", linear="linear", vjp=_broadcast_to_vjp, params={"shape": ()},
@@ -311,11 +312,12 @@ SETITEM = _gate("setitem", _setitem,
                 "{0} with [{index}] = {1}", linear="linear", vjp=_setitem_vjp, params={"index": None},
                 shape=lambda s, v, index=None: s, helper=True, numpy=(), arity=2)
 CONCATENATE = _gate("concatenate", _concatenate, "concatenate gate: each input gets its slice of the gradient",
-                    "concatenate([{xs}], axis={axis})", linear="linear", vjp=_concatenate_vjp, params={"axis": 0}, arity=None,
-                    shape=_concatenate_shape, code="np.concatenate([{xs}], axis={axis})", numpy=("concatenate",))
+                    "concatenate([{xs}], axis={axis})", linear="linear", vjp=_concatenate_vjp, params={"axis": 0},
+                    arity=None, shape=_concatenate_shape, code="np.concatenate([{xs}], axis={axis})",
+                    numpy=("concatenate",))
 STACK = _gate("stack", _stack, "stack gate: each input gets its slice of the gradient",
-              "stack([{xs}], axis={axis})", linear="linear", vjp=_stack_vjp, params={"axis": 0}, arity=None, shape=_stack_shape,
-              code="np.stack([{xs}], axis={axis})", numpy=("stack",))
+              "stack([{xs}], axis={axis})", linear="linear", vjp=_stack_vjp, params={"axis": 0}, arity=None,
+              shape=_stack_shape, code="np.stack([{xs}], axis={axis})", numpy=("stack",))
 FLIP = _gate("flip", "flip", "flip gate: the gradient is flipped back", "flip({0})", linear="linear", vjp=_flip_vjp,
              params={"axis": None}, shape=lambda s, axis=None: s, view=True)
 ROLL = _gate("roll", "roll", "roll gate: the gradient is rolled back by the same shift", "roll({0}, {shift})",

@@ -87,18 +87,10 @@ EXTRA_EXAMPLES: list[dict[str, Any]] = [
 
 
 def worksheet_examples() -> list[dict[str, Any]]:
-    """The worksheet's functions at the worksheet's inputs (Q3 with its step size)."""
-    from ..worksheet import Q3_STEP, QUESTIONS
+    """The seed worksheet's functions at its inputs (Q3 with its step size), read from its file."""
+    from ..worksheet import examples
 
-    out = []
-    for key, problem in QUESTIONS.items():
-        values = dict(item.split("=", 1) for item in problem.at)
-        ex: dict[str, Any] = {"title": f"{key[0].upper()}{key[1:]}  {problem.math}", "expression": problem.expr,
-                              "values": values}
-        if key == "q3":
-            ex["lr"] = Q3_STEP
-        out.append(ex)
-    return out
+    return examples()
 
 
 def examples() -> list[dict[str, Any]]:

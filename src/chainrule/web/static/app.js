@@ -343,8 +343,11 @@ function highlight(name, edges = []) {
     // getBBox needs a rendered SVG; the class alone still marks the node
   }
   for (const id of edges) {
-    const e = document.getElementById(id);
-    if (e && box.contains(e)) e.classList.add("cr-edge");
+    // an edge is drawn in two halves, through its label: `${id}-tail` runs into the label's rule
+    for (const part of [id, `${id}-tail`]) {
+      const e = document.getElementById(part);
+      if (e && box.contains(e)) e.classList.add("cr-edge");
+    }
   }
 }
 
