@@ -15,6 +15,7 @@ from . import functions as _functions
 from .autodiff import AnomalyError, GraphFreedError, detect_anomaly, grad, value_and_grad, vjp
 from .check import BackwardReport, GradcheckError, check_backward, gradcheck
 from .compiler import Compiled, compile
+from .custom import gate
 from .forward import hessian, hvp, jacobian, jvp
 from .functions import *  # noqa: F403 - every NumPy-named function (cr.exp, cr.var, cr.einsum, ...)
 from .gates import GATES, Gate
@@ -30,7 +31,7 @@ __all__ = [
     "BackwardReport", "Compiled", "check_backward", "compile",
     "AnomalyError", "Equation", "GATES", "Gate", "Graph", "Node", "trace", "GradcheckError", "GraphFreedError",
     "ShapeError", "Tensor", "array", "detect_anomaly", "enable_grad", "expanded", "grad", "gradcheck", "no_grad",
-    "tensor", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "nn", "optim", "data",  # noqa: F405 - nn, optim, data load lazily
+    "tensor", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "gate", "nn", "optim", "data",  # noqa: F405 - nn, optim, data load lazily
     "BackwardStep", "LocalGrad", "GraphTooLargeError", "RenderError",
     *_functions.__all__,
 ]

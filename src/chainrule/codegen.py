@@ -61,6 +61,8 @@ class Program:
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     #: gates whose forward the source includes as a helper function (scatter-add, item assignment)
     gate_helpers: list[str] = field(default_factory=list)
+    #: functions of gates you defined (``cr.gate``) that the source includes: name -> source
+    user_functions: dict[str, str] = field(default_factory=dict)
     #: the gradients' float dtype (the output's, as the eager engine's ones seed has): a number the
     #: folded program materializes as an array (``np.full``) takes it, so float32 stays float32
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float64))
@@ -86,6 +88,8 @@ class Program:
         lines = ["import numpy as np", ""]
         for gname in self.gate_helpers:
             lines += ["", *helper_source(GATES[gname]).splitlines(), ""]
+        for source in self.user_functions.values():
+            lines += ["", *source.splitlines(), ""]
         for hname, (hparams, body, result) in self.helpers.items():
             if self.helper_gates.get(hname) in provided:
                 continue
@@ -236,7 +240,7 @@ class CodePrinter(NumpyPrinter):
     def call_name(self, name: str) -> str:
         if name in self.calls:
             return self.calls[name]
-        if self.program is not None and name in self.program.helpers:
+        if self.program is not None and (name in self.program.helpers or name in self.program.user_functions):
             return name
         return super().call_name(name)
 
@@ -674,6 +678,9 @@ def build_program(graph: Any, wrt: Iterable[str] | None = None, fold_seed: bool 
     program.returns = returns
     used = {x.value for s in [*program.forward, *program.backward] for x in _walk(s.expr) if x.op == "call"}
     program.gate_helpers = sorted(n for n in used if n in GATES and GATES[n].helper)
+    from .custom import USER_CALLS
+
+    program.user_functions = {n: USER_CALLS[n]() for n in sorted(used) if n in USER_CALLS}
     return program
 
 

@@ -39,6 +39,7 @@ class Node:
     inputs: tuple[Node, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
     tensor: Tensor | None = None  # the recorded tensor (None for Python-number constants)
+    tangent: Any = None  # forward mode (trace(..., mode="forward")): d node / d input along the seed
 
     @property
     def op(self) -> str:
@@ -96,6 +97,8 @@ class Graph:
         self.output = output
         self.outputs = outputs or [output]
         self.expand = expand
+        self.mode = "reverse"
+        self.wrt: str | None = None  # forward mode: the input whose tangent is seeded with 1
         self._by_name = {n.name: n for n in nodes if n.kind != "const"}
 
     def __getitem__(self, name: str) -> Node:
@@ -166,8 +169,17 @@ class Graph:
     def table(self) -> str:
         """The forward pass in order, then the backward pass in reverse order: for each node its
         upstream gradient, each local gradient with the gate's rule in words and symbols, and the
-        gradient that results (``upstream × local``); gradients of a value used twice are added."""
-        return _table(self)
+        gradient that results (``upstream × local``); gradients of a value used twice are added.
+        A graph traced with ``mode="forward"`` shows forward mode instead: each node's value and its
+        tangent, pushed from the inputs to the output."""
+        return _forward_table(self) if self.mode == "forward" else _table(self)
+
+    def forward_steps(self) -> list[ForwardStep]:
+        """Forward mode as data, node by node in evaluation order: each op's tangent rule (its gate's
+        forward-mode step printed on the node's names, ``ṫ1 = ẋ + ẏ``) and the tangent's value."""
+        if self.mode != "forward":
+            raise ValueError("this graph was traced without forward mode: trace(..., mode='forward')")
+        return [_forward_step(n) for n in self.ops if not _forward_only(n)]
 
     def backward_graph(self) -> Graph:
         """What the backward pass computed, as a graph of its own: the forward nodes, the seed
@@ -236,6 +248,16 @@ class LocalGrad:
     rule: str | None
     local: Any
     grad: Any
+
+
+@dataclass(frozen=True)
+class ForwardStep:
+    """Forward mode at one op node: its tangent rule as text (None where the gate computes it by
+    transposing its backward rule) and the tangent's value."""
+
+    node: Node
+    rule: str | None
+    tangent: Any
 
 
 @dataclass(frozen=True)
@@ -336,14 +358,23 @@ def _call_naming_locals(f: Callable[..., Any], args: list[Any], kwargs: dict[str
         state.record_masks = prev_masks
 
 
-def trace(f: Callable[..., Any] | Tensor, *args: Any, expand: bool = False, **kwargs: Any) -> Graph:
+def trace(f: Callable[..., Any] | Tensor, *args: Any, expand: bool = False, mode: str = "reverse",
+          wrt: str | None = None, **kwargs: Any) -> Graph:
     """Run ``f`` forward and backward (output seeded with ones) and keep every node.
 
     Arguments are given positionally or by parameter name (``cr.trace(f, x=1.0, y=3.0, z=2.0)``);
     every numeric argument becomes an input named after its parameter. With ``expand``, composite
     gates (sigmoid, tanh, softmax, ...) are recorded as their staged parts. ``f`` may also be a
-    tensor already computed eagerly: its graph is traced as it stands.
+    tensor already computed eagerly: its graph is traced as it stands. With ``mode="forward"`` the
+    graph also carries forward mode's tangents, seeded with 1 on the input ``wrt`` (default: the first)
+    and 0 on the others, and ``table()`` shows forward mode node by node (``ṫ1 = ẋ + ẏ``).
     """
+    if mode not in ("reverse", "forward"):
+        raise ValueError(f"trace: mode must be 'reverse' or 'forward', not {mode!r}")
+    if mode == "forward":
+        g = trace(f, *args, expand=expand, **kwargs)
+        _add_tangents(g, wrt)
+        return g
     if isinstance(f, Tensor):
         if args or kwargs:
             raise TypeError("trace(tensor) takes no further arguments")
@@ -679,3 +710,77 @@ def _backward_graph(graph: Graph) -> Graph:
             grad_outs.append(gt)
     bg = _build(out, [*inputs, seed], names, graph.expand, extra_outputs=grad_outs, backward=False)
     return bg
+
+
+# ---------------------------------------------------------------------------------------------
+# forward mode, node by node
+# ---------------------------------------------------------------------------------------------
+
+
+def dotted(name: str) -> str:
+    """A tangent's name: the node's name with a dot over its first letter (ẋ, ṫ1)."""
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name[0] + "\u0307") + name[1:] if name else name
+
+
+def _add_tangents(graph: Graph, wrt: str | None) -> None:
+    from .forward import run_forward
+
+    names = [n.name for n in graph.inputs]
+    if not names:
+        raise ValueError("trace(mode='forward'): the function has no inputs to differentiate")
+    wrt = names[0] if wrt is None else wrt
+    if wrt not in names:
+        raise ValueError(f"trace(mode='forward'): wrt={wrt!r} is not an input (inputs: {', '.join(names)})")
+    seed_node = graph[wrt]
+    out = graph.output.tensor
+    tangents: dict[int, Any] = {}
+    if out is not None and out.requires_grad:
+        tangents = run_forward(out, {id(seed_node.tensor): np.ones_like(np.asarray(seed_node.value, dtype=float))})
+    for n in graph.nodes:
+        t = tangents.get(id(n.tensor)) if n.tensor is not None else None
+        n.tangent = np.zeros_like(np.asarray(n.value, dtype=float)) if t is None else \
+            np.broadcast_to(np.asarray(t), np.shape(n.value)).copy()
+    graph.mode, graph.wrt = "forward", wrt
+
+
+def _forward_step(node: Node) -> ForwardStep:
+    from .gates import pushforward
+
+    stand_ins = [_stand_in(i) for i in node.inputs]
+    tangents = [None if i.kind == "const" or _forward_only(i) else sym(dotted(i.name), shape=np.shape(i.value))
+                for i in node.inputs]
+    try:
+        rule = pushforward(node.gate, ops, tangents, stand_ins, sym(node.name, shape=np.shape(node.value)),
+                           dict(node.params))
+        text = "0" if rule is None else to_text(rule, "math")
+    except TypeError:  # a gate whose forward-mode step transposes its backward rule: no printed form
+        text = None
+    return ForwardStep(node, text, node.tangent)
+
+
+def _forward_table(graph: Graph) -> str:
+    wrt = graph.wrt
+    seeds = ", ".join(f"{dotted(n.name)} = {'1' if n.name == wrt else '0'}" for n in graph.inputs)
+    lines = [f"Forward mode: d(each node)/d{wrt} carried along with its value ({seeds}); "
+             "each tangent = Σ local gradient × the input's tangent"]
+    rows = [(n.name, None, fmt_value(n.value), f"{dotted(n.name)} = {fmt_value(n.tangent)}")
+            for n in graph.inputs]
+    for step in graph.forward_steps():
+        n = step.node
+        rule = f"{dotted(n.name)} = {step.rule}" if step.rule is not None else \
+            f"{dotted(n.name)} = J·(input tangents)"
+        value = fmt_value(n.tangent)
+        same = step.rule is not None and step.rule.replace("−", "-") == value
+        rows.append((n.name, equation_text(n), fmt_value(n.value), rule + ("" if same else f" = {value}")))
+    w1 = max(len(a) for a, _, _, _ in rows)
+    w2 = max((len(f"{a} = {b}") for a, b, _, _ in rows if b is not None), default=w1)
+    w3 = max(len(c) for _, _, c, _ in rows)
+    for name, rhs, val, tan in rows:
+        left = f"{name} = {rhs}" if rhs is not None else f"{name}"
+        lines.append(f"  {left:<{w2}}  = {val:<{w3}}    {tan}" + ("    (the seed)" if name == wrt else ""))
+    lines += ["", f"Result: ∂{graph.output.name}/∂{wrt} = {fmt_value(graph.output.tangent)}   "
+              "(one forward pass gives the derivative with respect to one input; reverse mode gives all of "
+              "them in one backward pass)"]
+    return "\n".join(lines)

@@ -443,7 +443,7 @@ def pushforward(gate: Gate, m: Any, tangents: Sequence[Any], args: Sequence[Any]
                 continue
             c = gate.local_const[i]
             if c is None:
-                term = t * local_gradient(gate, i, m, args, out)
+                term = local_gradient(gate, i, m, args, out) * t
             else:
                 term = t if c == 1 else -t if c == -1 else t * c
             total = term if total is None else total + term
