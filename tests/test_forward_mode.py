@@ -36,7 +36,8 @@ def values(t):
 # ---- jvp ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("f, point", [(q2a, (1.0, 3.0, 2.0)), (q2b, (1.0, 3.0, 2.0)), (q2c, (math.e, math.pi / 2, 2.0))])
+@pytest.mark.parametrize("f, point", [(q2a, (1.0, 3.0, 2.0)), (q2b, (1.0, 3.0, 2.0)),
+                                      (q2c, (math.e, math.pi / 2, 2.0))])
 def test_jvp_along_each_input_is_that_partial_derivative(f, point) -> None:
     grads = cr.grad(f, argnums=(0, 1, 2))(*point)
     for k in range(3):
