@@ -101,7 +101,7 @@ radians, degrees = deg2rad, rad2deg
 maximum, minimum, fmax, fmin = _f("maximum"), _f("minimum"), _f("fmax"), _f("fmin")
 remainder, fmod, float_power = _f("remainder"), _f("fmod"), _f("float_power")
 mod = remainder
-sigmoid, relu = _f("sigmoid"), _f("relu")
+sigmoid, relu, guard = _f("sigmoid"), _f("relu"), _f("guard")
 # constants for gradients
 sign, floor, ceil, rint, trunc, fix, round = (_f(n) for n in ("sign", "floor", "ceil", "rint", "trunc", "fix", "round"))
 around = round

@@ -179,8 +179,10 @@ class LatexPrinter(MathPrinter):
 
     def call(self, e: Sym) -> tuple[str, int]:
         gate = GATES.get(e.value)
-        args = [self.render(a)[0] for a in e.args]
         fmt = gate.fmt if gate is not None else ""
+        if re.fullmatch(r"\{\d+\}", fmt):  # the gate reads as one of its operands (a guard)
+            return self.render(e.args[int(fmt[1:-1])])
+        args = [self.render(a)[0] for a in e.args]
         if len(args) == 1 and fmt == "exp({0})":
             return f"e^{{{args[0]}}}", _POW
         if len(args) == 1 and fmt == "sqrt({0})":

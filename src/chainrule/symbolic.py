@@ -575,6 +575,9 @@ class MathPrinter:
     def fill(self, fmt: str, args: tuple[Sym, ...], gate: Gate | None = None,
              params: dict[str, Any] | None = None) -> tuple[str, int]:
         """Fill a gate's display ``fmt`` with operands, bracketing those that would read wrongly."""
+        if re.fullmatch(r"\{\d+\}", fmt):  # the gate reads as one of its operands (a guard)
+            return self.render(args[int(fmt[1:-1])])
+
         def operand(k: int, enclosed: bool) -> str:
             return self.render(args[k])[0] if enclosed else self.wrap(args[k], _ATOM)
 

@@ -37,7 +37,7 @@ def _pow_dx(m: Any, x: Any, y: Any, out: Any) -> Any:
     k = number(y)
     if k is not None:  # a known exponent: 3·x², and x⁰ has gradient 0 everywhere (also at x = 0)
         return 0 if k == 0 else k * x ** (k - 1)
-    return m.where(y == 0, 0, y * x ** (y - 1))
+    return m.guard(y == 0, 0, y * x ** (y - 1))  # x⁰'s gradient is 0, also at x = 0 (not 0·∞)
 
 
 def _pow_dy(m: Any, x: Any, y: Any, out: Any) -> Any:
@@ -45,13 +45,13 @@ def _pow_dy(m: Any, x: Any, y: Any, out: Any) -> Any:
     if k is not None and k > 0:  # a known base: 2ʸ has gradient 2ʸ·ln 2
         return out * math.log(k)
     # 0ʸ has gradient 0 (for y > 0, where out = 0): ln is taken of 1 there, so no 0·(-inf)
-    return out * m.log(m.where(x == 0, 1, x))
+    return out * m.log(m.guard(x == 0, 1, x))
 
 
 def _sinc_d(m: Any, x: Any, out: Any) -> Any:
     # d/dx sin(πx)/(πx) = (cos(πx) − sinc(x)) / x, and 0 at x = 0
-    safe = m.where(x == 0, 1, x)
-    return m.where(x == 0, 0, (m.cos(math.pi * safe) - out) / safe)
+    safe = m.guard(x == 0, 1, x)
+    return m.guard(x == 0, 0, (m.cos(math.pi * safe) - out) / safe)
 
 
 def _pick(a: Any, b: Any, out: Any) -> Any:
@@ -168,6 +168,11 @@ WHERE = _gate("where", "where",
               "where gate: routes the gradient to the branch that was chosen; the condition gets none",
               "where({0}, {1}, {2})",
               local=(None, lambda m, c, x, y, out: m.where(c, 1.0, 0.0), lambda m, c, x, y, out: m.where(c, 0.0, 1.0)))
+
+GUARD = _gate("guard", "where", "guard gate: the value x itself, with a harmless stand-in where a formula would "
+              "give 0·∞ (x = 0 in ln x): the gradient passes where x is used", "{2}",
+              local=(None, lambda m, c, s, x, out: m.where(c, 1.0, 0.0), lambda m, c, s, x, out: m.where(c, 0.0, 1.0)),
+              code="np.where({0}, {1}, {2})", numpy=())
 
 # ---- composites with a fused rule ----------------------------------------------------------------
 
