@@ -21,33 +21,13 @@ import numpy as np
 from . import backend, functions
 from .autodiff import _argnums, _call, _make_leaves, _refuse_complex_output, as_float_array, grad, run_backward
 from .gates import pushforward
-from .tensor import _PREVIOUS, Tensor, enable_grad, nested, original, parents_of
+from .tensor import _PREVIOUS, Tensor, enable_grad, nested, original, parents_of, topological
 
 __all__ = ["jvp", "jacobian", "hessian", "hvp", "run_forward"]
 
 
 def _topological(out: Tensor) -> list[Tensor]:
-    """The recorded nodes ``out`` depends on, each after its inputs (an iterative post-order walk)."""
-    order: list[Tensor] = []
-    seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(out, False)]
-    while stack:
-        t, done = stack.pop()
-        if done:
-            order.append(t)
-            continue
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        stack.append((t, True))
-        if t._gate is not None and t.requires_grad:
-            parents = parents_of(t)
-            if parents is None:
-                raise RuntimeError("this graph's intermediates were released by backward(); run the function again")
-            for p in reversed(parents):
-                if isinstance(p, Tensor) and id(p) not in seen:
-                    stack.append((p, False))
-    return order
+    return topological([out])
 
 
 def run_forward(out: Tensor, seeds: dict[int, Any], create: bool = False,

@@ -24,7 +24,7 @@ from . import backend, functions
 from .autodiff import as_float_array, run_backward
 from .gates import FAN_OUT, Gate, local_gradient, pullback
 from .symbolic import const, equation_text, ops, sym, to_text
-from .tensor import _PREVIOUS, Tensor, enable_grad, expanded, original, parents_of, state
+from .tensor import _PREVIOUS, Tensor, enable_grad, expanded, original, parents_of, state, topological
 
 
 @dataclass(eq=False)
@@ -443,29 +443,8 @@ def _is_numeric(val: Any) -> bool:
 
 
 def _order(root: Tensor | list[Tensor]) -> list[Tensor]:
-    """Tensors reachable from ``root`` (or several roots, in turn) in evaluation order (post-order,
-    inputs left to right)."""
-    order: list[Tensor] = []
-    seen: set[int] = set()
-    roots = root if isinstance(root, list) else [root]
-    stack: list[tuple[Tensor, bool]] = [(r, False) for r in reversed(roots)]
-    while stack:
-        t, done = stack.pop()
-        if done:
-            order.append(t)
-            continue
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        stack.append((t, True))
-        if t._gate is not None:
-            if t._parents is None:
-                raise RuntimeError("this tensor's graph was released by backward(); trace it before calling "
-                                   "backward(), or call backward(retain_graph=True)")
-            for p in reversed(parents_of(t)):
-                if isinstance(p, Tensor) and id(p) not in seen:
-                    stack.append((p, False))
-    return order
+    """Tensors reachable from ``root`` (or several roots, in turn) in evaluation order."""
+    return topological(root if isinstance(root, list) else [root])
 
 
 def _build(out: Tensor, input_tensors: list[Tensor] | None, local_names: dict[int, str], expand: bool,

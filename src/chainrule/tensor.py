@@ -419,6 +419,31 @@ def original(t: Tensor) -> Tensor:
     return t
 
 
+def topological(roots: list[Tensor]) -> list[Tensor]:
+    """The tensors the ``roots`` depend on, each after its inputs (post-order, inputs left to right;
+    iterative, so deep graphs need no recursion), with item assignments' versions resolved."""
+    order: list[Tensor] = []
+    seen: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(r, False) for r in reversed(roots)]
+    while stack:
+        t, done = stack.pop()
+        if done:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        if t._gate is not None:
+            if t._parents is None:
+                raise RuntimeError("this tensor's graph was released by backward(); trace it before calling "
+                                   "backward(), or call backward(retain_graph=True)")
+            for p in reversed(parents_of(t)):
+                if isinstance(p, Tensor) and id(p) not in seen:
+                    stack.append((p, False))
+    return order
+
+
 def check_written(t: Tensor, parents: tuple[Any, ...]) -> None:
     """Raise if a value that the node ``t`` read was changed in place after ``t`` was made."""
     if t._gate.local_const is not None and all(c is not None for c in t._gate.local_const):
