@@ -300,7 +300,8 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> C
         out = _call(f, args_l, kwargs)
         if _PREVIOUS:  # an input changed by item assignment inside f: its first version is the input
             leaves = [original(leaf) for leaf in leaves]
-        _refuse_complex_output(out, f)
+        if out.data.dtype.kind == "c":
+            _refuse_complex_output(out, f)
         if out.requires_grad:
             got = run_backward(out, targets=leaves, accumulate=False, create_graph=nested)
         else:
@@ -314,7 +315,8 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> C
                 g = Tensor(g) if nested else g
             elif not nested:
                 g = backend.xp.asarray(g)
-                _refuse_complex(g, leaf.data)
+                if g.dtype.kind == "c":
+                    _refuse_complex(g, leaf.data)
                 if id(g) in seen or g is leaf.data or g.base is not None or g.dtype != leaf.data.dtype:
                     g = g.astype(leaf.data.dtype)  # a copy: gradients never alias each other or a view
                 seen.add(id(g))

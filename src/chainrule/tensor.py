@@ -30,7 +30,7 @@ class Switches:
     the current context, so other threads and tasks are not affected. ``plain`` (recording, no
     expansion, no anomaly checks) is derived, so the operators' hot path reads one attribute."""
 
-    __slots__ = ("grad_enabled", "expand", "anomaly", "record_masks", "nesting", "plain")
+    __slots__ = ("grad_enabled", "expand", "anomaly", "record_masks", "nesting", "plain", "_next")
 
     def __init__(self, grad_enabled: bool = True, expand: bool = False, anomaly: bool = False,
                  record_masks: bool = False, nesting: int = 0) -> None:
@@ -42,11 +42,21 @@ class Switches:
         self.record_masks = record_masks
         self.nesting = nesting  # how many differentiated functions are running (grad inside grad)
         self.plain = grad_enabled and not expand and not anomaly
+        self._next: dict[tuple[str, Any], Switches] = {}  # the snapshots one change away (made once)
 
     def replace(self, **changes: Any) -> Switches:
         values = {k: getattr(self, k) for k in ("grad_enabled", "expand", "anomaly", "record_masks", "nesting")}
         values.update(changes)
         return Switches(**values)
+
+    def changed(self, name: str, value: Any) -> Switches:
+        """This snapshot with one switch set (the same object each time: entering ``no_grad`` or one
+        more level of ``grad`` costs a dictionary lookup)."""
+        key = (name, value)
+        nxt = self._next.get(key)
+        if nxt is None:
+            nxt = self._next[key] = self.replace(**{name: value})
+        return nxt
 
 
 # the default snapshot is never changed in place (a change makes a new one), so sharing it is safe
@@ -63,7 +73,7 @@ class _State:
         return getattr(_switches.get(), name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        _switches.set(_switches.get().replace(**{name: value}))
+        _switches.set(_switches.get().changed(name, value))
 
 
 state = _State()
@@ -77,7 +87,7 @@ class _Switch(ContextDecorator):
     value: Any = None
 
     def __enter__(self) -> _Switch:
-        self._token = _switches.set(_switches.get().replace(**{self.name: self.value}))
+        self._token = _switches.set(_switches.get().changed(self.name, self.value))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -123,8 +133,8 @@ class nested(_Switch):
     name = "nesting"
 
     def __enter__(self) -> nested:
-        self.value = _switches.get().nesting + 1
-        super().__enter__()
+        cur = _switches.get()
+        self._token = _switches.set(cur.changed("nesting", cur.nesting + 1))
         return self
 
 
@@ -346,30 +356,25 @@ def apply1(gate: Gate, a: Any) -> Tensor:
 # in-place changes: recorded as new nodes, never written into values a graph holds
 # ---------------------------------------------------------------------------------------------
 
-class _IdentityMap:
+class _IdentityMap(dict):  # type: ignore[type-arg]
     """A map keyed by object identity that forgets an entry when its key is collected (a
-    WeakKeyDictionary would compare tensors with ``==``, which is elementwise)."""
-
-    def __init__(self) -> None:
-        self._d: dict[int, tuple[Any, Any]] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._d)
+    WeakKeyDictionary would compare tensors with ``==``, which is elementwise). A dict underneath,
+    so the hot path's "is anything in it?" is the dict's own truth test."""
 
     def __contains__(self, key: Any) -> bool:
-        return id(key) in self._d
+        return dict.__contains__(self, id(key))
 
     def __getitem__(self, key: Any) -> Any:
-        return self._d[id(key)][1]
+        return dict.__getitem__(self, id(key))[1]
 
     def get(self, key: Any, default: Any = None) -> Any:
-        hit = self._d.get(id(key))
+        hit = dict.get(self, id(key))
         return default if hit is None else hit[1]
 
     def __setitem__(self, key: Any, value: Any) -> None:
         k = id(key)
-        d = self._d
-        d[k] = (weakref.ref(key, lambda _r, k=k: d.pop(k, None)), value)
+        pop = self.pop
+        dict.__setitem__(self, k, (weakref.ref(key, lambda _r: pop(k, None)), value))
 
 
 #: tensor -> the version it was before ``x[i] = v`` made it a new node (older versions chained)
