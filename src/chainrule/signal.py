@@ -39,7 +39,7 @@ def convolve(in1: Any, in2: Any, mode: str = "full", method: str = "auto") -> Te
     if not s1:
         return F.multiply(in1, in2)
     if 0 in s1 or 0 in s2:
-        return F.reshape(F.multiply(F.ravel(in1)[:0], F.ravel(in2)[:0]), (0,))
+        raise ValueError(f"convolve: the inputs cannot be empty, got shapes {s1} and {s2}")
     if mode == "valid":
         if all(a >= b for a, b in zip(s1, s2)):
             pass

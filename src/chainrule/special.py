@@ -88,8 +88,21 @@ def logsumexp(a: Any, axis: Any = None, b: Any = None, keepdims: bool = False, r
         picked = av if b is None else np.where(np.broadcast_to(bv, shape) != 0, av, -np.inf)
         shift = np.max(picked, axis=axis, keepdims=True) if picked.size else np.zeros((1,) * len(shape))
     shift = np.where(np.isfinite(shift), shift, 0.0)
-    e = F.exp(F.subtract(a, shift))
-    total = F.sum(e if b is None else F.multiply(b, e), axis=axis, keepdims=True)
+    exponent = F.subtract(a, shift)
+    if b is None:
+        terms = F.exp(exponent)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            overflow = ~np.isfinite(np.exp(av - shift)) & (np.broadcast_to(bv, shape) == 0)
+        if overflow.any():  # a zero weight far above the rest: its term is 0 (as in SciPy), not 0·inf
+            if isinstance(b, Tensor) and b.requires_grad and current().grad_enabled:
+                raise FloatingPointError("logsumexp: the gradient with respect to a zero weight b overflows: "
+                                         "e^(a − out) is beyond the float range there")
+            exponent = F.where(overflow, 0.0, exponent)
+        terms = F.multiply(b, F.exp(exponent))
+        if overflow.any():
+            terms = F.where(overflow, 0.0, terms)
+    total = F.sum(terms, axis=axis, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = F.add(F.log(F.abs(total) if return_sign else total), shift)
         sign = np.sign(F._values(total))
