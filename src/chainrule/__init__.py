@@ -29,10 +29,11 @@ __all__ = [
     "BackwardReport", "Compiled", "check_backward", "compile",
     "AnomalyError", "Equation", "GATES", "Gate", "Graph", "Node", "trace", "GradcheckError", "GraphFreedError",
     "ShapeError", "Tensor", "array", "detect_anomaly", "enable_grad", "expanded", "grad", "gradcheck", "no_grad",
-    "tensor", "value_and_grad", "vjp", "nn", "optim", "data", "special", "signal",  # noqa: F405 - loaded lazily
+    "tensor", "value_and_grad", "vjp", "nn", "optim", "data",  # noqa: F405 - nn, optim, data load lazily
     "BackwardStep", "LocalGrad", "GraphTooLargeError", "RenderError",
     *_functions.__all__,
 ]
+__all__ += ["special", "signal"]  # noqa: F405 - SciPy's special functions and convolution, loaded lazily
 
 # submodules loaded on first use (``cr.nn``, ``cr.optim``, ``cr.data``, ``cr.special``, ``cr.signal``), so
 # ``import chainrule`` stays fast (and never imports SciPy: cr.special's functions import it when they run)

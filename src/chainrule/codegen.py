@@ -65,8 +65,7 @@ class Program:
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float64))
 
     def source(self, name: str = "f", inline_constants: bool = True) -> str:
-        """Standalone Python importing only numpy (and scipy.special where a special-function gate is used):
-        ``def name(*params): ... return out, d...``."""
+        """Standalone Python importing only numpy: ``def name(*params): ... return out, d...``."""
         printer = CodePrinter(self)
         lines = ["import numpy as np", ""]
         for gname in self.gate_helpers:
@@ -89,7 +88,7 @@ class Program:
         lines += ["    " + b for b in body]
         if not any("np." in line for line in lines[1:]):  # nothing calls numpy: no unused import
             lines = lines[3:]
-        if any("scipy.special." in line for line in lines):  # a special-function gate's code
+        if any("scipy.special." in line for line in lines):  # a special-function gate's code imports SciPy too
             at = 1 if lines[:1] == ["import numpy as np"] else 0
             lines[at:at] = ["import scipy.special"] if at else ["import scipy.special", "", ""]
         return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ special functions, SciPy imported only when one runs). ``GATES`` maps each
 gate's name to its entry. Adding an op means adding one entry (and a row in ``tests/test_gates.py``).
 """
 
-from . import elementwise, linalg, reductions, shape, special
+from . import elementwise, linalg, reductions, shape, special  # noqa: F401 - special: SciPy's special functions
 from .core import (
     ELEMENTWISE,
     FAN_OUT,
@@ -38,5 +38,5 @@ __all__ = [
     "ELEMENTWISE", "FAN_OUT", "GATES", "LINALG", "NONDIFF", "REDUCTION", "SHAPE", "Gate", "bind", "count",
     "keepdims_shape", "local_gradient", "normalize_axis", "number", "on_register", "pullback", "reduced_shape",
     "register", "resolve", "shape_of", "split_call", "unbroadcast", "elementwise", "reductions", "shape",
-    "linalg", "special", "normalize_pad_width", "_scatter",
+    "linalg", "normalize_pad_width", "_scatter",
 ]
