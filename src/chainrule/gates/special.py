@@ -198,3 +198,31 @@ STDTR = _gate("stdtr", "stdtr gate (Student's t CDF): ∂/∂t is the t density;
 def constant_inputs(gate: Gate) -> tuple[int, ...]:
     """The positions of a gate's inputs that take no gradient (their rule is :func:`no_gradient`'s)."""
     return tuple(i for i, rule in enumerate(gate.local or ()) if getattr(rule, "no_gradient", False))
+
+
+def sympy_twins(sp: Any) -> dict[str, Callable[..., Any]]:
+    """Each special gate as a function of sympy (the module ``sp``, the caller's import): the exact form
+    a symbolic view (exact answers) can use where a gate has no NumPy name to find its twin by."""
+    half = sp.Rational(1, 2)
+
+    def ndtr(x: Any) -> Any:
+        return (1 + sp.erf(x / sp.sqrt(2))) / 2
+
+    def stdtr(df: Any, t: Any) -> Any:  # ½ + t·Γ((ν+1)/2)·₂F₁(½, (ν+1)/2; 3/2; −t²/ν) / (√(πν)·Γ(ν/2))
+        return half + t * sp.gamma((df + 1) / 2) * sp.hyper([half, (df + 1) / 2], [3 * half], -t**2 / df) / (
+            sp.sqrt(sp.pi * df) * sp.gamma(df / 2))
+
+    return {
+        "erf": sp.erf, "erfc": sp.erfc, "erfinv": sp.erfinv, "erfcinv": lambda x: sp.erfinv(1 - x), "ndtr": ndtr,
+        "log_ndtr": lambda x: sp.log(ndtr(x)), "gammaln": lambda x: sp.log(sp.Abs(sp.gamma(x))),
+        "digamma": sp.digamma, "polygamma": sp.polygamma, "gamma": sp.gamma, "rgamma": lambda x: 1 / sp.gamma(x),
+        "gammasgn": lambda x: sp.sign(sp.gamma(x)), "expit": lambda x: 1 / (1 + sp.exp(-x)),
+        "logit": lambda x: sp.log(x / (1 - x)), "j0": lambda x: sp.besselj(0, x), "j1": lambda x: sp.besselj(1, x),
+        "y0": lambda x: sp.bessely(0, x), "y1": lambda x: sp.bessely(1, x), "jn": sp.besselj, "yn": sp.bessely,
+        "i0": lambda x: sp.besseli(0, x), "i1": lambda x: sp.besseli(1, x), "iv": sp.besseli,
+        "ive": lambda v, x: sp.besseli(v, x) * sp.exp(-sp.Abs(x)), "beta": sp.beta,
+        "betaln": lambda a, b: sp.log(sp.Abs(sp.beta(a, b))),
+        "betainc": lambda a, b, x: sp.betainc_regularized(a, b, 0, x),
+        "gammainc": lambda a, x: sp.lowergamma(a, x) / sp.gamma(a),
+        "gammaincc": lambda a, x: sp.uppergamma(a, x) / sp.gamma(a), "stdtr": stdtr,
+    }
