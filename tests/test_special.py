@@ -272,3 +272,12 @@ def test_value_and_rules_agree_with_sympys_exact_form(name: str) -> None:
         exact = sympy.diff(twin(*symbols), symbols[i]).subs(dict(zip(symbols, point)))
         local = rule(backend.array_ops, *values, out)
         assert float(sympy.N(exact, 30)) == pytest.approx(float(local), rel=1e-10), (name, i)
+
+
+def test_incomplete_functions_at_the_edge_of_their_domain() -> None:
+    """x⁰ is 1: gammainc(1, x) = 1 − e⁻ˣ has slope 1 at 0, betainc(1, 3, x) = 1 − (1 − x)³ slope 3 (no 0·ln 0)."""
+    assert cr.grad(lambda x: sp.gammainc(1, x))(0.0) == pytest.approx(1.0, rel=1e-14)
+    assert cr.grad(lambda x: sp.gammaincc(1.0, x))(0.0) == pytest.approx(-1.0, rel=1e-14)
+    assert cr.grad(lambda x: sp.betainc(1.0, 3.0, x))(0.0) == pytest.approx(3.0, rel=1e-14)
+    assert cr.grad(lambda x: sp.betainc(2.0, 1.0, x))(1.0) == pytest.approx(2.0, rel=1e-14)
+    assert cr.grad(cr.grad(lambda x: sp.gammainc(1, x)))(0.0) == pytest.approx(-1.0, rel=1e-14)

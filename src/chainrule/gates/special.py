@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import ELEMENTWISE, NONDIFF, Gate, register
+from .core import ELEMENTWISE, NONDIFF, Gate, number, register
 
 _SQRT_PI = math.sqrt(math.pi)
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -166,6 +166,12 @@ IVE = _gate("ive", "ive gate (I_v(x)·e^−|x|): local gradient (ive(v−1, x) +
             local=(no_gradient("ive", "the order v", 0, "x"),
                    lambda m, v, x, out: (m.ive(v - 1, x) + m.ive(v + 1, x)) / 2 - m.sign(x) * out))
 
+def _k_log(m: Any, k: Any, x: Any) -> Any:
+    """k·ln x for a density's x^k, left out where k is a known 0 (gammainc(1, x) at x = 0: 0·ln 0 is NaN,
+    x⁰ is 1)."""
+    return 0 if number(k) == 0 else k * m.log(x)
+
+
 # ---- beta and the regularized incomplete functions -----------------------------------------------------------
 
 BETA = _gate("beta", "beta gate B(a, b) = Γ(a)Γ(b)/Γ(a + b): ∂/∂a = B·(ψ(a) − ψ(a + b)), likewise for b",
@@ -178,15 +184,15 @@ BETAINC = _gate("betainc", "betainc gate (regularized I_x(a, b)): ∂/∂x is th
                 "x^(a−1)(1 − x)^(b−1)/B(a, b); a and b are constants", "betainc({0}, {1}, {2})",
                 local=(no_gradient("betainc", "a", 0, "x (argument 2)"),
                        no_gradient("betainc", "b", 1, "x (argument 2)"),
-                       lambda m, a, b, x, out: m.exp((a - 1) * m.log(x) + (b - 1) * m.log1p(-x) - m.betaln(a, b))))
+                       lambda m, a, b, x, out: m.exp(_k_log(m, a - 1, x) + _k_log(m, b - 1, 1 - x) - m.betaln(a, b))))
 GAMMAINC = _gate("gammainc", "gammainc gate (regularized lower P(a, x)): ∂/∂x is the gamma density "
                  "x^(a−1)·e^(−x)/Γ(a); a is a constant", "gammainc({0}, {1})",
                  local=(no_gradient("gammainc", "a", 0, "x (argument 1)"),
-                        lambda m, a, x, out: m.exp((a - 1) * m.log(x) - x - m.gammaln(a))))
+                        lambda m, a, x, out: m.exp(_k_log(m, a - 1, x) - x - m.gammaln(a))))
 GAMMAINCC = _gate("gammaincc", "gammaincc gate (regularized upper Q(a, x) = 1 − P): ∂/∂x is minus the gamma "
                   "density; a is a constant", "gammaincc({0}, {1})",
                   local=(no_gradient("gammaincc", "a", 0, "x (argument 1)"),
-                         lambda m, a, x, out: -m.exp((a - 1) * m.log(x) - x - m.gammaln(a))))
+                         lambda m, a, x, out: -m.exp(_k_log(m, a - 1, x) - x - m.gammaln(a))))
 STDTR = _gate("stdtr", "stdtr gate (Student's t CDF): ∂/∂t is the t density; the degrees of freedom are a constant",
               "stdtr({0}, {1})",
               local=(no_gradient("stdtr", "the degrees of freedom df", 0, "t (argument 1)"),
