@@ -34,7 +34,7 @@ SHIM = os.path.join(HERE, "autograd_shim")
 RECORDS_ENV = "AUTOGRAD_SHIM_RECORDS"  # read by autograd_shim_core in the child
 OUTCOMES = ("pass", "wrong", "missing", "unmappable", "error")
 STATUSES = ("passed", "failed", "unmappable", "skipped", "not_chainrule")
-NOT_IN_ISSUE = ("test_scipy.py",)  # autograd.scipy: SciPy functions, beyond issue 10's NumPy list
+NOT_IN_ISSUE = ("test_scipy.py",)  # autograd.scipy: reported apart too (beyond issue 10's NumPy list)
 
 
 class UsageError(Exception):

@@ -250,3 +250,101 @@ def test_suite_command_refuses_a_path_without_autograd_tests_in_one_line(tmp_pat
     assert proc.returncode == 2
     assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1
     assert str(path) in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# the shim's autograd.scipy: formulas that must give SciPy's values (else the checks test another function)
+# ---------------------------------------------------------------------------------------------
+
+SCIPY_VALUES = '''
+import itertools
+import numpy as np
+import scipy.signal as ss
+import scipy.special as sp
+import scipy.stats as st
+
+import autograd.scipy.signal as asig
+import autograd.scipy.special as aspecial
+import autograd.scipy.stats as ast
+import chainrule as cr
+
+def val(v):
+    return np.asarray(v.data if isinstance(v, cr.Tensor) else v)
+
+r = np.random.default_rng(0)
+x, loc, scale = r.standard_normal((4, 3)), r.standard_normal((1, 3)), r.standard_normal((4, 1)) ** 2 + 1.1
+df, pos, u = r.standard_normal(3) ** 2 + 2.1, r.standard_normal((4, 3)) ** 2 + 1.1, r.uniform(0, 1, (4, 3))
+k = np.round(r.standard_normal((4, 3)) ** 2)
+cases = [(f"norm.{m}", getattr(ast.norm, m), getattr(st.norm, m), (x, loc, scale))
+         for m in ("pdf", "cdf", "sf", "logpdf", "logcdf", "logsf")]
+cases += [(f"t.{m}", getattr(ast.t, m), getattr(st.t, m), (x, df, loc, scale))
+          for m in ("pdf", "cdf", "logpdf", "logcdf")]
+cases += [(f"chi2.{m}", getattr(ast.chi2, m), getattr(st.chi2, m), (pos, d)) for m in ("pdf", "cdf", "logpdf")
+          for d in (1, 2, 3)]
+cases += [(f"gamma.{m}", getattr(ast.gamma, m), getattr(st.gamma, m), (pos, df)) for m in ("pdf", "cdf", "logpdf")]
+cases += [(f"beta.{m}", getattr(ast.beta, m), getattr(st.beta, m), (u, pos, df)) for m in ("pdf", "cdf", "logpdf")]
+cases += [(f"poisson.{m}", getattr(ast.poisson, m), getattr(st.poisson, m), (kk, pos)) for m in ("pmf", "logpmf", "cdf")
+          for kk in (k, k + 0.5, -k - 1)]
+alpha = r.random(4) ** 2 + 1.2
+xd = st.dirichlet.rvs(alpha, size=1, random_state=1)[0]
+cases += [(f"dirichlet.{m}", getattr(ast.dirichlet, m), getattr(st.dirichlet, m), (xd, alpha))
+          for m in ("pdf", "logpdf")]
+m = r.standard_normal((4, 4))
+cov, mean = m.T @ m + np.eye(4), r.standard_normal(4)
+sing = np.diag([1.0, 2.0, 0.0, 0.0])
+mean_s = mean * np.array([1.0, 1.0, 0.0, 0.0])  # on the singular covariance's support
+for pts in (r.standard_normal(4), r.standard_normal((5, 4))):
+    pts_s = pts * np.array([1.0, 1.0, 0.0, 0.0])
+    for f in ("pdf", "logpdf"):
+        for args in ((pts, mean, cov, False), (pts, mean, cov, True), (pts_s, mean_s, sing, True)):
+            cases.append((f"mvn.{f}", getattr(ast.multivariate_normal, f), getattr(st.multivariate_normal, f), args))
+cases.append(("mvn.entropy", ast.multivariate_normal.entropy, st.multivariate_normal.entropy, (mean, cov)))
+a, b = r.standard_normal((3, 4)), np.exp(r.standard_normal((3, 4)))
+cases += [("logsumexp", aspecial.logsumexp, sp.logsumexp, (a, ax, b, kd))
+          for ax in (None, 0, 1) for kd in (False, True)]
+cases += [("multigammaln", aspecial.multigammaln, sp.multigammaln, (pos + 3, d)) for d in (1, 2, 3)]
+cases += [("polygamma", aspecial.polygamma, sp.polygamma, (n, pos)) for n in (0, 1, 2)]
+for s1, s2 in [((5,), (3,)), ((4, 3), (2, 2)), ((2, 3), (4, 5))]:
+    p, q = r.standard_normal(s1), r.standard_normal(s2)
+    cases += [("convolve", asig.convolve, ss.convolve, (p, q, None, ((), ()), md)) for md in ("full", "valid", "same")]
+bad = []
+with np.errstate(divide="ignore", invalid="ignore"):
+    for name, mine, ref, args in cases:
+        if name == "convolve":
+            want = ref(args[0], args[1], args[4])
+            got = mine(args[0], args[1], mode=args[4])
+        elif name.startswith("mvn") and name != "mvn.entropy":
+            want, got = ref(*args[:3], allow_singular=args[3]), mine(*args[:3], allow_singular=args[3])
+        elif name == "logsumexp":
+            want = ref(args[0], axis=args[1], b=args[2], keepdims=args[3])
+            got = mine(args[0], axis=args[1], b=args[2], keepdims=args[3])
+        else:
+            want, got = ref(*args), mine(*args)
+        if np.shape(val(got)) != np.shape(want) or not np.allclose(val(got), want, rtol=1e-10, atol=1e-300,
+                                                                   equal_nan=True):
+            bad.append(name)
+# autograd's convolve generalization, against sums of SciPy's 1-D/2-D convolutions (autograd's own check)
+A, B, C = r.standard_normal((3, 5)), r.standard_normal((3, 4)), r.standard_normal((3, 4, 2))
+for md in ("valid", "full", "same"):
+    if not np.allclose(val(asig.convolve(A, B, axes=([1], [0]), mode=md))[1, 2], ss.convolve(A[1], B[:, 2], md)):
+        bad.append(f"convolve axes {md}")
+    got = val(asig.convolve(A, C, axes=([1], [2]), dot_axes=([0], [0]), mode=md))[2]
+    if not np.allclose(got, sum(ss.convolve(A[i], C[i, 2], md) for i in range(3))):
+        bad.append(f"convolve dot_axes {md}")
+print(len(cases), "BAD", bad)
+'''
+
+
+def test_shim_scipy_formulas_give_scipys_values(tmp_path: Any) -> None:
+    """Every stats formula, special composite and convolution the shim maps autograd.scipy onto equals SciPy's
+    own result (in and out of the support), so the suite's checks differentiate the function the test meant."""
+    pytest.importorskip("scipy")
+    script = tmp_path / "values.py"
+    script.write_text(SCIPY_VALUES)
+    shim = os.path.join(ROOT, "bench", "autograd_shim")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([shim, os.path.join(ROOT, "src"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    count, verdict = proc.stdout.split("BAD")
+    assert int(count) >= 70 and verdict.strip() == "[]", proc.stdout

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scipy.special as sp
 from conftest import gates_in_graph, numeric_grad
 
 import chainrule as cr
@@ -561,6 +562,78 @@ for name, fn, ref, gen in [
 ]:
     row(name, f"{name} {len([r for r in ROWS if r.gate == name])}", fn, ref, gen, argnums=None)
 
+# SciPy's special functions (cr.special, and scipy.special's own ufuncs on tensors)
+for name, fn, ref, gen in [
+    ("erf", cr.special.erf, sp.erf, normal(*S, scale=1.5)),
+    ("erfc", cr.special.erfc, sp.erfc, normal(*S, scale=1.5)),
+    ("erfinv", cr.special.erfinv, sp.erfinv, inside(-0.9, 0.9, *S)),
+    ("erfcinv", cr.special.erfcinv, sp.erfcinv, inside(0.1, 1.9, *S)),
+    ("ndtr", cr.special.ndtr, sp.ndtr, normal(*S, scale=2)),
+    ("log_ndtr", cr.special.log_ndtr, sp.log_ndtr, normal(*S, scale=3)),
+    ("gammaln", cr.special.gammaln, sp.gammaln, inside(0.3, 4, *S)),
+    ("digamma", cr.special.digamma, sp.digamma, inside(0.3, 4, *S)),
+    ("gamma", cr.special.gamma, sp.gamma, inside(0.3, 3, *S)),
+    ("rgamma", cr.special.rgamma, sp.rgamma, inside(0.3, 3, *S)),
+    ("expit", cr.special.expit, sp.expit, normal(*S, scale=3)),
+    ("logit", cr.special.logit, sp.logit, inside(0.1, 0.9, *S)),
+    ("j0", cr.special.j0, sp.j0, inside(0.2, 12, *S)),
+    ("j1", cr.special.j1, sp.j1, inside(0.2, 12, *S)),
+    ("y0", cr.special.y0, sp.y0, inside(0.5, 12, *S)),
+    ("y1", cr.special.y1, sp.y1, inside(0.5, 12, *S)),
+    ("i0", cr.special.i0, sp.i0, normal(*S, scale=3)),
+    ("i1", cr.special.i1, sp.i1, normal(*S, scale=3)),
+]:
+    row(name, f"special.{name}", fn, ref, each(gen))
+row("log_ndtr", "log_ndtr far in the left tail", cr.special.log_ndtr, sp.log_ndtr, each(inside(-30, -10, 5)))
+row("gammaln", "gammaln of negative x", cr.special.gammaln, sp.gammaln, each(inside(-2.8, -2.2, 5)))
+row("gamma", "gamma of negative x", cr.special.gamma, sp.gamma, each(inside(-1.8, -1.2, 5)))
+row("digamma", "scipy.special.psi on a tensor", sp.psi, sp.psi, each(inside(0.3, 4, 5)))
+row("erf", "scipy.special.erf on a tensor", sp.erf, sp.erf, each(normal(3, 2)))
+row("expit", "scipy.special.expit on a tensor", sp.expit, sp.expit, each(normal(5, scale=3)))
+for name, fn, ref, n in [("polygamma", cr.special.polygamma, sp.polygamma, 1), ("jn", cr.special.jn, sp.jn, 2),
+                         ("yn", cr.special.yn, sp.yn, 2), ("iv", cr.special.iv, sp.iv, 1.5),
+                         ("ive", cr.special.ive, sp.ive, 2)]:
+    gen = away_from_zero(*S) if name == "ive" else inside(0.5, 6, *S)
+    row(name, f"special.{name}({n}, x)", lambda x, fn=fn, n=n: fn(n, x), lambda x, ref=ref, n=n: ref(n, x), each(gen))
+row("polygamma", "polygamma(n, x), orders broadcast", cr.special.polygamma, sp.polygamma,
+    each(const(np.array([[0], [1], [2]])), inside(0.5, 3, 3, 4)), argnums=(1,))
+row("jn", "scipy.special.jn(n, x), orders broadcast", sp.jn, sp.jn,
+    each(const(np.array([0, 1, 3, 4])), inside(0.5, 8, 3, 4)), argnums=(1,))
+row("yn", "scipy.special.yn(2, x) on a tensor", lambda x: sp.yn(2, x), lambda x: sp.yn(2, x), each(inside(0.5, 8, 4)))
+row("iv", "scipy.special.iv(v, x), real orders", sp.iv, sp.iv, each(inside(1, 5, 4), inside(0.5, 6, 3, 4)),
+    argnums=(1,))
+row("ive", "scipy.special.ive(v, x), real orders", sp.ive, sp.ive, each(inside(1, 5, 4), inside(0.5, 6, 3, 4)),
+    argnums=(1,))
+row("ive", "scipy.special.ive(v, x), integer orders, both signs", sp.ive, sp.ive,
+    each(const(np.array([0.0, 1.0, 2.0, 3.0])), away_from_zero(3, 4)), argnums=(1,))
+for name, fn, ref in [("beta", cr.special.beta, sp.beta), ("betaln", cr.special.betaln, sp.betaln)]:
+    row(name, f"special.{name}", fn, ref, each(inside(0.5, 3, *S), inside(0.5, 3, *S)), argnums=(0, 1))
+    row(name, f"scipy.special.{name} broadcast", getattr(sp, name), ref, each(inside(0.5, 3, 3, 1), inside(0.5, 3, 4)),
+        argnums=(0, 1))
+row("betainc", "special.betainc(a, b, x)", cr.special.betainc, sp.betainc,
+    each(inside(1, 3, *S), inside(1, 3, *S), inside(0.1, 0.9, *S)), argnums=(2,))
+row("betainc", "scipy.special.betainc(2.5, 1.5, x)", lambda x: sp.betainc(2.5, 1.5, x),
+    lambda x: sp.betainc(2.5, 1.5, x), each(inside(0.1, 0.9, 5)))
+for name, fn, ref in [("gammainc", cr.special.gammainc, sp.gammainc),
+                      ("gammaincc", cr.special.gammaincc, sp.gammaincc)]:
+    row(name, f"special.{name}(a, x)", fn, ref, each(inside(0.5, 3, *S), inside(0.3, 4, *S)), argnums=(1,))
+    row(name, f"scipy.special.{name}(1, x)", lambda x, ref=ref: ref(1, x), lambda x, ref=ref: ref(1, x),
+        each(inside(0.3, 4, 5)))
+row("stdtr", "special.stdtr(df, t)", cr.special.stdtr, sp.stdtr, each(inside(1.5, 6, *S), normal(*S, scale=2)),
+    argnums=(1,))
+row("gammasgn", "gammasgn", cr.special.gammasgn, sp.gammasgn,
+    each(const(np.array([-2.5, -1.5, -0.5, 0.5, 1.5]))), argnums=None)
+row("gammasgn", "scipy.special.gammasgn on a tensor", sp.gammasgn, sp.gammasgn, each(normal(4, scale=3)), argnums=None)
+#: rows whose order or shape parameter is a float64 array (NumPy's promotion makes float32 inputs float64), or
+#: where SciPy itself answers float32 x in float64 (yn, and gammainc/gammaincc with a Python number a)
+_SPECIAL_F64_ROWS = {"special.yn(2, x)", "scipy.special.yn(2, x) on a tensor", "scipy.special.gammainc(1, x)",
+                     "scipy.special.gammaincc(1, x)", "polygamma(n, x), orders broadcast",
+                     "scipy.special.jn(n, x), orders broadcast",
+                     "scipy.special.iv(v, x), real orders", "scipy.special.ive(v, x), real orders",
+                     "scipy.special.ive(v, x), integer orders, both signs",
+                     "special.betainc(a, b, x)", "special.gammainc(a, x)", "special.gammaincc(a, x)",
+                     "special.stdtr(df, t)"}
+
 DIFF_ROWS = [r for r in ROWS if r.argnums is not None]
 
 
@@ -834,7 +907,7 @@ def test_sigmoid_stable_for_large_inputs(x: float) -> None:
 
 
 _F64_CONSTANT_ROWS = {"with a constant", "ndarray @ tensor", "fmax skips NaN", "cholesky",
-                      "float_power"}  # (np.float_power computes in float64 by definition)
+                      "float_power"} | _SPECIAL_F64_ROWS  # (np.float_power computes in float64 by definition)
 
 
 @pytest.mark.parametrize("r", DIFF_ROWS, ids=lambda r: r.id)

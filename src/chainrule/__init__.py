@@ -35,9 +35,11 @@ __all__ = [
     "BackwardStep", "LocalGrad", "GraphTooLargeError", "RenderError",
     *_functions.__all__,
 ]
+__all__ += ["special", "signal"]  # noqa: F405 - SciPy's special functions and convolution, loaded lazily
 
-# submodules loaded on first use (``cr.nn``, ``cr.optim``, ``cr.data``), so ``import chainrule`` stays fast
-_LAZY_SUBMODULES = {"nn", "optim", "data"}
+# submodules loaded on first use (``cr.nn``, ``cr.optim``, ``cr.data``, ``cr.special``, ``cr.signal``), so
+# ``import chainrule`` stays fast (and never imports SciPy: cr.special's functions import it when they run)
+_LAZY_SUBMODULES = {"nn", "optim", "data", "special", "signal"}
 
 
 def __getattr__(name: str) -> object:

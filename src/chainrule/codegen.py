@@ -112,6 +112,9 @@ class Program:
         lines += ["    " + b for b in body]
         if not any("np." in line for line in lines[1:]):  # nothing calls numpy: no unused import
             lines = lines[3:]
+        if any("scipy.special." in line for line in lines):  # a special-function gate's code imports SciPy too
+            at = 1 if lines[:1] == ["import numpy as np"] else 0
+            lines[at:at] = ["import scipy.special"] if at else ["import scipy.special", "", ""]
         return "\n".join(lines) + "\n"
 
 

@@ -750,6 +750,13 @@ def full_like(a: ArrayLike, fill_value: Any, dtype: Any = None, **kw: Any) -> np
     return np.full(data.shape, fill_value, dtype=dtype or data.dtype)
 
 
+def convolve(a: ArrayLike, v: ArrayLike, mode: str = "full") -> Tensor:
+    """``np.convolve``: 1-D discrete convolution (N-D, as SciPy computes it: ``cr.signal.convolve``)."""
+    from .signal import np_convolve
+
+    return np_convolve(a, v, mode)
+
+
 # ---- np.linalg ----------------------------------------------------------------------------------------
 
 EighResult = namedtuple("EighResult", "eigenvalues eigenvectors")
@@ -818,7 +825,7 @@ _OVERRIDES: dict[Any, Any] = {
     np.ones_like: ones_like, np.zeros_like: zeros_like, np.full_like: full_like,
     np.round: round, np.around: round, np.fix: fix, np.isneginf: isneginf, np.isposinf: isposinf,
     np.cross: cross, np.gradient: gradient, np.linspace: linspace, np.real_if_close: real_if_close,
-    np.fft.fftshift: fftshift, np.fft.ifftshift: ifftshift, np.nan_to_num: nan_to_num,
+    np.fft.fftshift: fftshift, np.fft.ifftshift: ifftshift, np.nan_to_num: nan_to_num, np.convolve: convolve,
     np.shape: _shape, np.ndim: _ndim,
     np.size: lambda a, axis=None: int(np.prod(_shape(a)) if axis is None else _shape(a)[axis]),
 }

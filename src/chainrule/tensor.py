@@ -856,8 +856,14 @@ class Tensor:
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         from .functions import UFUNCS
 
-        name = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
         fn = UFUNCS.get(ufunc) if method == "__call__" else None
+        if fn is None:  # one of SciPy's special functions (scipy.special.erf), found without importing SciPy
+            from .special import scipy_ufunc, ufunc_label
+
+            fn = scipy_ufunc(ufunc) if method == "__call__" else None
+            name = ufunc_label(ufunc) + ("" if method == "__call__" else f".{method}")
+        else:
+            name = f"np.{ufunc.__name__}"
         if fn is not None and "out" not in kwargs:
             bad = [k for k, v in kwargs.items() if v is not None and k not in ("casting", "dtype")]
             if bad:

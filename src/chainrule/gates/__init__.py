@@ -2,11 +2,12 @@
 
 :mod:`.core` defines the :class:`Gate` entry (forward, derivative rule, calling convention, shape
 rule, printing), the registry and the one chain-rule step (:func:`pullback`); the families are
-:mod:`.elementwise`, :mod:`.reductions`, :mod:`.shape` and :mod:`.linalg`. ``GATES`` maps each
+:mod:`.elementwise`, :mod:`.reductions`, :mod:`.shape`, :mod:`.linalg` and :mod:`.special` (SciPy's
+special functions, SciPy imported only when one runs). ``GATES`` maps each
 gate's name to its entry. Adding an op means adding one entry (and a row in ``tests/test_gates.py``).
 """
 
-from . import elementwise, linalg, reductions, shape
+from . import elementwise, linalg, reductions, shape, special  # noqa: F401 - special: SciPy's special functions
 from .core import (
     ELEMENTWISE,
     FAN_OUT,

@@ -1,4 +1,6 @@
-"""autograd.scipy in the shim: SciPy's own functions (chainrule has no rules for them unless it says so)."""
+"""autograd.scipy in the shim: ``special``, ``misc``, ``signal`` and ``stats`` map autograd's wrappers onto
+chainrule (see each module); ``linalg`` and ``integrate`` are SciPy's own functions, counted as missing
+rules when they meet a tensor."""
 
 from . import integrate, linalg, misc, signal, special, stats
 

@@ -1,5 +1,3 @@
-"""autograd.scipy.misc in the shim: its ``logsumexp`` is scipy.special's."""
+"""autograd.scipy.misc in the shim: its ``logsumexp`` is autograd.scipy.special's (chainrule's)."""
 
-from ._proxy import module_getattr
-
-__getattr__ = module_getattr("scipy.special")
+from .special import __getattr__  # noqa: F401
