@@ -63,6 +63,16 @@ _NUMPY_TO_SYMPY: dict[str, Any] = {
 }
 
 _OPAQUE: dict[str, Any] = {}  # gate name -> its sympy function (kept whole), made once
+_TWINS: dict[str, Any] = {}
+
+
+def _special_twins() -> dict[str, Any]:
+    """The special-function gates' sympy twins (they have no NumPy name to find them by)."""
+    if not _TWINS:
+        from ..gates.special import sympy_twins
+
+        _TWINS.update(sympy_twins(sp))
+    return _TWINS
 
 
 def opaque(gate_name: str) -> Any:
@@ -87,6 +97,9 @@ def namespace(expand: bool = False) -> SimpleNamespace:
 
 
 def _sympy_function(gate: Any, ns: SimpleNamespace, expand: bool) -> Any:
+    twin = _special_twins().get(gate.name)
+    if twin is not None:
+        return twin
     if gate.np_name is not None:
         fn = _NUMPY_TO_SYMPY.get(gate.np_name) or getattr(sp, gate.np_name, None)
         if fn is not None:
