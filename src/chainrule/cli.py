@@ -38,6 +38,8 @@ PROG = "chainrule"
 PLUGINS: dict[str, tuple[str, str, str]] = {
     "train": ("chainrule.train", "train", "train a small network with gradient descent"),
     "serve": ("chainrule.web", "web", "start the local explorer page"),
+    "grade": ("chainrule.grading.cli", "grade",
+              "grade a class: every submission sandboxed, scored, with feedback on its first wrong step"),
 }
 
 

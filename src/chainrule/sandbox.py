@@ -843,6 +843,7 @@ class Runner:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._home: str | None = None
+        self._closes = 0  # how many times close() was called: a run in flight then fails, never retries
 
     def __enter__(self) -> Runner:
         return self
@@ -867,14 +868,19 @@ class Runner:
         try:
             ready = self._read(time.monotonic() + 60)
         except SandboxError:
-            self.close()
+            self._stop_process()
             raise
         if not (isinstance(ready, dict) and ready.get("ready")):
-            self.close()
+            self._stop_process()
             raise SandboxError("the sandbox runner did not start")
 
     def close(self) -> None:
-        """Stop the runner process."""
+        """Stop the runner process (a run in flight in another thread ends with :class:`SandboxError`,
+        its child killed); a later ``run`` starts a new one."""
+        self._closes += 1
+        self._stop_process()
+
+    def _stop_process(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
             for stream in (proc.stdin, proc.stdout):
@@ -895,9 +901,11 @@ class Runner:
             self._home = None
 
     def _read(self, deadline: float) -> Any:
-        assert self._proc is not None and self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
         try:
+            proc = self._proc
+            if proc is None or proc.stdout is None:
+                raise OSError("the runner was stopped")
+            fd = proc.stdout.fileno()
             (n,) = struct.unpack("<Q", _read_exactly(fd, 8, deadline))
             if n > 4 * self.limits.result_bytes + (8 << 20):
                 raise ValueError("reply too large")
@@ -924,16 +932,21 @@ class Runner:
         limits = limits or self.limits
         request = pack({"jobs": [dataclasses.asdict(j) for j in jobs], "limits": dataclasses.asdict(limits)})
         with self._lock:
+            closes = self._closes
             for attempt in (1, 2):
                 try:
                     self.start()
-                    assert self._proc is not None and self._proc.stdin is not None
-                    self._proc.stdin.write(struct.pack("<Q", len(request)) + request)
-                    self._proc.stdin.flush()
+                    proc = self._proc
+                    if proc is None or proc.stdin is None:
+                        raise OSError("the runner was stopped")
+                    proc.stdin.write(struct.pack("<Q", len(request)) + request)
+                    proc.stdin.flush()
                     body = self._read(time.monotonic() + 2 * len(jobs) * limits.seconds + 30)
                     break
-                except (SandboxError, OSError):
-                    self.close()
+                except (SandboxError, OSError, ValueError):  # ValueError: a stream closed under us
+                    self._stop_process()
+                    if self._closes != closes:
+                        raise SandboxError("the runner was closed while the code ran") from None
                     if attempt == 2:
                         raise SandboxError("the sandbox runner failed twice; is the machine out of memory?") \
                             from None
