@@ -144,7 +144,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.submissions}: no submissions found (Python files, notebooks or folders)")
         ids = [s.id for s in subs]
         say(f"grading {len(subs)} submission{'s' if len(subs) != 1 else ''} on "
-            f"{', '.join(p.name for p in problems)} ({_num(plan.max_score)} points) with "
+            f"{', '.join(p.name for p in problems)} ({_num(plan.max_score)} point"
+            f"{'' if plan.max_score == 1 else 's'}) with "
             + (f"Dask ({args.dask}, {jobs} workers)" if args.dask else f"{jobs} worker{'s' if jobs != 1 else ''}"))
         try:
             outcome = run_batch(subs, plan, out, jobs=jobs, dask=args.dask, resume=args.resume,

@@ -16,6 +16,7 @@ chainrule's own trace of the reference, computed once per problem and test point
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,8 +177,11 @@ def _score(p: Problem, plan: Plan, res: RunResult, shown: str) -> dict[str, Any]
         if any(wrong_here):
             right = [r and not w for r, w in zip(right, wrong_here)]
             if report is None:
-                report = judge(p.function, p.reference_function(order), order, inputs, label,
-                               Captured(call.result, call.holders, call.locals), list(checked), plan.rtol, plan.atol)
+                with warnings.catch_warnings(), np.errstate(all="ignore"):
+                    warnings.simplefilter("ignore")  # a student's complex locals, compared with real nodes
+                    report = judge(p.function, p.reference_function(order), order, inputs, label,
+                                   Captured(call.result, call.holders, call.locals), list(checked), plan.rtol,
+                                   plan.atol)
     n_right = sum(right)
     if error is not None:
         status, score = "failed", 0.0
