@@ -211,3 +211,52 @@ def test_histogram_is_an_svg_with_a_bar_per_score():
     root = ET.fromstring(histogram_svg([0, 1, 1, 2, 3], 3))
     titles = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
     assert titles == ["0: 1", "1: 2", "2: 1", "3: 1"]
+
+
+SHEET_ANSWERS = grading_class.RIGHT + '''
+
+def sigmoid(x):
+    a = -x
+    b = np.exp(a)
+    c = 1 + b
+    d = c ** -1
+    out = d
+    dd = 1.0
+    dc = -1 * c ** -2 * dd
+    db = dc
+    da = b * db
+    fx = -1 * da
+    return out, fx
+
+
+def complex_layer(x, y):
+    s1 = 1 / (1 + np.exp(-np.sqrt(y)))
+    s2 = 1 / (1 + np.exp(-(x + y) ** 2))
+    out = np.log(x) * s1 / s2
+    ds1 = np.log(x) / s2
+    ds2 = -np.log(x) * s1 / s2 ** 2
+    dt = ds2 * s2 * (1 - s2) * 2 * (x + y)
+    fx = s1 / (s2 * x) + dt
+    fy = ds1 * s1 * (1 - s1) / (2 * np.sqrt(y)) + dt
+    return out, fx, fy
+'''
+
+
+def test_a_worksheet_file_grades_every_problem_that_asks_for_code(tmp_path, runner):
+    """Against the seed worksheet as a file (chainrule's worksheet format): its five code problems at
+    once, each as its skeleton names the function, at the worksheet's inputs."""
+    pytest.importorskip("chainrule.worksheet.spec", reason="the worksheet file format is not in this installation")
+    from importlib import resources
+
+    sheet = resources.files("chainrule.worksheet") / "section2.toml"
+    probs = problems_from([str(sheet)], [])
+    assert [(p.name, p.function) for p in probs] == [("q2a", "q2a"), ("q2b", "q2b"), ("q2c", "q2c"),
+                                                     ("q3", "sigmoid"), ("q4", "complex_layer")]
+    assert float(probs[2].values["x"]) == pytest.approx(np.e) and float(probs[4].values["y"]) == 0.5
+    path = tmp_path / "s.py"
+    path.write_text(SHEET_ANSWERS)
+    rec = grade_submission(Submission("s", str(path), (str(path),)), Plan(tuple(probs), runner.limits), runner)
+    assert [(pr["problem"], pr["status"]) for pr in rec["problems"]] == [(p.name, "correct") for p in probs]
+    path.write_text(SHEET_ANSWERS.replace("fx = -1 * da", "fx = da"))
+    rec = grade_submission(Submission("s", str(path), (str(path),)), Plan(tuple(probs), runner.limits), runner)
+    assert rec["score"] == 4.5 and rec["problems"][3]["first_wrong_step"].startswith("fx")

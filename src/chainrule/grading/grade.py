@@ -59,14 +59,14 @@ def value_names(problem: Problem, order: list[str] | None = None) -> list[str]:
 
 
 # the right answers, per process: (problem, order, test point) -> output and gradients
-_EXPECTED: dict[tuple[str, tuple[str, ...], int], list[np.ndarray]] = {}
+_EXPECTED: dict[tuple[Any, ...], list[np.ndarray]] = {}
 _EXPECTED_LOCK = threading.Lock()
 
 
 def _expected(problem: Problem, order: list[str], k: int, inputs: list[np.ndarray]) -> list[np.ndarray]:
     from ..graph import trace
 
-    key = (repr(problem), tuple(order), k)
+    key = (problem.name, problem.reference, _values_key(problem), tuple(order), k)
     with _EXPECTED_LOCK:
         hit = _EXPECTED.get(key)
     if hit is None:
@@ -76,6 +76,10 @@ def _expected(problem: Problem, order: list[str], k: int, inputs: list[np.ndarra
         with _EXPECTED_LOCK:
             _EXPECTED[key] = hit
     return hit
+
+
+def _values_key(problem: Problem) -> tuple[tuple[str, bytes, tuple[int, ...]], ...]:
+    return tuple((k, np.asarray(v, dtype=np.float64).tobytes(), np.shape(v)) for k, v in problem.values.items())
 
 
 def grade_submission(sub: Submission, plan: Plan, runner: Runner) -> dict[str, Any]:

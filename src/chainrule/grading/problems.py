@@ -9,8 +9,8 @@ A reference is one of
   returning ``out, fx, ...``, works too: its first value is the output). Its default argument values
   are its given test point where ``--at`` does not give one. The key runs in the grading process,
   never in a submission's sandbox;
-- a worksheet file (``*.toml``, all its problems at once, each problem's points from the file), read
-  through :data:`WORKSHEET_READERS`.
+- a worksheet file (``*.toml``, chainrule's worksheet format): every problem that asks for code, at
+  once, each graded as its skeleton names the function.
 
 Every :class:`Problem` holds only text and arrays (a reference is a string, the function is loaded
 where it is used), so a plan travels to Dask workers as it is.
@@ -33,7 +33,7 @@ import numpy as np
 
 from ..expr import ExprError, parse, parse_value
 
-__all__ = ["Problem", "ProblemError", "problems_from", "WORKSHEET_READERS", "assign_points", "input_sets"]
+__all__ = ["Problem", "ProblemError", "problems_from", "worksheet_problems", "assign_points", "input_sets"]
 
 
 class ProblemError(ValueError):
@@ -76,12 +76,6 @@ class Problem:
 # ---------------------------------------------------------------------------------------------
 # references
 # ---------------------------------------------------------------------------------------------
-
-#: Readers of worksheet files, by suffix: ``reader(path) -> list[Problem]`` (each problem's points,
-#: function name, inputs and given values from the file). The worksheet format is chainrule's own;
-#: a reader is registered here when that format is part of this installation.
-WORKSHEET_READERS: dict[str, Callable[[Path], list[Problem]]] = {}
-
 
 def problems_from(references: Sequence[str], at: Sequence[str], function: str | None = None) -> list[Problem]:
     """Problems from ``--against`` references and ``--at NAME=VALUE`` values (see the module docstring).
@@ -142,16 +136,8 @@ def _read_reference(ref: str, function: str | None) -> list[Problem]:
     path_text, sep, funcs = ref.rpartition(":")
     if sep and path_text.endswith(".py") and funcs:
         return _python_problems(Path(path_text), funcs)
-    suffix = Path(ref).suffix.lower()
-    if suffix in (".toml", ".md") and (Path(ref).is_file() or "(" not in ref):
-        reader = WORKSHEET_READERS.get(suffix)
-        if reader is None:
-            raise ProblemError(f"--against {ref}: grading against a worksheet file needs chainrule's worksheet file "
-                               "format, which this installation does not have; give the problems as "
-                               "key.py:q2a,q2b or as expressions")
-        if not Path(ref).is_file():
-            raise ProblemError(f"--against {ref}: no such file")
-        return reader(Path(ref))
+    if ref.lower().endswith(".toml"):
+        return worksheet_problems(Path(ref))
     if ref.endswith(".py"):
         raise ProblemError(f"--against {ref}: name the key's functions too, like {ref}:q2a or {ref}:q2a,q2b,q2c")
     try:
@@ -192,6 +178,29 @@ def _python_problems(path: Path, funcs: str) -> list[Problem]:
                 except (TypeError, ValueError):
                     raise ProblemError(f"{path}:{func}: the default value of {p.name} is not a number") from None
         out.append(Problem(func, func, f"py:{path.resolve()}:{func}", tuple(p.name for p in params), defaults, 1.0))
+    return out
+
+
+def worksheet_problems(path: Path) -> list[Problem]:
+    """The problems of a worksheet file (chainrule's TOML worksheet format) that ask for code: each is
+    graded as its skeleton names the function (``code.name``), against its function, at its inputs.
+    The format has no points per problem: each is worth 1 unless ``--points`` says otherwise."""
+    try:
+        from ..worksheet.spec import WorksheetError, load
+    except ImportError:
+        raise ProblemError(f"--against {path}: grading against a worksheet file needs chainrule's worksheet file "
+                           "format, which this installation does not have; give the problems as key.py:q2a,q2b "
+                           "or as expressions") from None
+    if not path.is_file():
+        raise ProblemError(f"--against {path}: no such file")
+    try:
+        sheet = load(path)
+    except WorksheetError as e:
+        raise ProblemError(str(e)) from None
+    out = [Problem(p.id, p.code.name, "expr:" + p.function, tuple(p.variables), p.values(), 1.0)
+           for p in sheet.problems if p.code is not None and "code" in p.parts]
+    if not out:
+        raise ProblemError(f"--against {path}: no problem asks for code (answer = [..., \"code\"]): nothing to grade")
     return out
 
 
