@@ -44,8 +44,16 @@ def test_expression_references_name_the_function_or_take_it_from_the_declaration
         problems_from(["(x + y) * z"], ["x=1", "y=3", "z=2"])
     with pytest.raises(ProblemError, match="no value for z"):
         problems_from(["q(x, y, z) = x y z"], ["x=1", "y=3"])
-    with pytest.raises(ProblemError, match=r"worksheet file format"):
+    with pytest.raises(ProblemError, match="no such file" if _worksheet_format() else "worksheet file format"):
         problems_from(["sheet.toml"], [])
+
+
+def _worksheet_format() -> bool:
+    try:
+        import chainrule.worksheet.spec  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def test_key_functions_give_their_defaults_as_the_given_point(tmp_path):
@@ -259,4 +267,4 @@ def test_a_worksheet_file_grades_every_problem_that_asks_for_code(tmp_path, runn
     assert [(pr["problem"], pr["status"]) for pr in rec["problems"]] == [(p.name, "correct") for p in probs]
     path.write_text(SHEET_ANSWERS.replace("fx = -1 * da", "fx = da"))
     rec = grade_submission(Submission("s", str(path), (str(path),)), Plan(tuple(probs), runner.limits), runner)
-    assert rec["score"] == 4.5 and rec["problems"][3]["first_wrong_step"].startswith("fx")
+    assert rec["score"] == 4.5 and rec["problems"][3]["wrong"] == ["fx: expected 0.1049935854, got -0.1049935854"]
