@@ -5,10 +5,11 @@ and the isolation strategies compared.
     python bench/bench_grade.py --n 500 -j 2
     python bench/bench_grade.py --n 500 -j 2 --compare --json grade-bench.json
 
-The class: most submissions right (written in a few styles), a quarter with one classic mistake
-(sign, missing factor, fan-out overwritten, wrong local gradient, upstream not multiplied), and a
-few that fail fast (syntax error, sys.exit, a crash, an exception). Endless loops are left out:
-each costs its --timeout, whatever the strategy. Every score is checked against the intended one.
+The class is drawn from the test class (tests/grading_class.py): 70% right (written in several
+styles), 25% with one classic mistake (a sign, a missing factor, a fan-out gradient overwritten, a
+mul gate not swapped, ...), 5% failing fast (a syntax error, sys.exit, a crash, a 2 GB allocation,
+...); its endless loops are left out, as each costs its --timeout whatever the strategy. Every score
+is checked against the one worked out by hand.
 
 Strategies (``--compare``, one runner, on a sample): (A) what ``chainrule grade`` does: a warm
 runner forks one sandboxed child per submission, which imports the file once and runs its three
@@ -35,99 +36,38 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from chainrule.fileio import atomic_write  # noqa: E402
 
-KEY = """\
-import numpy as np
+# the class is drawn from the test class of tests/grading_class.py (its submissions and their scores,
+# worked out by hand), leaving out the endless loops: each costs its --timeout, whatever the strategy
+sys.path.insert(0, str(ROOT / "tests"))
+import grading_class  # noqa: E402
 
-def q2a(x=1.0, y=3.0, z=2.0):
-    return (x + y) * z
-
-def q2b(x=3.0, y=1.0, z=2.0):
-    return (x ** 2 + 2 * y) * z ** 3
-
-def q2c(x=np.e, y=np.pi / 2, z=2.0):
-    return (np.log(x) + np.sin(y)) ** 2 + 4 * x
-"""
-
-RIGHT = """\
-import numpy as np
-
-def q2a(x, y, z):
-    q = x + y
-    f = q * z
-    dq = z
-    fz = q
-    fx = dq
-    fy = dq
-    return f, fx, fy, fz
-
-def q2b(x, y, z):
-    a = x ** 2
-    b = 2 * y
-    c = a + b
-    d = z ** 3
-    h = c * d
-    dc = d
-    dd = c
-    hx = 2 * x * dc
-    hy = 2 * dc
-    hz = 3 * z ** 2 * dd
-    return h, hx, hy, hz
-
-def q2c(x, y, z):
-    a = np.log(x)
-    b = np.sin(y)
-    c = a + b
-    d = c ** 2
-    g = d + 4 * x
-    dc = 2 * c
-    gx = dc / x
-    gx += 4
-    gy = dc * np.cos(y)
-    gz = np.zeros_like(z)
-    return g, gx, gy, gz
-"""
-
-STYLES = [  # (change, points lost out of 3: a quarter of a problem per wrong value)
-    (None, 0.0),
-    (("f = q * z", "f = z * q"), 0.0),
-    (("gz = np.zeros_like(z)", "gz = 0.0 * z"), 0.0),
-    (("return f, fx, fy, fz", "return f, (fx, fy, fz)"), 0.0),
-]
-MISTAKES = [
-    (("fz = q", "fz = -q"), 0.25),                       # a lost sign
-    (("hx = 2 * x * dc", "hx = x * dc"), 0.25),          # a missing factor
-    (("gx += 4", "gx = 4.0 + 0 * x"), 0.25),             # a fan-out gradient overwritten
-    (("gy = dc * np.cos(y)", "gy = dc * np.cos(x)"), 0.25),  # the local gradient of the wrong input
-    (("hz = 3 * z ** 2 * dd", "hz = 3 * z ** 2"), 0.25),  # the upstream gradient not multiplied in
-]
-FAILURES = [
-    (("def q2a(x, y, z):", "def q2a(x, y, z)"), 3.0),    # a syntax error: every problem
-    (("    q = x + y\n", "    import sys\n    sys.exit(0)\n"), 1.0),
-    (("    a = x ** 2\n", "    import ctypes\n    ctypes.string_at(0)\n"), 1.0),
-    (("    b = np.sin(y)\n", "    b = 1 / 0\n"), 1.0),
-]
+KEY, ARGS = grading_class.KEY, grading_class.ARGS
 
 
 def make_class(folder: Path, n: int, seed: int = 0) -> dict[str, float]:
-    """``n`` submissions in ``folder``; returns the score each must get (out of 3)."""
+    """``n`` submissions in ``folder`` (70% right, 25% with a mistake, 5% failing fast); returns the
+    score each must get (out of 10)."""
     rng = random.Random(seed)
+    pools: dict[str, list[tuple[str, grading_class.Expect]]] = {"r": [], "m": [], "f": []}
+    for sid, e in grading_class.build().items():
+        if not sid.startswith(("f23", "f24", "r07")) and isinstance(e.source, str):
+            pools[sid[0]].append((sid, e))
     expected = {}
     for k in range(n):
         roll = rng.random()
-        pool = STYLES if roll < 0.7 else (MISTAKES if roll < 0.95 else FAILURES)
-        change, lost = rng.choice(pool)
-        text = RIGHT if change is None else RIGHT.replace(change[0], change[1], 1)
-        sid = f"s{k:04d}"
-        (folder / f"{sid}.py").write_text(text)
-        expected[sid] = 3.0 - lost
+        kind, e = rng.choice(pools["r" if roll < 0.7 else ("m" if roll < 0.95 else "f")])
+        sid = f"s{k:04d}_{kind}"
+        (folder / f"{sid}{e.suffix}").write_text(e.source)
+        expected[sid] = e.score
     return expected
 
 
 def grade_cli(folder: Path, jobs: int, out: Path, extra: list[str]) -> tuple[float, float]:
     """Wall and CPU seconds (this command and everything it started) of ``chainrule grade``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "chainrule", "grade", str(folder / "subs"), "--against",
-           f"{folder / 'key.py'}:q2a,q2b,q2c", "--random", "5", "-j", str(jobs), "--out", str(out), "-q", *extra]
+    args = [a.replace("key.py", str(folder / "key.py")) for a in ARGS]
+    cmd = [sys.executable, "-m", "chainrule", "grade", str(folder / "subs"), *args, "--random", "5", "-j", str(jobs),
+           "--out", str(out), "-q", *extra]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)

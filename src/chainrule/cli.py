@@ -467,6 +467,26 @@ def positive_float(text: str) -> float:
     return x
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number, 1 or more."""
+    return _int_at_least(text, 1, "a positive whole number")
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number, 0 or more."""
+    return _int_at_least(text, 0, "a whole number, 0 or more")
+
+
+def _int_at_least(text: str, least: int, what: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if n < least:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return n
+
+
 def _size(text: str) -> int:
     from .sandbox import parse_bytes
 

@@ -47,6 +47,7 @@ class BatchOutcome:
     graded_now: int = 0
     skipped_done: int = 0
     interrupted: bool = False
+    error: str | None = None      # why the batch stopped early (a runner or the cluster failed)
     seconds: float = 0.0
 
 
@@ -200,7 +201,8 @@ def run_batch(subs: list[Submission], plan: Plan, out: Path, *, jobs: int = 1, d
               resume: bool = False, restart: bool = False, progress: bool = True,
               on_record: Callable[[dict[str, Any]], None] | None = None) -> BatchOutcome:
     """Grade ``subs`` into ``out``/results.jsonl (see the module docstring). Ctrl-C stops the batch
-    (the running children are killed), keeps what is finished and returns with ``interrupted``."""
+    (the running children are killed), keeps what is finished and returns with ``interrupted``; a
+    failure of the machinery itself (a runner that cannot start, a lost cluster) returns with ``error``."""
     out.mkdir(parents=True, exist_ok=True)
     _check_plan(out, plan, resume, restart)
     t0 = time.monotonic()
@@ -227,6 +229,10 @@ def run_batch(subs: list[Submission], plan: Plan, out: Path, *, jobs: int = 1, d
                 _run_local(todo, plan, jobs, take)
     except KeyboardInterrupt:
         outcome.interrupted = True
+    except GradingError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a worker or the cluster failed: keep what is done, say why
+        outcome.error = f"{type(e).__name__}: {e}"
     finally:
         appender.close()
         bar.close()
@@ -312,7 +318,7 @@ def _run_dask(todo: list[Submission], plan: Plan, jobs: int, address: str,
     try:
         if address == "local":
             cluster = LocalCluster(n_workers=max(1, jobs), threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=40)
+                                   dashboard_address=None, silence_logs=50)  # not the shutdown races
             client = Client(cluster)
         else:
             client = Client(address, timeout="30s")

@@ -40,7 +40,7 @@ Exit codes: 0 graded, 1 could not finish, 2 a mistake on the command line, 130 i
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``grade`` on an ``argparse`` subparsers object (handler: :func:`cmd_grade`)."""
-    from ..cli import _formatter, _size, positive_float
+    from ..cli import _formatter, _size, count, positive_float, positive_int
 
     p = subparsers.add_parser(
         "grade", help="grade a class: every submission sandboxed, scored, with feedback on its first wrong step",
@@ -58,7 +58,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--at", nargs="*", default=[], metavar="NAME=VALUE",
                    help="the given test point: x=1 y=3 z=2 (values of a key function's inputs default to its "
                         "default arguments)")
-    p.add_argument("--random", type=_count, default=5, metavar="K", help="random test points besides (default 5)")
+    p.add_argument("--random", type=count, default=5, metavar="K", help="random test points besides (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random test points (default 0)")
     p.add_argument("--points", metavar="SPEC", help="points per problem: 2 (each), or q2a=2,q2b=3 (default 1)")
     p.add_argument("--all-or-nothing", action="store_true",
@@ -69,12 +69,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(default 10)")
     p.add_argument("--memory", type=_size, default=1 << 30, metavar="SIZE",
                    help="memory a submission may allocate (default 1G)")
-    p.add_argument("-j", "--jobs", type=_count_positive, default=None, metavar="N",
+    p.add_argument("-j", "--jobs", type=positive_int, default=None, metavar="N",
                    help="submissions graded at once (default: the number of CPUs)")
     p.add_argument("--dask", metavar="ADDRESS",
                    help="run the submissions as Dask tasks: 'local' (a LocalCluster of -j workers) or a "
                         "scheduler's address (tcp://host:8786); needs pip install 'chainrule[grade]'")
-    p.add_argument("--out", default="grades", metavar="DIR", help="folder for the results (default grades/)")
+    p.add_argument("--out", metavar="DIR", help="folder for the results (default grades/)")
     p.add_argument("--resume", action="store_true", help="keep the results in --out and grade only the rest")
     p.add_argument("--restart", action="store_true",
                    help="grade everything again (the old results.jsonl is kept, renamed)")
@@ -86,27 +86,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {n}")
-    return n
-
-
-def _count_positive(text: str) -> int:
-    n = _count(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError("expected 1 or more")
-    return n
-
-
 def cmd_grade(args: argparse.Namespace) -> int:
     """Grade the submissions; returns the exit code (0 graded, 130 interrupted)."""
     from ..cli import Failure, UsageError
-    from ..sandbox import Limits, SandboxError
+    from ..sandbox import Limits
     from .batch import GradingError, default_jobs, run_batch
     from .grade import Plan
     from .problems import ProblemError, assign_points, problems_from
@@ -125,7 +108,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
     gradescope = Path(args.gradescope) if args.gradescope else None
     if gradescope is not None and not gradescope.parent.is_dir():
         raise UsageError(f"--gradescope {gradescope}: the folder {gradescope.parent} does not exist")
-    out = Path(args.out) if (gradescope is None or "--out" in sys.argv) else Path(tempfile.mkdtemp(prefix="grade-"))
+    scratch_out = gradescope is not None and args.out is None  # inside Gradescope: only results.json
+    out = Path(tempfile.mkdtemp(prefix="chainrule-grade-")) if scratch_out else Path(args.out or "grades")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
     staging = Path(tempfile.mkdtemp(prefix="chainrule-staging-"))
@@ -152,12 +136,13 @@ def cmd_grade(args: argparse.Namespace) -> int:
                                 restart=args.restart, progress=not (args.no_progress or args.quiet))
         except GradingError as e:
             raise UsageError(str(e)) from None
-        except SandboxError as e:
-            raise Failure(str(e)) from None
         write_reports(out, outcome.records, plan)
         if gradescope is not None and outcome.records:
             write_gradescope(gradescope, outcome.records[0], plan)
         missing = len(ids) - len(outcome.records)
+        if outcome.error:
+            raise Failure(f"grading stopped: {outcome.error}; {len(outcome.records)} of {len(ids)} graded, written to "
+                          f"{out}; run the same command with --resume to grade the other {missing}")
         if outcome.interrupted:
             sys.stderr.write(f"chainrule grade: interrupted: {len(outcome.records)} of {len(ids)} graded, written to "
                              f"{out}; run the same command with --resume to grade the other {missing}\n")
@@ -167,7 +152,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         return 0
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if gradescope is not None and out != Path(args.out):
+        if scratch_out:
             shutil.rmtree(out, ignore_errors=True)
 
 

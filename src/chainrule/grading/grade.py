@@ -196,7 +196,8 @@ def _score(p: Problem, plan: Plan, res: RunResult, shown: str) -> dict[str, Any]
         score = p.points * n_right / len(names) if plan.partial else 0.0
     rec = {"problem": p.name, "function": p.function, "file": shown, "points": p.points, "score": round(score, 6),
            "status": status, "kind": "raised" if error else None, "reason": error,
-           "values": [{"name": nm, "right": ok} for nm, ok in zip(names, right)],
+           "values": [{"name": nm, "yours": yours, "right": ok}
+                      for nm, ok, yours in zip(names, right, _yours(res, order))],
            "feedback": "correct at every test point" if report is None else _one_line(report),
            "report": "" if report is None else str(report),
            "wrong_at": None if report is None else report.label,
@@ -206,6 +207,13 @@ def _score(p: Problem, plan: Plan, res: RunResult, shown: str) -> dict[str, Any]
            else str(report.first_wrong_step),
            "mistake": _mistake(p, names, right, report)}
     return rec
+
+
+def _yours(res: RunResult, order: list[str]) -> list[str | None]:
+    """For each returned value, the student's local variable that holds it (``fx``, ``dq``), if any."""
+    holders = next((c.holders for c in res.calls if c.error is None and c.holders), [])
+    names = [next((h for h in hs if h not in order), None) for hs in holders]
+    return names + [None] * (len(order) + 1 - len(names))
 
 
 def _one_line(report: BackwardReport) -> str:

@@ -122,8 +122,9 @@ def feedback_blocks(rec: dict[str, Any], plan: Plan) -> list[Block]:
                                 f"{' in ' + pr['file'] if pr.get('file') else ''}, checked at {given} and at random "
                                 "inputs."))
         if pr["values"]:
-            blocks.append(("table", ["returned value", "verdict"],
-                           [[v["name"], "right" if v["right"] else "wrong"] for v in pr["values"]]))
+            blocks.append(("table", ["returned value", "yours", "verdict"],
+                           [[v["name"], v.get("yours") or "", "right" if v["right"] else "wrong"]
+                            for v in pr["values"]]))
         if pr["status"] == "failed":
             blocks.append(("p", f"It did not run to the end: {pr['reason']}"))
         elif pr["status"] == "wrong":
@@ -182,7 +183,9 @@ def histogram_svg(scores: Sequence[float], max_score: float, width: int = 640, h
              f'<rect width="{width}" height="{height}" fill="white"/>',
              f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">Scores ({len(scores)} submissions, '
              f'out of {_num(max_score)})</text>']
-    ticks = sorted({0, peak} | {round(peak * f) for f in (0.25, 0.5, 0.75)})
+    unit = next(u for u in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10**9) if peak / u <= 5)
+    peak = math.ceil(peak / unit) * unit
+    ticks = list(range(0, peak + 1, unit))
     for t in ticks:
         y = upper + plot_h - plot_h * t / peak
         parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#e4e4e4"/>')
