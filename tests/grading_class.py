@@ -226,7 +226,8 @@ def build() -> dict[str, Expect]:
                                   _ok(q2c=(0.0, "failed", "takes 2 inputs")))
     c["f37_reads_stdin"] = Expect("name = input('your name? ')\n" + RIGHT, _all("failed", "EOFError"))
     c["f38_empty_file"] = Expect("", _all("failed", "has no function"))
-    c["f39_recursion"] = Expect(_swap(RIGHT, "def q2a(x, y, z):\n", "def q2a(x, y, z):\n    return q2a(x, y, z)\n"),
+    c["f39_recursion"] = Expect("import sys\nsys.setrecursionlimit(300)  # a quick RecursionError under load\n"
+                                + _swap(RIGHT, "def q2a(x, y, z):\n", "def q2a(x, y, z):\n    return q2a(x, y, z)\n"),
                                 _ok(q2a=(0.0, "failed", "RecursionError")))
     c["f40_kills_itself"] = Expect(_swap(RIGHT, "    b = np.sin(y)\n",
                                          "    import os, signal\n    os.kill(os.getpid(), signal.SIGKILL)\n"),

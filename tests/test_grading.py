@@ -268,3 +268,10 @@ def test_a_worksheet_file_grades_every_problem_that_asks_for_code(tmp_path, runn
     path.write_text(SHEET_ANSWERS.replace("fx = -1 * da", "fx = da"))
     rec = grade_submission(Submission("s", str(path), (str(path),)), Plan(tuple(probs), runner.limits), runner)
     assert rec["score"] == 4.5 and rec["problems"][3]["wrong"] == ["fx: expected 0.1049935854, got -0.1049935854"]
+
+
+def test_a_value_for_no_input_of_a_key_function_is_refused(tmp_path):
+    key = tmp_path / "key.py"
+    key.write_text(grading_class.KEY)
+    with pytest.raises(ProblemError, match="--at w: not an input of any problem"):
+        problems_from([f"{key}:q2a"], ["w=1"])

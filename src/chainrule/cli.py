@@ -2,9 +2,10 @@
 
 Subcommands: ``grad`` (one forward and backward pass), ``step`` (gradient descent), ``check`` (a
 hand-written forward+backward function against an expression) and ``worksheet`` (the whole seed
-worksheet, solved into a report). ``train`` and ``serve`` live in their own modules
-(``chainrule.train``, ``chainrule.web``), each exposing ``add_parser(subparsers)``; they are imported
-only when invoked, so a missing optional dependency never breaks the other subcommands.
+worksheet, solved into a report). ``train``, ``serve`` and ``grade`` live in their own modules
+(``chainrule.train``, ``chainrule.web``, ``chainrule.grading.cli``), each exposing
+``add_parser(subparsers)``; they are imported only when invoked, so a missing optional dependency
+never breaks the other subcommands.
 
 Text typed by a person is parsed by :mod:`chainrule.expr`, never ``eval``-ed. Exit codes: 0 success,
 1 a check found a wrong value or something could not be produced, 2 bad input (one message, position

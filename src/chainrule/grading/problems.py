@@ -80,8 +80,8 @@ class Problem:
 def problems_from(references: Sequence[str], at: Sequence[str], function: str | None = None) -> list[Problem]:
     """Problems from ``--against`` references and ``--at NAME=VALUE`` values (see the module docstring).
 
-    With one problem, ``--at`` may name extra parameters of the student's function (gradient 0);
-    with several, each problem takes the values of its own inputs and every value must belong to one."""
+    With one expression, ``--at`` may name extra parameters of the student's function (gradient 0);
+    otherwise each problem takes the values of its own inputs and every value must belong to one."""
     given = _values(at)
     problems: list[Problem] = []
     for ref in references:
@@ -98,8 +98,11 @@ def problems_from(references: Sequence[str], at: Sequence[str], function: str | 
     for p in problems:
         inputs = set(p.variables) | set(p.values)
         values = dict(p.values)
+        # one expression may be given values for more inputs than it uses (q2c's z): the student's
+        # function takes them; a key function's parameters are all its inputs
+        extra_ok = len(problems) == 1 and p.reference.startswith("expr:")
         for k, v in given.items():
-            if k in inputs or len(problems) == 1:
+            if k in inputs or extra_ok:
                 values[k] = v
                 used.add(k)
         missing = [v for v in p.variables if v not in values]
