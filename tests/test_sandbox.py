@@ -267,3 +267,77 @@ def test_ctrl_c_on_check_stops_the_checked_code_too(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_several_functions_of_one_file_import_it_once_and_fail_alone(runner, tmp_path):
+    """run_all: the file's top level runs once for all its functions; a function that kills the child
+    (a crash, an endless loop, os._exit) fails alone with its reason, and the functions after it run
+    in a fresh child; each function has its own time limit."""
+    path = tmp_path / "multi.py"
+    path.write_text(textwrap.dedent("""
+        import ctypes, os, time
+        print("imported")
+        def ok(x, y, z):
+            return x * y * z
+        def crash(x, y, z):
+            ctypes.string_at(0)
+        def slow(x, y, z):
+            time.sleep(0.6)
+            return x + y + z
+        def loop(x, y, z):
+            while True:
+                pass
+        def leave(x, y, z):
+            os._exit(0)
+        def raises(x, y, z):
+            return 1 / 0
+    """))
+    names = ["ok", "crash", "slow", "slow", "loop", "ok", "leave", "raises", "missing"]
+    jobs = [sandbox.Job(str(path), f, [XYZ], ["x", "y", "z"]) for f in names]
+    res = runner.run_all(jobs, sandbox.Limits(seconds=1, memory_bytes=256 << 20))
+    assert [r.ok for r in res] == [True, False, True, True, False, True, False, True, False]
+    assert float(res[0].calls[0].result) == 6.0 and float(res[5].calls[0].result) == 6.0
+    assert "SIGSEGV" in res[1].reason and res[4].kind in ("timeout", "cpu")
+    assert float(res[2].calls[0].result) == float(res[3].calls[0].result) == 6.0  # 0.6 s each, within 1 s each
+    assert "status 0 before returning" in res[6].reason and "ZeroDivisionError" in res[7].calls[0].error
+    assert res[8].kind == "missing_function"
+    assert res[0].stdout.count("imported") == 4  # the first child, and one fresh child after each that died
+
+
+def test_a_file_that_does_not_import_fails_every_function_once(runner, tmp_path):
+    path = tmp_path / "bad.py"
+    path.write_text("import time\nprint('start')\ntime.sleep(30)\ndef f(x, y, z):\n    return x\n")
+    t = time.monotonic()
+    res = runner.run_all([sandbox.Job(str(path), f, [XYZ], ["x", "y", "z"]) for f in ("f", "g", "f")],
+                         sandbox.Limits(seconds=1, memory_bytes=256 << 20))
+    assert time.monotonic() - t < 10  # one timeout for the file, not one per function
+    assert all(r.kind == "timeout" for r in res) and res[0].stdout == "start\n"
+    with pytest.raises(ValueError, match="same path"):
+        runner.run_all([sandbox.Job(str(path), "f", [XYZ], ["x"]), sandbox.Job(str(tmp_path / "o.py"), "f", [XYZ],
+                                                                               ["x"])])
+
+
+def test_closing_a_runner_during_a_run_ends_that_run(tmp_path):
+    """What ``chainrule grade`` does on Ctrl-C: close() from another thread kills the running child and
+    the run raises SandboxError instead of starting a new runner to try again."""
+    import threading
+
+    path = tmp_path / "sleepy.py"
+    path.write_text("import time\ndef f(x, y, z):\n    time.sleep(60)\n")
+    r = sandbox.Runner(sandbox.Limits(seconds=120))
+    errors = []
+
+    def go() -> None:
+        try:
+            r.run(sandbox.Job(str(path), "f", [XYZ], ["x", "y", "z"]))
+        except sandbox.SandboxError as e:
+            errors.append(str(e))
+
+    t = threading.Thread(target=go)
+    t.start()
+    time.sleep(1.5)
+    r.close()
+    t.join(timeout=30)
+    assert not t.is_alive() and errors == ["the runner was closed while the code ran"]
+    assert r._proc is None
+    r.close()

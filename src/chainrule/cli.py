@@ -3,9 +3,9 @@
 Subcommands: ``grad`` (one forward and backward pass), ``step`` (gradient descent), ``check`` (a
 hand-written forward+backward function against an expression) and ``worksheet`` (a worksheet file,
 the seed one by default, solved into a key, handouts and variants: :mod:`chainrule.worksheet`).
-``train`` and ``serve`` live in their own modules (``chainrule.train``, ``chainrule.web``), each
-exposing ``add_parser(subparsers)``; they are imported only when invoked, so a missing optional
-dependency never breaks the other subcommands.
+``train``, ``serve`` and ``grade`` live in their own modules (``chainrule.train``, ``chainrule.web``,
+``chainrule.grading.cli``), each exposing ``add_parser(subparsers)``; they are imported only when
+invoked, so a missing optional dependency never breaks the other subcommands.
 
 Text typed by a person is parsed by :mod:`chainrule.expr`, never ``eval``-ed. Exit codes: 0 success,
 1 a check found a wrong value or something could not be produced, 2 bad input (one message, position
@@ -39,6 +39,8 @@ PROG = "chainrule"
 PLUGINS: dict[str, tuple[str, str, str]] = {
     "train": ("chainrule.train", "train", "train a small network with gradient descent"),
     "serve": ("chainrule.web", "web", "start the local explorer page"),
+    "grade": ("chainrule.grading.cli", "grade",
+              "grade a class: every submission sandboxed, scored, with feedback on its first wrong step"),
 }
 
 
@@ -466,6 +468,26 @@ def positive_float(text: str) -> float:
     if not (x > 0 and math.isfinite(x)):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return x
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number, 1 or more."""
+    return _int_at_least(text, 1, "a positive whole number")
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number, 0 or more."""
+    return _int_at_least(text, 0, "a whole number, 0 or more")
+
+
+def _int_at_least(text: str, least: int, what: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if n < least:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return n
 
 
 def _size(text: str) -> int:

@@ -24,13 +24,20 @@ The runner accepts a result only when the frame is complete and the child then e
 anything else (``sys.exit``, ``os._exit``, a signal, a timeout, a memory error) is a failure with a
 one-line reason. Printing cannot forge a result (stdout is only captured text), nor can exiting.
 
+A grader runs several functions of one submission (``Runner.run_all``): the file is imported once
+and the child sends a frame after the import and after each function, as each finishes. A function
+that kills the child (a crash, a timeout, ``os._exit``) fails alone, with its reason: the functions
+before it keep their frames (each was written by the runner's code after that function returned,
+so it says no more than returning those values would), and those after it run in a fresh child.
+The wall-clock limit covers the import and the first function, then each further function.
+
 What it does NOT stop: the checked code can read any file this user can read (the reference
 answer's file included, if it finds it), use the network, and start processes (which are killed
 with its process group, unless they leave it). For that, run the whole command inside a container;
 see the README ("Checking code you did not write").
 
-Use :class:`Runner` (one runner process; ``run`` may be called many times, one run at a time, so
-start several for parallel work) or :func:`run` (a shared runner for this process).
+Use :class:`Runner` (one runner process; ``run`` and ``run_all`` may be called many times, one run at
+a time, so start several for parallel work) or :func:`run` (a shared runner for this process).
 """
 
 from __future__ import annotations
@@ -262,8 +269,9 @@ def _read_exactly(fd: int, n: int, deadline: float | None) -> bytes:
 _LOCALS_BYTES = 16 << 20  # numeric locals sent back per call, at most
 
 
-def _child(job: Job, limits: Limits, fds: dict[str, int], token: bytes, scratch: str, base_vm: int) -> None:
-    """Set up the child, run the job, send the result, leave. Never returns."""
+def _child(jobs: list[Job], limits: Limits, fds: dict[str, int], token: bytes, scratch: str, base_vm: int) -> None:
+    """Set up the child, import the file once, run each job's function, send one frame per step
+    (the import's outcome, then each job's reply, as each finishes), leave. Never returns."""
     try:
         os.setpgid(0, 0)
         _die_with_parent()
@@ -281,29 +289,39 @@ def _child(job: Job, limits: Limits, fds: dict[str, int], token: bytes, scratch:
         # line-buffered, so what was printed before a crash or os._exit is still seen
         sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
-        _set_limits(limits, base_vm)
+        _set_limits(limits, base_vm, len(jobs))
         os.chdir(scratch)
         os.environ.clear()
         os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch,
                            "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
         tempfile.tempdir = scratch
         sys.dont_write_bytecode = True  # no __pycache__ beside the checked file
-        sys.argv = [job.path]
-        reply = _run_job(job, limits)
-        payload = pack(reply)
-        if len(payload) > limits.result_bytes:
-            payload = pack(_fail("result_too_large", f"returned more than {format_bytes(limits.result_bytes)} of "
-                                 "values and local variables"))
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        _write_frame(result_fd, payload, token)
+        sys.argv = [jobs[0].path]
+        module, failure = _import_file(jobs[0].path, limits)
+        _send(result_fd, failure or {"imported": True}, token, limits)
+        if module is not None:
+            for k, job in enumerate(jobs):
+                if k:
+                    _more_cpu_time(limits)
+                _send(result_fd, _run_job(module, job, limits), token, limits)
         os.close(result_fd)
     except BaseException:  # noqa: BLE001 - the runner's own code failed: no result, status 70
         with contextlib.suppress(BaseException):
             traceback.print_exc()
         os._exit(70)
     os._exit(0)
+
+
+def _send(fd: int, reply: dict[str, Any], token: bytes, limits: Limits) -> None:
+    """One step's reply to the runner, after what was printed so far (so output precedes it)."""
+    payload = pack(reply)
+    if len(payload) > limits.result_bytes:
+        payload = pack(_fail("result_too_large", f"returned more than {format_bytes(limits.result_bytes)} of "
+                             "values and local variables"))
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    _write_frame(fd, payload, token)
 
 
 def _die_with_parent() -> None:
@@ -322,7 +340,7 @@ def _max_fd() -> int:
         return 4096
 
 
-def _set_limits(limits: Limits, base_vm: int) -> None:
+def _set_limits(limits: Limits, base_vm: int, jobs: int = 1) -> None:
     import resource
 
     def cap(which: int, soft: int, hard: int | None = None) -> None:
@@ -332,11 +350,29 @@ def _set_limits(limits: Limits, base_vm: int) -> None:
             soft, hard = min(soft, old_hard), min(hard, old_hard)
         resource.setrlimit(which, (soft, hard))
 
-    cpu = limits.cpu_seconds if limits.cpu_seconds is not None else limits.seconds
-    cap(resource.RLIMIT_CPU, max(1, math.ceil(cpu)), max(1, math.ceil(cpu)) + 1)
+    cpu = _cpu_limit(limits)
+    # the soft limit is one job's time (raised before each further job); the hard one, all of them
+    cap(resource.RLIMIT_CPU, max(1, math.ceil(cpu)), max(1, math.ceil(cpu * jobs)) + 1)
     cap(resource.RLIMIT_AS, base_vm + limits.memory_bytes)
     cap(resource.RLIMIT_FSIZE, limits.file_bytes)
     cap(resource.RLIMIT_CORE, 0)
+
+
+def _cpu_limit(limits: Limits) -> float:
+    return limits.cpu_seconds if limits.cpu_seconds is not None else limits.seconds
+
+
+def _more_cpu_time(limits: Limits) -> None:
+    """Before the next function of the same file: its own CPU-time allowance on top of what was used."""
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    want = math.ceil(used.ru_utime + used.ru_stime + _cpu_limit(limits))
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CPU, (max(want, soft), hard))
 
 
 def _fail(kind: str, reason: str) -> dict[str, Any]:
@@ -369,32 +405,43 @@ def _exit_reason(e: SystemExit, where: str) -> str:
     return f"called sys.exit({e.code!r}) {where}"
 
 
-def _run_job(job: Job, limits: Limits) -> dict[str, Any]:
-    """Import, bind, call: a dict for the wire, ``{"failure", "reason"}`` when the code could not run."""
+def _import_file(path: str, limits: Limits) -> tuple[Any, dict[str, Any] | None]:
+    """Import the checked file (its top-level code runs): the module, or ``(None, failure)``."""
     import importlib.util
 
-    from .check import capture_call
-
-    path, shown = job.path, os.path.basename(job.path)
+    shown = os.path.basename(path)
     folder = os.path.dirname(os.path.abspath(path))
     sys.path.insert(0, folder)
-    name = "_chainrule_checked_" + "".join(c if c.isalnum() else "_" for c in os.path.splitext(shown)[0])
+    name = _module_name(path)
     try:
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
-            return _fail("import", f"{shown} cannot be imported as Python")
+            return None, _fail("import", f"{shown} cannot be imported as Python")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
     except SyntaxError as e:
-        return _fail("syntax", f"{type(e).__name__}: {e.msg}{_where(e, path)}")
+        return None, _fail("syntax", f"{type(e).__name__}: {e.msg}{_where(e, path)}")
     except SystemExit as e:
-        return _fail("exit", _exit_reason(e, f"while {shown} was being imported"))
+        return None, _fail("exit", _exit_reason(e, f"while {shown} was being imported"))
     except MemoryError:
-        return _fail("memory", f"ran out of memory (the limit is {format_bytes(limits.memory_bytes)}) while {shown} "
-                     "was being imported")
+        return None, _fail("memory", f"ran out of memory (the limit is {format_bytes(limits.memory_bytes)}) while "
+                           f"{shown} was being imported")
     except BaseException as e:  # noqa: BLE001 - whatever the file raised, in one line
-        return _fail("import", f"importing {shown} raised {_one_line(e)}{_where(e, path)}")
+        return None, _fail("import", f"importing {shown} raised {_one_line(e)}{_where(e, path)}")
+    return module, None
+
+
+def _module_name(path: str) -> str:
+    return "_chainrule_checked_" + "".join(c if c.isalnum() else "_" for c in
+                                           os.path.splitext(os.path.basename(path))[0])
+
+
+def _run_job(module: Any, job: Job, limits: Limits) -> dict[str, Any]:
+    """Find, bind, call: a dict for the wire, ``{"failure", "reason"}`` when the function could not run."""
+    from .check import capture_call
+
+    path, shown, name = job.path, os.path.basename(job.path), module.__name__
     fn = getattr(module, job.func, None)
     if fn is None:
         have = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
@@ -548,8 +595,72 @@ class _Capture:
             os.close(self.fd)
 
 
-def _serve_one(job: Job, limits: Limits) -> dict[str, Any]:
-    """Fork a child for ``job``, watch it until it ends or runs out of time, and describe what happened."""
+class _Frames:
+    """Frames read off the result pipe as they complete (token, length, payload): the import's
+    outcome, then one reply per job. Anything that is not a well-formed frame stops the reading."""
+
+    def __init__(self, token: bytes) -> None:
+        self.token = token
+        self.pos = 0
+        self.items: list[dict[str, Any]] = []
+        self.bad = False
+
+    def feed(self, data: bytearray) -> None:
+        header = len(self.token) + 8
+        while not self.bad and len(data) - self.pos >= header:
+            if data[self.pos: self.pos + len(self.token)] != self.token:
+                self.bad = True
+                break
+            (n,) = struct.unpack("<Q", data[self.pos + len(self.token): self.pos + header])
+            if len(data) - self.pos - header < n:
+                break
+            body = bytes(data[self.pos + header: self.pos + header + n])
+            self.pos += header + n
+            try:
+                item = unpack(body)
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError, struct.error):
+                item = None
+            self.items.append(item if isinstance(item, dict) else _fail("internal", "the result could not be read"))
+
+
+@dataclass
+class _ChildRun:
+    frames: list[dict[str, Any]]
+    ending: dict[str, Any]        # the failure its exit means, for a job whose frame never came
+    clean: bool                   # exited with status 0 after its last frame, in time, frames well-formed
+    out: _Capture
+    err: _Capture
+
+
+def _serve(jobs: list[Job], limits: Limits) -> dict[str, Any]:
+    """Run ``jobs`` (functions of one file) in a child, and in a fresh child for the rest when one
+    kills the child (a crash, a timeout, an exit): one reply per job, and what the children printed."""
+    start = time.monotonic()
+    replies: list[dict[str, Any]] = []
+    runs: list[_ChildRun] = []
+    while len(replies) < len(jobs):
+        rest = jobs[len(replies):]
+        run = _serve_child(rest, limits)
+        runs.append(run)
+        if not run.frames or "failure" in run.frames[0]:  # the import itself failed: so does every job
+            replies += [run.frames[0] if run.frames else run.ending] * len(rest)
+            break
+        done = run.frames[1:]
+        if len(done) == len(rest) and not run.clean:
+            done = done[:-1]  # a result counts only if the child then left through the runner's own path
+        replies += done
+        if len(replies) < len(jobs):
+            replies.append(run.ending)
+    return {"replies": replies, "seconds": time.monotonic() - start,
+            "stdout": "".join(r.out.data.decode("utf-8", "replace") for r in runs),
+            "stderr": "".join(r.err.data.decode("utf-8", "replace") for r in runs),
+            "stdout_dropped": sum(r.out.dropped for r in runs), "stderr_dropped": sum(r.err.dropped for r in runs)}
+
+
+def _serve_child(jobs: list[Job], limits: Limits) -> _ChildRun:
+    """Fork a child for ``jobs``, watch it until it ends or runs out of time, and collect its frames.
+
+    The wall-clock limit covers the import and the first job, and then each further job on its own."""
     scratch = tempfile.mkdtemp(prefix="chainrule-run-")
     token = secrets.token_bytes(16)
     out_r, out_w = os.pipe()
@@ -561,14 +672,15 @@ def _serve_one(job: Job, limits: Limits) -> dict[str, Any]:
     if pid == 0:  # the child
         for fd in (out_r, err_r, res_r):
             os.close(fd)
-        _child(job, limits, {"out": out_w, "err": err_w, "result": res_w}, token, scratch, base_vm)
+        _child(jobs, limits, {"out": out_w, "err": err_w, "result": res_w}, token, scratch, base_vm)
     for fd in (out_w, err_w, res_w):
         os.close(fd)
     with contextlib.suppress(OSError):
         os.setpgid(pid, pid)
     out = _Capture(out_r, limits.output_bytes)
     err = _Capture(err_r, limits.output_bytes)
-    res = _Capture(res_r, limits.result_bytes + 64)
+    res = _Capture(res_r, (limits.result_bytes + 64) * (len(jobs) + 1))
+    frames = _Frames(token)
     deadline = start + limits.seconds
     status: int | None = None
     timed_out = False
@@ -598,6 +710,11 @@ def _serve_one(job: Job, limits: Limits) -> dict[str, Any]:
             for c in streams:
                 if c.fd in ready:
                     c.read()
+            if res.fd in ready:
+                before = len(frames.items)
+                frames.feed(res.data)
+                if len(frames.items) > max(before, 1):  # a job finished: the next one has its own time
+                    deadline = time.monotonic() + limits.seconds
     finally:
         for c in (out, err, res):
             c.close()
@@ -607,25 +724,23 @@ def _serve_one(job: Job, limits: Limits) -> dict[str, Any]:
             _kill_group(pid)
             _, status = os.waitpid(pid, 0)
         shutil.rmtree(scratch, ignore_errors=True)
-    seconds = time.monotonic() - start
-    reply: dict[str, Any] = {
-        "stdout": out.data.decode("utf-8", "replace"), "stderr": err.data.decode("utf-8", "replace"),
-        "stdout_dropped": out.dropped, "stderr_dropped": err.dropped, "seconds": seconds,
-    }
-    reply.update(_verdict_of_exit(status, timed_out, bytes(res.data), res.dropped, token, limits))
-    return reply
+    frames.feed(res.data)
+    clean = not timed_out and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and not frames.bad \
+        and not res.dropped and frames.pos == len(res.data)
+    ending = _verdict_of_exit(status, timed_out, bool(frames.items), frames.bad or frames.pos != len(res.data),
+                              limits)
+    return _ChildRun(frames.items, ending, clean, out, err)
 
 
-def _verdict_of_exit(status: int, timed_out: bool, data: bytes, dropped: int, token: bytes,
-                     limits: Limits) -> dict[str, Any]:
-    """The run's outcome from the child's exit status and what came through the result pipe."""
-    cpu = limits.cpu_seconds if limits.cpu_seconds is not None else limits.seconds
+def _verdict_of_exit(status: int, timed_out: bool, sent: bool, partial: bool, limits: Limits) -> dict[str, Any]:
+    """Why a job has no result, from the child's exit status (``sent``: it had sent some frames;
+    ``partial``: what it sent last was not a whole frame)."""
     if timed_out:
         return _fail("timeout", f"timed out after {limits.seconds:g} s (an endless loop, or waiting for input?)")
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig == signal.SIGXCPU:
-            return _fail("cpu", f"used more than the CPU time limit of {cpu:g} s")
+            return _fail("cpu", f"used more than the CPU time limit of {_cpu_limit(limits):g} s")
         try:
             name = signal.Signals(sig).name
         except ValueError:
@@ -635,23 +750,11 @@ def _verdict_of_exit(status: int, timed_out: bool, data: bytes, dropped: int, to
                signal.SIGFPE: " (a crash in C code)"}.get(sig, "")
         return _fail("signal", f"killed by {name}{why}")
     code = os.WEXITSTATUS(status)
-    if code != 0:
-        if code == 70 and not data:
-            return _fail("internal", "the runner could not run the code (see its stderr)")
-        return _fail("exit", f"exited with status {code} before returning a result (os._exit?)")
-    header = len(token) + 8
-    if dropped or len(data) < header or data[: len(token)] != token:
-        return _fail("exit", "exited with status 0 before returning a result (os._exit?)")
-    (n,) = struct.unpack("<Q", data[len(token): header])
-    if n != len(data) - header:
-        return _fail("exit", "exited with status 0 before returning a whole result (os._exit?)")
-    try:
-        body = unpack(data[header:])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, struct.error):
-        return _fail("internal", "the result could not be read")
-    if not isinstance(body, dict):
-        return _fail("internal", "the result could not be read")
-    return body
+    if code == 70 and not sent:
+        return _fail("internal", "the runner could not run the code (see its stderr)")
+    if partial:
+        return _fail("exit", f"exited with status {code} before returning a whole result (os._exit?)")
+    return _fail("exit", f"exited with status {code} before returning a result (os._exit?)")
 
 
 def _address_space() -> int:
@@ -690,7 +793,7 @@ def _kill_group(pid: int) -> None:
 
 
 def _stop(signum: int, frame: Any) -> None:
-    raise SystemExit(0)  # unwinds _serve_one, whose ``finally`` kills and reaps the child's group
+    raise SystemExit(0)  # unwinds _serve_child, whose ``finally`` kills and reaps the child's group
 
 
 def _runner_main() -> None:
@@ -713,8 +816,8 @@ def _runner_main() -> None:
             return
         try:
             limits = Limits(**request["limits"])
-            job = Job(**request["job"])
-            reply = _serve_one(job, limits)
+            jobs = [Job(**j) for j in request["jobs"]]
+            reply = _serve(jobs, limits)
         except Exception as e:  # noqa: BLE001 - the runner answers, whatever happened
             reply = _fail("internal", f"the runner failed: {type(e).__name__}: {e}")
         _write_frame(proto_out, pack(reply))
@@ -740,6 +843,7 @@ class Runner:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._home: str | None = None
+        self._closes = 0  # how many times close() was called: a run in flight then fails, never retries
 
     def __enter__(self) -> Runner:
         return self
@@ -764,14 +868,19 @@ class Runner:
         try:
             ready = self._read(time.monotonic() + 60)
         except SandboxError:
-            self.close()
+            self._stop_process()
             raise
         if not (isinstance(ready, dict) and ready.get("ready")):
-            self.close()
+            self._stop_process()
             raise SandboxError("the sandbox runner did not start")
 
     def close(self) -> None:
-        """Stop the runner process."""
+        """Stop the runner process (a run in flight in another thread ends with :class:`SandboxError`,
+        its child killed); a later ``run`` starts a new one."""
+        self._closes += 1
+        self._stop_process()
+
+    def _stop_process(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
             for stream in (proc.stdin, proc.stdout):
@@ -792,9 +901,11 @@ class Runner:
             self._home = None
 
     def _read(self, deadline: float) -> Any:
-        assert self._proc is not None and self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
         try:
+            proc = self._proc
+            if proc is None or proc.stdout is None:
+                raise OSError("the runner was stopped")
+            fd = proc.stdout.fileno()
             (n,) = struct.unpack("<Q", _read_exactly(fd, 8, deadline))
             if n > 4 * self.limits.result_bytes + (8 << 20):
                 raise ValueError("reply too large")
@@ -807,32 +918,58 @@ class Runner:
     def run(self, job: Job, limits: Limits | None = None) -> RunResult:
         """Run ``job`` in a fresh child; returns its :class:`RunResult` (never raises for anything the
         checked code does; :class:`SandboxError` only when the runner itself fails twice)."""
+        return self.run_all([job], limits)[0]
+
+    def run_all(self, jobs: list[Job], limits: Limits | None = None) -> list[RunResult]:
+        """Run several functions of one file (``jobs`` share ``path``), importing the file once: one
+        :class:`RunResult` per job, in order. A job that kills its child (a crash, a timeout, an exit)
+        fails alone: the jobs after it run in a fresh child. The wall-clock limit covers the import
+        and the first job, then each further job; what the children printed is in every result."""
+        if not jobs:
+            return []
+        if len({j.path for j in jobs}) != 1:
+            raise ValueError("run_all runs functions of one file: every job needs the same path")
         limits = limits or self.limits
-        request = pack({"job": dataclasses.asdict(job), "limits": dataclasses.asdict(limits)})
+        request = pack({"jobs": [dataclasses.asdict(j) for j in jobs], "limits": dataclasses.asdict(limits)})
         with self._lock:
+            closes = self._closes
             for attempt in (1, 2):
                 try:
                     self.start()
-                    assert self._proc is not None and self._proc.stdin is not None
-                    self._proc.stdin.write(struct.pack("<Q", len(request)) + request)
-                    self._proc.stdin.flush()
-                    body = self._read(time.monotonic() + limits.seconds + 30)
+                    proc = self._proc
+                    if proc is None or proc.stdin is None:
+                        raise OSError("the runner was stopped")
+                    proc.stdin.write(struct.pack("<Q", len(request)) + request)
+                    proc.stdin.flush()
+                    body = self._read(time.monotonic() + 2 * len(jobs) * limits.seconds + 30)
                     break
-                except (SandboxError, OSError):
-                    self.close()
+                except (SandboxError, OSError, ValueError):  # ValueError: a stream closed under us
+                    self._stop_process()
+                    if self._closes != closes:
+                        raise SandboxError("the runner was closed while the code ran") from None
                     if attempt == 2:
                         raise SandboxError("the sandbox runner failed twice; is the machine out of memory?") \
                             from None
-        return _result_of(body)
+        return _results_of(body, len(jobs))
 
 
-def _result_of(body: Any) -> RunResult:
+def _results_of(body: Any, n: int) -> list[RunResult]:
+    replies = body.get("replies") if isinstance(body, dict) else None
+    if not isinstance(replies, list) or len(replies) != n:
+        if isinstance(body, dict) and "failure" in body:  # the runner itself failed
+            return [_result_of(body, body) for _ in range(n)]
+        return [RunResult(False, kind="internal", reason="the runner's reply could not be read") for _ in range(n)]
+    return [_result_of(r, body) for r in replies]
+
+
+def _result_of(body: Any, shared: dict[str, Any]) -> RunResult:
+    """One job's :class:`RunResult` from its reply, with the output and time of the whole run."""
     if not isinstance(body, dict):
         return RunResult(False, kind="internal", reason="the runner's reply could not be read")
     out = RunResult(ok="failure" not in body, kind=body.get("failure"), reason=body.get("reason"),
-                    stdout=str(body.get("stdout", "")), stderr=str(body.get("stderr", "")),
-                    stdout_dropped=int(body.get("stdout_dropped", 0)),
-                    stderr_dropped=int(body.get("stderr_dropped", 0)), seconds=float(body.get("seconds", 0.0)),
+                    stdout=str(shared.get("stdout", "")), stderr=str(shared.get("stderr", "")),
+                    stdout_dropped=int(shared.get("stdout_dropped", 0)),
+                    stderr_dropped=int(shared.get("stderr_dropped", 0)), seconds=float(shared.get("seconds", 0.0)),
                     order=[str(k) for k in body.get("order", [])])
     for c in body.get("calls", []) if out.ok else []:
         result = c.get("result")

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import data as D
 from . import nn, optim
-from .cli import positive_float
+from .cli import positive_float, positive_int
 from .fileio import OutputPathError, atomic_path, check_writable, memory_budget
 from .tensor import no_grad
 
@@ -207,16 +207,6 @@ def plot_history(history: History, path: str, title: str = "") -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return n
-
-
 def _fraction(text: str, *, closed_low: bool) -> float:
     try:
         x = float(text)
@@ -275,9 +265,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("dataset", nargs="?", choices=["digits"],
                    help="built-in data set: scikit-learn's 8×8 handwritten digits (the default without --data)")
     p.add_argument("--data", metavar="FILE.npz", help="train on your own arrays X and y from an .npz file")
-    p.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"],
+    p.add_argument("--epochs", type=positive_int, default=DEFAULTS["epochs"],
                    help="passes over the training data (default %(default)s)")
-    p.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"],
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULTS["batch_size"],
                    help="samples per gradient step (default %(default)s)")
     p.add_argument("--lr", type=positive_float, default=None,
                    help="learning rate, the worksheet's step_size (default 0.001 for adam/adamw, 0.05 for sgd)")
