@@ -69,8 +69,9 @@ def _out_size(who: str, size: int, k: int, s: int, what: str) -> int:
     return (size - k) // s + 1
 
 
-def _windows(x: Any, kernel: tuple[int, int], stride: tuple[int, int], who: str) -> Any:
-    """The (kh, kw) windows of NCHW ``x`` at ``stride``, as a view of shape (N, C, H', W', kh, kw).
+def _windows(x: Any, kernel: tuple[int, int], stride: tuple[int, int], who: str, order: tuple[int, ...]) -> Any:
+    """The (kh, kw) windows of NCHW ``x`` at ``stride`` as one view, its axes (N, C, H', W', kh, kw)
+    permuted by ``order`` (one transpose).
 
     Windows that tile the image (stride = kernel) are a reshape; others are NumPy's sliding windows,
     sliced with a step for a stride above 1 (whose gradient scatters into the unstrided windows first).
@@ -81,9 +82,13 @@ def _windows(x: Any, kernel: tuple[int, int], stride: tuple[int, int], who: str)
     if (kh, kw) == (sh, sw):
         if (ho * kh, wo * kw) != (h, w):  # the rows and columns no window reaches
             x = x[:, :, :ho * kh, :wo * kw]
-        return F.transpose(F.reshape(x, (n, c, ho, kh, wo, kw)), (0, 1, 2, 4, 3, 5))
+        blocks = F.reshape(x, (n, c, ho, kh, wo, kw))
+        where = (0, 1, 2, 4, 3, 5)  # the axis of blocks holding each of (N, C, H', W', kh, kw)
+        return F.transpose(blocks, tuple(where[a] for a in order))
     win = F.sliding_window_view(x, (kh, kw), axis=(2, 3))
-    return win[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else win
+    if (sh, sw) != (1, 1):
+        win = win[:, :, ::sh, ::sw]
+    return F.transpose(win, order)
 
 
 def _pad_images(x: Any, padding: tuple[int, int], value: float = 0.0) -> Any:
@@ -115,10 +120,10 @@ def conv2d(x: Any, weight: Any, bias: Any = None, stride: Pair = 1, padding: Pai
     ph, pw = _padding(padding, (kh, kw), (sh, sw), "conv2d")
     if bias is not None and np.shape(_data(bias)) != (o,):
         raise ValueError(f"conv2d: bias must have shape ({o},), one per output channel, got {np.shape(_data(bias))}")
-    win = _windows(_pad_images(x, (ph, pw)), (kh, kw), (sh, sw), "conv2d")
-    ho, wo = win.shape[2], win.shape[3]
     # im2col: rows (c, i, j), columns (n, y, x); the reshape is the one copy of the expanded array
-    cols = F.reshape(F.transpose(win, (1, 4, 5, 0, 2, 3)), (c * kh * kw, n * ho * wo))
+    win = _windows(_pad_images(x, (ph, pw)), (kh, kw), (sh, sw), "conv2d", (1, 4, 5, 0, 2, 3))
+    ho, wo = win.shape[4], win.shape[5]
+    cols = F.reshape(win, (c * kh * kw, n * ho * wo))
     out = F.matmul(F.reshape(weight, (o, c * kh * kw)), cols)
     if bias is not None:
         out = F.add(out, F.reshape(bias, (o, 1)))
@@ -155,14 +160,28 @@ def max_pool2d(x: Any, kernel_size: Pair, stride: Pair | None = None, padding: P
     padding is −inf). The gradient goes to the window's largest element; equal largest elements
     share it (a subgradient, as the max gate does everywhere; PyTorch gives it all to one of them)."""
     k, s, p = _pool_args("max_pool2d", x, kernel_size, stride, padding)
-    return F.max(_windows(_pad_images(x, p, -np.inf), k, s, "max_pool2d"), axis=(4, 5))
+    cols, shape = _pool_columns(_pad_images(x, p, -np.inf), k, s, "max_pool2d")
+    return F.reshape(F.max(cols, axis=0), shape)
 
 
 def avg_pool2d(x: Any, kernel_size: Pair, stride: Pair | None = None, padding: Pair = 0) -> Tensor:
     """The mean of each (kh, kw) window of NCHW ``x`` (stride defaults to the kernel size; zero
     padding is counted in the mean, PyTorch's default ``count_include_pad=True``)."""
     k, s, p = _pool_args("avg_pool2d", x, kernel_size, stride, padding)
-    return F.mean(_windows(_pad_images(x, p), k, s, "avg_pool2d"), axis=(4, 5))
+    cols, shape = _pool_columns(_pad_images(x, p), k, s, "avg_pool2d")
+    return F.reshape(F.mean(cols, axis=0), shape)
+
+
+def _pool_columns(x: Any, k: tuple[int, int], s: tuple[int, int], who: str) -> tuple[Tensor, tuple[int, ...]]:
+    """The windows as columns of a (kh·kw, N·C·H'·W') array (one copy), and the pooled output's shape.
+
+    Reducing over the first axis of a contiguous array is an elementwise max or sum of its rows; the
+    same reduction over a view's two trailing window axes (kh, kw) runs NumPy's inner loop two
+    elements at a time, about ten times slower on these sizes.
+    """
+    win = _windows(x, k, s, who, (4, 5, 0, 1, 2, 3))
+    shape = tuple(win.shape[2:])
+    return F.reshape(win, (k[0] * k[1], math.prod(shape))), shape
 
 
 def _normalize(x: Any, axes: tuple[int, ...], eps: float) -> tuple[Tensor, Tensor, Tensor]:
