@@ -6,8 +6,8 @@ PyTorch eager where torch is installed, in one process.
 Each implementation computes the output and the gradients of the input, the weight and the bias
 for the same upstream gradient; they are first checked against each other. Then they are timed
 alternately, several rounds (each round: the fastest of 5 batches of calls, the least disturbed by
-other processes on a shared machine); each round's ratio to the hand-written layer is reported, and
-the medians. The load average is printed before and after.
+other processes on a shared machine), in wall-clock and in CPU time; each round's ratio to the
+hand-written layer is reported, and the medians. The load average is printed before and after.
 
     python bench/bench_conv.py                               # 7 rounds, one BLAS thread
     python bench/bench_conv.py --rounds 15 --cpu 0 --json out.json
@@ -121,20 +121,23 @@ def torch_conv(torch: Any, x: Any, w: Any, b: Any, dout: Any) -> tuple[Any, ...]
     return out, xt.grad, wt.grad, bt.grad
 
 
-def per_call(fn: Callable[[], Any], min_time: float) -> float:
-    """Seconds per call: the fastest of 5 timed batches of calls, each about min_time / 5 long."""
+def per_call(fn: Callable[[], Any], min_time: float) -> tuple[float, float]:
+    """Seconds per call, wall-clock and CPU (this process's, all threads): each the fastest of 5
+    timed batches of calls, each batch about min_time / 5 long. On a machine shared with other
+    work the CPU time is the steadier measure (waiting for a core is not counted in it)."""
     for _ in range(2):
         fn()
     t0 = time.perf_counter()
     fn()
     n = max(1, int(min_time / 5 / max(time.perf_counter() - t0, 1e-6)))
-    best = float("inf")
+    wall = cpu = float("inf")
     for _ in range(5):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n):
             fn()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best
+        wall = min(wall, (time.perf_counter() - t0) / n)
+        cpu = min(cpu, (time.process_time() - c0) / n)
+    return wall, cpu
 
 
 def load() -> str:
@@ -192,26 +195,34 @@ def main() -> int:
             return 1
 
     print(f"before: {load()}")
-    times: dict[str, list[float]] = {name: [] for name in impls}
+    times: dict[str, dict[str, list[float]]] = {clock: {name: [] for name in impls} for clock in ("wall", "cpu")}
     for r in range(args.rounds):
         for name, fn in impls.items():
-            times[name].append(per_call(fn, args.min_time))
-        print(f"round {r + 1}: " + "  ".join(f"{n} {t[-1] * 1e3:.2f} ms" for n, t in times.items()), flush=True)
+            wall, cpu = per_call(fn, args.min_time)
+            times["wall"][name].append(wall)
+            times["cpu"][name].append(cpu)
+        last = [f"{n} {times['wall'][n][-1] * 1e3:.2f} ms (cpu {times['cpu'][n][-1] * 1e3:.2f})" for n in impls]
+        print(f"round {r + 1}: " + "  ".join(last), flush=True)
     print(f"after: {load()}")
-    med = {name: statistics.median(t) for name, t in times.items()}
-    ratios = {name: [a / b for a, b in zip(times[name], times["numpy"])] for name in impls if name != "numpy"}
+    ratios = {clock: {name: [a / b for a, b in zip(ts[name], ts["numpy"])] for name in impls if name != "numpy"}
+              for clock, ts in times.items()}
     print(f"\nConv2d {C_IN}→{C_OUT}, {K}×{K}, padding {PAD}, batch {N}, {SIZE}×{SIZE}, float32, forward+backward, "
-          f"median of {args.rounds} rounds: " + ", ".join(f"{n} {m * 1e3:.2f} ms" for n, m in med.items()))
-    print("ratio to the hand-written NumPy layer (per round): " + "; ".join(
-        f"{n} median {statistics.median(rs):.3f} (min {min(rs):.3f}, max {max(rs):.3f})" for n, rs in ratios.items()))
+          f"{args.threads or 'default'} thread(s), median of {args.rounds} rounds:")
+    for clock in ("wall", "cpu"):
+        print(f"  {clock:4s} time: " + ", ".join(f"{n} {statistics.median(t) * 1e3:.2f} ms"
+                                                for n, t in times[clock].items()))
+        print(f"  {clock:4s} ratio to the hand-written NumPy layer, per round: " + "; ".join(
+            f"{n} median {statistics.median(rs):.3f} (min {min(rs):.3f}, max {max(rs):.3f})"
+            for n, rs in ratios[clock].items()))
 
     if args.profile:
         profile(layer, x, w, b, dout, cr, np)
     if args.json:
         atomic_write(args.json, json.dumps({
             "benchmark": f"conv2d {C_IN}->{C_OUT} k{K} pad{PAD} batch {N} {SIZE}x{SIZE} float32 forward+backward",
-            **{f"{n}_ms": [t * 1e3 for t in ts] for n, ts in times.items()},
-            **{f"{n}_ratio_median": statistics.median(rs) for n, rs in ratios.items()},
+            **{f"{n}_{clock}_ms": [t * 1e3 for t in ts] for clock in times for n, ts in times[clock].items()},
+            **{f"{n}_{clock}_ratio_median": statistics.median(rs) for clock in ratios
+               for n, rs in ratios[clock].items()},
             "threads": args.threads, "load_after": os.getloadavg(), "numpy": np.__version__,
             "torch": getattr(torch, "__version__", None), "chainrule": cr.__version__,
         }, indent=2))

@@ -1,4 +1,4 @@
-"""cr.nn's convolution, pooling and normalization layers: forwards against naive loops written here,
+"""cr.nn's convolution, pooling and normalization layers: forwards against naive loops (conftest's),
 gradients against central differences (conftest's own, not chainrule's), BatchNorm's train/eval
 behaviour and running statistics, saving and loading buffers, and the layers' error messages."""
 
@@ -8,41 +8,10 @@ import math
 
 import numpy as np
 import pytest
-from conftest import numeric_grad
+from conftest import naive_conv2d, naive_pool2d, numeric_grad, overfit
 
 import chainrule as cr
 from chainrule import nn
-
-# ---- naive references: one output element at a time --------------------------------------------
-
-
-def conv_loops(x, w, b, stride, padding):
-    (sh, sw), (ph, pw) = stride, padding
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
-    xp[:, :, ph:ph + h, pw:pw + wd] = x
-    ho, wo = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
-    out = np.zeros((n, o, ho, wo))
-    for i in range(n):
-        for f in range(o):
-            for y in range(ho):
-                for z in range(wo):
-                    patch = xp[i, :, y * sh:y * sh + kh, z * sw:z * sw + kw]
-                    out[i, f, y, z] = np.sum(patch * w[f]) + (0.0 if b is None else b[f])
-    return out
-
-
-def pool_loops(x, k, s, p, reduce, fill):
-    n, c, h, w = x.shape
-    xp = np.full((n, c, h + 2 * p[0], w + 2 * p[1]), fill)
-    xp[:, :, p[0]:p[0] + h, p[1]:p[1] + w] = x
-    ho, wo = (xp.shape[2] - k[0]) // s[0] + 1, (xp.shape[3] - k[1]) // s[1] + 1
-    out = np.zeros((n, c, ho, wo))
-    for y in range(ho):
-        for z in range(wo):
-            out[:, :, y, z] = reduce(xp[:, :, y * s[0]:y * s[0] + k[0], z * s[1]:z * s[1] + k[1]], axis=(2, 3))
-    return out
 
 
 def grads_match(f, args, seed=0, rtol=1e-6, atol=1e-8):
@@ -79,9 +48,9 @@ def test_conv2d_forward_matches_loops(rng, xs, ws, stride, padding):
     w = rng.standard_normal((ws[0], xs[1], ws[1], ws[2]))
     b = rng.standard_normal(ws[0])
     out = nn.conv2d(x, w, b, stride=stride, padding=padding)
-    np.testing.assert_allclose(out.data, conv_loops(x, w, b, stride, padding), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out.data, naive_conv2d(x, w, b, stride, padding), rtol=1e-12, atol=1e-12)
     no_bias = nn.conv2d(x, w, stride=stride, padding=padding)
-    np.testing.assert_allclose(no_bias.data, conv_loops(x, w, None, stride, padding), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(no_bias.data, naive_conv2d(x, w, None, stride, padding), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("xs, ws, stride, padding", CONV_CASES)
@@ -109,7 +78,7 @@ def test_conv2d_module(rng):
     x = rng.standard_normal((2, 3, 6, 6))
     out = layer(x)
     assert out.shape == (2, 5, 6, 6)
-    np.testing.assert_allclose(out.data, conv_loops(x, layer.weight.data, layer.bias.data, (1, 1), (1, 1)))
+    np.testing.assert_allclose(out.data, naive_conv2d(x, layer.weight.data, layer.bias.data, (1, 1), (1, 1)))
     loss = cr.sum(out * rng.standard_normal(out.shape))
     loss.backward()
     assert layer.weight.grad.shape == layer.weight.shape and layer.bias.grad.shape == (5,)
@@ -166,7 +135,7 @@ POOL_CASES = [  # (N, C, H, W), kernel, stride, padding
 def test_max_pool_matches_loops_and_gradchecks(rng, xs, k, s, p):
     x = rng.standard_normal(xs)  # distinct values: no ties, so the gradient is unique
     out = nn.max_pool2d(x, k, s, p)
-    np.testing.assert_allclose(out.data, pool_loops(x, k, s, p, np.max, -np.inf))
+    np.testing.assert_allclose(out.data, naive_pool2d(x, k, s, p, np.max, -np.inf))
     grads_match(lambda x: nn.max_pool2d(x, k, s, p), [x])
     assert nn.MaxPool2d(k, s, p)(x).shape == out.shape
 
@@ -175,7 +144,7 @@ def test_max_pool_matches_loops_and_gradchecks(rng, xs, k, s, p):
 def test_avg_pool_matches_loops_and_gradchecks(rng, xs, k, s, p):
     x = rng.standard_normal(xs)
     out = nn.avg_pool2d(x, k, s, p)
-    np.testing.assert_allclose(out.data, pool_loops(x, k, s, p, np.mean, 0.0))
+    np.testing.assert_allclose(out.data, naive_pool2d(x, k, s, p, np.mean, 0.0))
     grads_match(lambda x: nn.avg_pool2d(x, k, s, p), [x])
     assert nn.AvgPool2d(k, s, p)(x).shape == out.shape
 
@@ -358,12 +327,7 @@ def test_a_small_cnn_learns_a_batch(rng):
                           nn.LayerNorm(32), nn.Linear(32, 3, rng=3))
     x = rng.standard_normal((16, 1, 8, 8)).astype(np.float32)
     y = rng.integers(0, 3, 16)
-    opt = cr.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(60):
-        loss = nn.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    loss = overfit(model, x, y, lr=0.02, steps=60)
     model.eval()
     assert float(loss.item()) < 0.1
     assert (model(x).data.argmax(axis=1) == y).mean() == 1.0
