@@ -184,12 +184,14 @@ def _pool_columns(x: Any, k: tuple[int, int], s: tuple[int, int], who: str) -> t
     return F.reshape(win, (k[0] * k[1], math.prod(shape))), shape
 
 
-def _normalize(x: Any, axes: tuple[int, ...], eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(x − mean) / √(var + eps) over ``axes``, with the mean and the (biased) variance it used."""
+def _normalize(x: Any, axes: tuple[int, ...], eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """x − mean and 1/√(var + eps) over ``axes`` (kept as axes of length 1), and the mean and the
+    (biased) variance. Their product is the normalized x; the caller multiplies the small 1/√ by
+    a per-channel weight first where it can, saving a pass over the whole array."""
     mean = F.mean(x, axis=axes, keepdims=True)
     centred = F.subtract(x, mean)
     var = F.mean(F.square(centred), axis=axes, keepdims=True)
-    return F.divide(centred, F.sqrt(F.add(var, eps))), mean, var
+    return centred, F.divide(1.0, F.sqrt(F.add(var, eps))), mean, var
 
 
 def batch_norm(x: Any, running_mean: np.ndarray | None, running_var: np.ndarray | None, weight: Any = None,
@@ -218,7 +220,7 @@ def batch_norm(x: Any, running_mean: np.ndarray | None, running_var: np.ndarray 
         if count < 2:
             raise ValueError(f"batch_norm: training needs more than one value per channel to estimate the variance, "
                              f"got input of shape {shape} (use eval() to normalize with the running statistics)")
-        y, mean, var = _normalize(x, axes, eps)
+        centred, inv_std, mean, var = _normalize(x, axes, eps)
         if running_mean is not None and running_var is not None:
             if num_batches_tracked is not None:
                 num_batches_tracked += 1  # a 0-d array, counted in place like the statistics
@@ -233,13 +235,12 @@ def batch_norm(x: Any, running_mean: np.ndarray | None, running_var: np.ndarray 
     else:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: evaluation mode needs the running statistics (or training=True)")
-        scale = 1.0 / np.sqrt(running_var.reshape(per_channel) + eps)
-        y = F.multiply(F.subtract(x, running_mean.reshape(per_channel)), scale.astype(running_var.dtype))
-    if weight is not None:
-        y = F.multiply(y, F.reshape(weight, per_channel))
-    if bias is not None:
-        y = F.add(y, F.reshape(bias, per_channel))
-    return y
+        centred = F.subtract(x, running_mean.reshape(per_channel))
+        inv_std = (1.0 / np.sqrt(running_var.reshape(per_channel) + eps)).astype(running_var.dtype)
+    # weight · (x − mean) / √(var + eps) + bias, the per-channel factors multiplied together first
+    scale = inv_std if weight is None else F.multiply(inv_std, F.reshape(weight, per_channel))
+    y = F.multiply(centred, scale)
+    return y if bias is None else F.add(y, F.reshape(bias, per_channel))
 
 
 def layer_norm(x: Any, normalized_shape: int | Sequence[int], weight: Any = None, bias: Any = None,
@@ -251,7 +252,8 @@ def layer_norm(x: Any, normalized_shape: int | Sequence[int], weight: Any = None
     d = len(norm)
     if d == 0 or tuple(shape[len(shape) - d:]) != norm or len(shape) < d:
         raise ValueError(f"layer_norm: the input's last axes must have shape {norm}, got input of shape {shape}")
-    y, _, _ = _normalize(x, tuple(range(len(shape) - d, len(shape))), eps)
+    centred, inv_std, _, _ = _normalize(x, tuple(range(len(shape) - d, len(shape))), eps)
+    y = F.multiply(centred, inv_std)  # one factor per sample: the weight (per feature) is applied apart
     if weight is not None:
         y = F.multiply(y, weight)
     if bias is not None:

@@ -100,7 +100,8 @@ class Module:
     ``__init__`` and compute the output in ``forward``; ``model(x)`` calls ``forward(x)``.
 
     Parameters are found by walking the attributes in the order they were set (nested modules,
-    and lists or tuples of modules, included), which names them like ``"0.weight"``.
+    and lists or tuples of modules, included), which names them like ``"0.weight"``. State that is
+    not learned (BatchNorm's running statistics) is registered with :meth:`register_buffer`.
     """
 
     training: bool

@@ -97,7 +97,8 @@ def build_cnn(image_shape: Sequence[int], n_out: int, channels: Sequence[int] = 
     layers: list[nn.Module] = []
     for stage, width in enumerate(channels):
         for _ in range(2 if stage == 0 else 1):  # two convolutions before the first pooling see more context
-            layers += [nn.Conv2d(c, width, 3, padding=1, init=init, rng=g), nn.BatchNorm2d(width),
+            # no bias: the batch normalization after it subtracts any constant again
+            layers += [nn.Conv2d(c, width, 3, padding=1, bias=False, init=init, rng=g), nn.BatchNorm2d(width),
                        _ACTIVATIONS[activation]()]
             c = width
         if h >= 2 and w >= 2:
