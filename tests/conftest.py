@@ -60,3 +60,51 @@ def gates_in_graph(t: Any) -> set[str]:
             names.add(node._gate.name)
             stack.extend(node._parents or ())
     return names
+
+
+def naive_conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: tuple[int, int] = (1, 1),
+                 padding: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """2-D convolution (cross-correlation) of NCHW ``x`` with ``w`` (F, C, kh, kw), one output element
+    at a time: the reference a vectorised layer is checked against."""
+    (sh, sw), (ph, pw) = stride, padding
+    n, c, h, wd = x.shape
+    f, _, kh, kw = w.shape
+    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    xp[:, :, ph:ph + h, pw:pw + wd] = x
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
+    out = np.zeros((n, f, ho, wo))
+    for i in range(n):
+        for o in range(f):
+            for y in range(ho):
+                for z in range(wo):
+                    patch = xp[i, :, y * sh:y * sh + kh, z * sw:z * sw + kw]
+                    out[i, o, y, z] = np.sum(patch * w[o]) + (0.0 if b is None else b[o])
+    return out
+
+
+def naive_pool2d(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int] = (0, 0),
+                 reduce: Callable[..., Any] = np.max, fill: float = -np.inf) -> np.ndarray:
+    """Pooling of NCHW ``x`` window by window with ``reduce`` (np.max, np.mean), padding with ``fill``."""
+    n, c, h, w = x.shape
+    xp = np.full((n, c, h + 2 * padding[0], w + 2 * padding[1]), fill)
+    xp[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w] = x
+    ho, wo = (xp.shape[2] - kernel[0]) // stride[0] + 1, (xp.shape[3] - kernel[1]) // stride[1] + 1
+    out = np.zeros((n, c, ho, wo))
+    for y in range(ho):
+        for z in range(wo):
+            window = xp[:, :, y * stride[0]:y * stride[0] + kernel[0], z * stride[1]:z * stride[1] + kernel[1]]
+            out[:, :, y, z] = reduce(window, axis=(2, 3))
+    return out
+
+
+def overfit(model: Any, X: Any, y: Any, lr: float, steps: int) -> Any:
+    """Adam on one batch for ``steps`` steps (the loop every user writes); returns the last loss."""
+    import chainrule as cr
+
+    opt = cr.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = cr.nn.cross_entropy(model(X), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import numeric_grad
+from conftest import naive_conv2d, naive_pool2d, numeric_grad
 
 import chainrule as cr
 
@@ -121,28 +121,11 @@ def two_layer_convnet_loss(x, w1, b1, w2, b2, y):
 
 
 def naive_conv(x, w, b, pad=1, stride=1):
-    N, C, H, W = x.shape
-    F, _, HH, WW = w.shape
-    xp = np.zeros((N, C, H + 2 * pad, W + 2 * pad))
-    xp[:, :, pad:pad + H, pad:pad + W] = x
-    Ho, Wo = (H + 2 * pad - HH) // stride + 1, (W + 2 * pad - WW) // stride + 1
-    out = np.zeros((N, F, Ho, Wo))
-    for n in range(N):
-        for f in range(F):
-            for i in range(Ho):
-                for j in range(Wo):
-                    patch = xp[n, :, i * stride:i * stride + HH, j * stride:j * stride + WW]
-                    out[n, f, i, j] = np.sum(patch * w[f]) + b[f]
-    return out
+    return naive_conv2d(x, w, b, (stride, stride), (pad, pad))
 
 
 def naive_max_pool(x, pool=2, stride=2):
-    N, C, H, W = x.shape
-    out = np.zeros((N, C, (H - pool) // stride + 1, (W - pool) // stride + 1))
-    for i in range(out.shape[2]):
-        for j in range(out.shape[3]):
-            out[:, :, i, j] = x[:, :, i * stride:i * stride + pool, j * stride:j * stride + pool].max(axis=(2, 3))
-    return out
+    return naive_pool2d(x, (pool, pool), (stride, stride))
 
 
 def check_layer(f: Callable[..., Any], *args: np.ndarray, expected: Any = None) -> None:

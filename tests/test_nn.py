@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import numeric_grad
+from conftest import numeric_grad, overfit
 
 import chainrule as cr
 from chainrule import nn
@@ -310,12 +310,7 @@ def test_overfits_a_tiny_batch():
     X = rng.standard_normal((8, 5)).astype(np.float32)
     y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
     model = nn.Sequential(nn.Linear(5, 32, rng=1), nn.ReLU(), nn.Linear(32, 3, rng=2))
-    opt = cr.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(300):
-        loss = nn.cross_entropy(model(X), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    loss = overfit(model, X, y, lr=0.01, steps=300)
     assert loss.item() < 1e-3
     assert np.array_equal(model(X).data.argmax(axis=1), y)
     assert all(p.dtype == np.float32 and p.grad.dtype == np.float32 for p in model.parameters())

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chainrule import nn
+from chainrule import nn, train
 from chainrule.cli import main
-from chainrule.train import build_mlp
+from chainrule.train import TrainError, _check_cnn_size, build_cnn, build_mlp, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,3 +136,88 @@ def test_worked_example_runs(capsys):
     assert accuracy >= 0.95
     assert "final test accuracy" in capsys.readouterr().out
     assert isinstance(example["cr"].nn.Linear(2, 2), nn.Module)
+
+
+# ---- the convolutional network -------------------------------------------------------------------
+
+
+@pytest.mark.slow  # about 15 s of CPU: CI runs it (deselect locally with -m "not slow")
+def test_digits_cnn_with_default_settings_reaches_98_5_percent(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    saved = tmp_path / "cnn.npz"
+    code = main(["train", "digits", "--model", "cnn", "--no-progress", "--save", str(saved)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert accuracy_of(out) >= 0.985, out
+    assert "CNN 1×8×8 → channels 32,64 → 10" in out and "(cosine decay)" in out and "20 epochs" in out
+    # the printed rebuild call makes a model that loads the file and scores the same
+    assert "chainrule.train.build_cnn((1, 8, 8), 10, channels=(32, 64), dropout=0.3)" in out
+    model = build_cnn((1, 8, 8), 10, channels=(32, 64), dropout=0.3).load(saved).eval()
+    from chainrule import data as D
+
+    X, y = D.load_digits()
+    X_train, X_test, _, y_test = D.train_test_split(X, y, test_size=0.2, seed=np.random.default_rng(0))
+    _, X_test = D.standardize(X_train, X_test)
+    scores = model(X_test.reshape(-1, 1, 8, 8)).data
+    assert (scores.argmax(axis=1) == y_test).mean() == pytest.approx(accuracy_of(out), abs=1e-4)
+
+
+def squares(n_per_class=30, size=6, seed=0):
+    """Images whose class is the quadrant holding a bright 2×2 square: a CNN gets them all right."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 0.1, (4 * n_per_class, size, size))
+    y = np.repeat(np.arange(4), n_per_class)
+    for i, c in enumerate(y):
+        r0, c0 = (c // 2) * (size // 2), (c % 2) * (size // 2)
+        r, q = r0 + rng.integers(0, size // 2 - 1), c0 + rng.integers(0, size // 2 - 1)
+        X[i, r:r + 2, q:q + 2] += 1.0
+    return X, y
+
+
+@pytest.mark.parametrize("layout", ["images", "channels", "rows"])
+def test_cnn_on_own_images(tmp_path, capsys, layout):
+    X, y = squares()
+    X = {"images": X, "channels": X[:, None], "rows": X.reshape(len(X), -1)}[layout]
+    np.savez(tmp_path / "sq.npz", X=X, y=y)
+    code = main(["train", "--data", str(tmp_path / "sq.npz"), "--model", "cnn", "--channels", "4", "--epochs", "8",
+                 "--lr", "0.02", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "1×6×6 images" in out and "CNN 1×6×6 → channels 4 → 4" in out
+    assert accuracy_of(out) == 1.0, out
+
+
+def test_cnn_usage_errors(tmp_path, capsys):
+    X, y = blobs()  # 5 features: not an image
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    assert main(["train", "--data", str(tmp_path / "d.npz"), "--model", "cnn", "--no-progress"]) == 2
+    assert "--model cnn needs images" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "d.npz"), "--channels", "8", "--no-progress"]) == 2
+    assert "--channels sets the convolution stages of --model cnn" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "cnn", "--channels", "8,y"])
+    assert "channel counts" in capsys.readouterr().err
+    with pytest.raises(TrainError, match=r"a CNN with channels 32,64 on 3×4096×4096 images has .* GiB to train"):
+        _check_cnn_size((3, 4096, 4096), (32, 64), (), 10, 64, "big")  # im2col columns of 1024 such images
+
+
+def test_cnn_too_large_for_memory_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    X, y = squares()
+    np.savez(tmp_path / "sq.npz", X=X, y=y)
+    monkeypatch.setattr(train, "memory_budget", lambda: 2**20)  # a machine with 2 MiB to spare
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("trained a network that does not fit"))
+    assert main(["train", "--data", str(tmp_path / "sq.npz"), "--model", "cnn", "--no-progress"]) == 2
+    assert "GiB to train; the limit is 0.0 GiB" in capsys.readouterr().err
+
+
+def test_cosine_schedule_decays_and_restores_the_learning_rate():
+    X, y = blobs()
+    model = build_mlp(5, (8,), 3, rng=0)
+    opt = __import__("chainrule").optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+    fit(model, opt, X, y, X, y, epochs=4, batch_size=32, seed=0, schedule="cosine",
+        on_epoch=lambda epoch, h: seen.append(opt.lr))
+    np.testing.assert_allclose(seen, [0.1 * 0.5 * (1 + np.cos(np.pi * e / 4)) for e in range(4)])
+    assert opt.lr == 0.1
+    with pytest.raises(ValueError, match="schedule must be one of constant, cosine"):
+        fit(model, opt, X, y, X, y, epochs=1, batch_size=32, schedule="step")

@@ -185,9 +185,10 @@ def one_hot(labels: Any, num_classes: int | None = None, dtype: Any = np.float32
     return out
 
 
-def check_classification_data(X: Any, y: Any, where: str = "data") -> tuple[np.ndarray, np.ndarray]:
-    """``X`` as float32 rows (images are flattened) and ``y`` as int64 class labels 0..k−1, or a
-    :class:`DataError` saying what is wrong with them."""
+def check_classification_data(X: Any, y: Any, where: str = "data", flatten: bool = True
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """``X`` as float32 rows (images are flattened unless ``flatten=False``) and ``y`` as int64 class
+    labels 0..k−1, or a :class:`DataError` saying what is wrong with them."""
     X, y = np.asarray(X), np.asarray(y)
     if X.dtype.kind not in "biuf":
         raise DataError(f"{where}: X must hold numbers, got dtype {X.dtype}")
@@ -199,7 +200,7 @@ def check_classification_data(X: Any, y: Any, where: str = "data") -> tuple[np.n
         raise DataError(f"{where}: X has {len(X)} rows but y has {len(y)} labels; they must match")
     if len(X) < 2:
         raise DataError(f"{where}: need at least 2 samples, got {len(X)}")
-    X = X.reshape(len(X), -1).astype(np.float32)
+    X = (X.reshape(len(X), -1) if flatten else X).astype(np.float32)
     if not np.all(np.isfinite(X)):
         raise DataError(f"{where}: X contains NaN or infinite values")
     if y.dtype.kind == "f":
@@ -220,10 +221,11 @@ def check_classification_data(X: Any, y: Any, where: str = "data") -> tuple[np.n
     return X, y
 
 
-def load_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+def load_npz(path: str | os.PathLike[str], flatten: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Read a classification data set saved with ``np.savez(path, X=..., y=...)``, checked: an
     empty, truncated or corrupt file, or one whose arrays would not fit in memory (sizes read from
-    the arrays' headers before anything is allocated), is a :class:`DataError` saying so."""
+    the arrays' headers before anything is allocated), is a :class:`DataError` saying so. Each
+    sample of ``X`` becomes one row unless ``flatten=False`` (images kept as images)."""
     name = os.fspath(path)
     try:
         arrays = read_npz(name, names=("X", "y"))
@@ -238,7 +240,7 @@ def load_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
             have = []
         raise DataError(f"{name}: needs arrays named X and y (np.savez(file, X=X, y=y)); it has "
                         f"{', '.join(have) or 'no arrays'}")
-    return check_classification_data(arrays["X"], arrays["y"], where=name)
+    return check_classification_data(arrays["X"], arrays["y"], where=name, flatten=flatten)
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:

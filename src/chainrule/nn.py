@@ -11,6 +11,8 @@ applies the worksheet's update ``w -= step_size * w.grad`` in place.
 ['0.weight', '0.bias', '2.weight', '2.bias']
 
 Nothing here reaches into the engine's internals: layers are compositions of ``cr.*`` functions.
+Convolution, pooling and normalization layers (``Conv2d``, ``MaxPool2d``, ``BatchNorm2d``, ...) are
+in :mod:`chainrule.layers` and reachable from here.
 """
 
 from __future__ import annotations
@@ -26,10 +28,27 @@ from . import functions as F
 from .fileio import NpzError, atomic_open, read_npz
 from .tensor import Tensor
 
+# convolution, pooling and normalization layers live in chainrule.layers and are loaded on first use
+_LAYERS = ("Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Flatten",
+           "conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "layer_norm")
+
 __all__ = [
     "Module", "Parameter", "Linear", "Sequential", "ReLU", "Sigmoid", "Tanh", "Dropout",
-    "cross_entropy", "mse_loss", "svm_loss", "manual_seed",
+    "cross_entropy", "mse_loss", "svm_loss", "manual_seed", "init_weight", *_LAYERS,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # chainrule.layers builds on Module and Parameter below, so it is imported after this module, lazily
+    if name in _LAYERS:
+        from . import layers
+
+        return getattr(layers, name)
+    raise AttributeError(f"module 'chainrule.nn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAYERS))
 
 _rng = np.random.default_rng()
 
@@ -81,7 +100,8 @@ class Module:
     ``__init__`` and compute the output in ``forward``; ``model(x)`` calls ``forward(x)``.
 
     Parameters are found by walking the attributes in the order they were set (nested modules,
-    and lists or tuples of modules, included), which names them like ``"0.weight"``.
+    and lists or tuples of modules, included), which names them like ``"0.weight"``. State that is
+    not learned (BatchNorm's running statistics) is registered with :meth:`register_buffer`.
     """
 
     training: bool
@@ -145,6 +165,26 @@ class Module:
         walk(f"{prefix}." if prefix else "", self)
         return iter(out)
 
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """This module (named ``prefix``) and every module below it, with dotted names (``"0"``, ``"1.conv"``)."""
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def register_buffer(self, name: str, value: Any) -> None:
+        """Keep an array that is part of the module's state but not learned (BatchNorm's running
+        statistics): saved and loaded with the parameters, updated in place, never given to an optimizer."""
+        setattr(self, name, np.asarray(value))
+        names = self.__dict__.setdefault("_buffer_names", [])
+        if name not in names:
+            names.append(name)
+
+    def named_buffers(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Every buffer with its dotted name (``"1.running_mean"``), in definition order."""
+        for path, module in self.named_modules():
+            for name in module.__dict__.get("_buffer_names", ()):
+                yield (f"{path}.{name}" if path else name), getattr(module, name)
+
     def parameters(self) -> Iterator[Parameter]:
         """Every parameter (what an optimizer updates)."""
         for _, p in self.named_parameters():
@@ -160,29 +200,36 @@ class Module:
             p.grad = None
 
     def train(self, mode: bool = True) -> Module:
-        """Training mode (dropout active) for this module and all below it; returns self."""
+        """Training mode for this module and all below it (dropout active, batch normalization with the
+        batch's statistics, updating the running ones); returns self."""
         for m in self.modules():
             m.training = mode
         return self
 
     def eval(self) -> Module:
-        """Evaluation mode (dropout off); returns self."""
+        """Evaluation mode (dropout off, batch normalization with the running statistics); returns self."""
         return self.train(False)
 
     # ---- saving and loading ------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        """A copy of every parameter's values by name, e.g. ``{"0.weight": array, ...}``."""
-        return {name: np.array(p.data, copy=True) for name, p in self.named_parameters()}
+        """A copy of every parameter's and buffer's values by name, e.g. ``{"0.weight": array, ...}``."""
+        return {name: np.array(value, copy=True) for name, value in self._state_arrays().items()}
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays that make up the state, by name: the parameters' data, then the buffers."""
+        state = {name: p.data for name, p in self.named_parameters()}
+        state.update(self.named_buffers())
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, allow_nonfinite: bool = False) -> Module:
-        """Copy values from ``state`` into the parameters (in place, so optimizers keep working).
+        """Copy values from ``state`` into the parameters and buffers (in place, so optimizers keep working).
 
         With ``strict`` the names must match exactly; shapes must always match. Values that are NaN
         or infinite, or that do not fit the parameter's dtype (a float64 1e39 into a float32 weight
         would become inf), are refused with a ValueError naming the parameter, since a model
         loaded with them answers NaN silently; ``allow_nonfinite=True`` loads them anyway.
         """
-        params = dict(self.named_parameters())
+        params = self._state_arrays()
         missing = [k for k in params if k not in state]
         unexpected = [k for k in state if k not in params]
         if strict and (missing or unexpected):
@@ -209,11 +256,11 @@ class Module:
                 _check_finite(name, value, cast, p.dtype)
             checked[name] = cast
         for name, cast in checked.items():
-            params[name].data[...] = cast
+            params[name][...] = cast
         return self
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the parameters to a NumPy ``.npz`` file (names as keys; ``.npz`` is added to a name
+        """Write the parameters and buffers to a NumPy ``.npz`` file (names as keys; ``.npz`` is added to a name
         without it). The file is replaced atomically: a failed save leaves the previous file whole."""
         target = os.fspath(path)
         if not target.endswith(".npz"):
@@ -256,6 +303,23 @@ class Module:
 _INITS = ("he", "xavier", "lecun", "uniform")
 
 
+def init_weight(who: str, init: str, shape: tuple[int, ...], fan_in: int, fan_out: int,
+                rng: np.random.Generator) -> np.ndarray:
+    """Initial weights of ``shape``: "he" (normal, std √(2/fan_in): Kaiming, for ReLU networks),
+    "lecun" (normal, std √(1/fan_in)), "xavier" (uniform ±√(6/(fan_in+fan_out)), for tanh/sigmoid) or
+    "uniform" (±1/√fan_in, PyTorch's default). ``fan_in`` counts the inputs of one output unit."""
+    if init == "he":
+        return rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)
+    if init == "lecun":
+        return rng.standard_normal(shape) * math.sqrt(1.0 / fan_in)
+    if init == "xavier":
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, shape)
+    if init == "uniform":
+        return rng.uniform(-1, 1, shape) / math.sqrt(fan_in)
+    raise ValueError(f"{who}: init must be one of {', '.join(_INITS)}, not {init!r}")
+
+
 class Linear(Module):
     """Affine layer ``y = x @ weight + bias`` with ``weight`` of shape (in_features, out_features).
 
@@ -271,20 +335,9 @@ class Linear(Module):
         for what, n in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
                 raise ValueError(f"Linear: {what} must be a positive integer, not {n!r}")
-        if init not in _INITS:
-            raise ValueError(f"Linear: init must be one of {', '.join(_INITS)}, not {init!r}")
         self.in_features, self.out_features, self.init = int(in_features), int(out_features), init
         g = _generator(rng)
-        shape = (self.in_features, self.out_features)
-        if init == "he":
-            w = g.standard_normal(shape) * math.sqrt(2.0 / in_features)
-        elif init == "lecun":
-            w = g.standard_normal(shape) * math.sqrt(1.0 / in_features)
-        elif init == "xavier":
-            limit = math.sqrt(6.0 / (in_features + out_features))
-            w = g.uniform(-limit, limit, shape)
-        else:
-            w = g.uniform(-1, 1, shape) / math.sqrt(in_features)
+        w = init_weight("Linear", init, (self.in_features, self.out_features), self.in_features, self.out_features, g)
         self.weight = Parameter(w, dtype=dtype)
         if bias:
             b = g.uniform(-1, 1, out_features) / math.sqrt(in_features) if init == "uniform" else \
