@@ -92,14 +92,15 @@ def gate_symbol(node: Node) -> str:
     infix = re.fullmatch(r"\{0\} (\S+) \{1\}", fmt)
     if infix:
         return {"*": "×", "-": "−", "/": "÷"}.get(infix.group(1), infix.group(1))
-    call = re.fullmatch(r"([^\s{}()]+)\((?:\{\d\}(?:, \{\d\})*|…)\)", fmt)
+    call = re.fullmatch(r"([^\s{}()\[\]]+)\(.*\)", fmt)  # a call, whatever its operands and params
     if call:
         return call.group(1)
     if fmt == "-{0}":
         return "neg"
-    if fmt == "{0}":
-        return "="  # identity (a gradient passed on unchanged): not an "x" to be read as ×
-    return fmt.replace("{0}", "x").replace("{1}", "y").replace("{2}", "z").replace(" ", "")
+    if fmt in ("{0}", "{2}"):
+        return "="  # identity, guard (a value passed on): not an "x" to be read as ×
+    text = fmt.replace("{0}", "x").replace("{1}", "y").replace("{2}", "z").replace(" ", "")
+    return re.sub(r"\{(\w+)\}", "…", text)  # params (x[{index}]) are in the node's tooltip
 
 
 def _dot_str(s: str) -> str:

@@ -51,7 +51,7 @@ class Gate:
     __slots__ = (
         "name", "forward", "explain", "fmt", "local", "vjp", "expand", "kind", "differentiable", "fn",
         "np_name", "local_const", "params", "arity", "shape_rule", "code", "helper", "view", "numpy",
-        "method", "call", "order", "boolean", "jvp", "linear",
+        "method", "call", "order", "boolean", "jvp", "linear", "local_widens",
     )
 
     def __init__(
@@ -119,6 +119,9 @@ class Gate:
         self.linear = linear
         self.fn: Callable[..., Any] = _unbound
         self.local_const = tuple(_constant_of(rule, len(local)) for rule in local) if local else None
+        #: per input: whether the local rule's constants (½ on ties, where's 1.0) turn float32 into
+        #: float64, so the backward pass converts that gradient back (checked once, here)
+        self.local_widens = tuple(_widens(rule, len(local)) for rule in local) if local else None
 
     def __repr__(self) -> str:
         return f"<gate {self.name}>"
@@ -168,6 +171,19 @@ def _constant_of(rule: Callable[..., Any] | None, arity: int) -> int | None:
     except Exception:
         return None
     return value if type(value) is int else None
+
+
+def _widens(rule: Callable[..., Any] | None, arity: int) -> bool:
+    """Whether a local rule gives float64 for float32 inputs (probed once with NumPy as ``m``)."""
+    if rule is None:
+        return False
+    probe = np.array([0.5, 2.0], dtype=np.float32)
+    try:
+        with np.errstate(all="ignore"):
+            value = rule(np, *([probe] * (arity + 1)))
+    except Exception:
+        return True  # a rule that needs more than NumPy: convert to be safe
+    return getattr(value, "dtype", np.dtype(np.float32)) != np.float32
 
 
 def _unbound(*_args: Any, **_kw: Any) -> Any:  # replaced by bind() at import
@@ -392,7 +408,10 @@ def pullback(gate: Gate, m: Any, g: Any, args: Sequence[Any], out: Any, needs: S
     local = gate.local
     try:
         if local is None:
-            return gate.vjp(m, g, *args, out, needs, **params)
+            grads = gate.vjp(m, g, *args, out, needs, **params)
+            if reduce is None:  # a rule's constants (a count, ½ on ties) never widen float32 to float64
+                grads = [_same_dtype(gi, a) for gi, a in zip(grads, args)]
+            return grads
         grads: list[Any] = []
         consts = gate.local_const
         i = 0
@@ -407,11 +426,15 @@ def pullback(gate: Gate, m: Any, g: Any, args: Sequence[Any], out: Any, needs: S
                     gi = -g
                 else:
                     gi = g * c
-                shape = args[i].shape
+                a = args[i]
+                shape = a.shape
                 if reduce is not None:
                     gi = reduce(m, gi, tuple(shape))
-                elif gi.shape != shape:
-                    gi = unbroadcast(m, gi, tuple(shape))
+                else:
+                    if gi.shape != shape:
+                        gi = unbroadcast(m, gi, tuple(shape))
+                    if c is None and gate.local_widens[i]:
+                        gi = _same_dtype(gi, a)
                 grads.append(gi)
             else:
                 grads.append(None)
@@ -423,6 +446,17 @@ def pullback(gate: Gate, m: Any, g: Any, args: Sequence[Any], out: Any, needs: S
         with np.errstate(divide="ignore", invalid="ignore"):
             floats = [np.float64(a) if isinstance(a, (int, float)) and not isinstance(a, bool) else a for a in args]
             return pullback(gate, m, g, floats, out, needs, params, reduce)
+
+
+def _same_dtype(gi: Any, a: Any) -> Any:
+    """``gi`` in the floating-point dtype of the input ``a`` it is the gradient of (a rule's ½ or
+    count would otherwise widen float32 to float64 for the rest of the backward pass)."""
+    if gi is None:
+        return gi
+    want, got = getattr(a, "dtype", None), getattr(gi, "dtype", None)
+    if want is None or got is None or want == got or want.kind != "f" or got.kind not in "fc":
+        return gi
+    return gi.astype(want)
 
 
 def pushforward(gate: Gate, m: Any, tangents: Sequence[Any], args: Sequence[Any], out: Any,

@@ -29,7 +29,11 @@ def _gate(name: str, forward: Any, explain: str, fmt: str, **kw: Any) -> Gate:
 def _scatter(xp, g, index=None, shape=()):
     """Zeros of ``shape`` with ``g`` added at ``index``; repeated indices add up."""
     z = xp.zeros(shape, dtype=g.dtype)
-    xp.add.at(z, index, g)  # repeated indices accumulate, unlike z[index] += g
+    parts = index if isinstance(index, tuple) else (index,)
+    if all(isinstance(i, (slice, int, type(None), type(Ellipsis))) for i in parts):
+        z[index] += g  # slices and single positions pick each place once
+    else:
+        xp.add.at(z, index, g)  # repeated indices accumulate, unlike z[index] += g
     return z
 
 
