@@ -473,7 +473,10 @@ class _Namer:
 
 
 def _forward_expr(gate: Gate, args: list[Sym], params: dict[str, Any]) -> Sym:
-    """The gate's forward evaluated on stand-ins: ``xp`` is the symbolic ops namespace."""
+    """The gate's forward evaluated on stand-ins: ``xp`` is the symbolic ops namespace. A helper
+    gate's forward is Python the generated code includes: it stays one call of the gate."""
+    if gate.helper:
+        return ops.apply_gate(gate, *args, **params)
     if gate.np_name is not None:
         return getattr(ops, gate.name)(*args, **params)
     return gate.forward(ops, *args, **params)
