@@ -217,6 +217,9 @@ def cmd_grad(args: argparse.Namespace, out: Printer) -> int:
     # input whose gradient is 0; it is an error only when some variable is left without a value
     values = parse_values(args.at or [], expr, allow_extra=True)
     extra = [k for k in values if k not in expr.variables]
+    # the generated function takes its inputs in the order they were given (a declared g(x, y) wins)
+    order = expr.signature(_given_names(args.at))
+    values = {k: values[k] for k in order}
     if args.code is not None and (not args.code.isidentifier() or keyword.iskeyword(args.code)):
         raise UsageError(f"--code {args.code!r}: the function needs a Python name, like q2a")
     if args.graph:
@@ -226,7 +229,7 @@ def cmd_grad(args: argparse.Namespace, out: Printer) -> int:
     if extra and not args.json:
         _warn(f"{', '.join(extra)} {'does' if len(extra) == 1 else 'do'} not appear in the expression; "
               "kept as input(s) with gradient 0")
-    g = trace(expr.function(params=[*expr.variables, *extra]), expand=args.expand, **values)
+    g = trace(expr.function(params=order), expand=args.expand, **values)
     name = g.output.name
     grads = {n.name: n.grad for n in g.inputs}
     picture: str | None = None
@@ -239,6 +242,7 @@ def cmd_grad(args: argparse.Namespace, out: Printer) -> int:
             "expression": expr.text,
             "read_as": expr.normalized,
             "variables": expr.variables,
+            "signature": expr.signature_text(order, args.code),
             "inputs": {k: _jsonable(v) for k, v in values.items()},
             "output": {"name": name, "value": _jsonable(g.output.value)},
             "gradients": {k: _jsonable(v) for k, v in grads.items()},
@@ -267,7 +271,7 @@ def cmd_grad(args: argparse.Namespace, out: Printer) -> int:
         if picture:
             _warn(f"wrote {picture}")
         return 0
-    out.section(f"{expr.text}   at {_values_text(values)}")
+    out.section(f"{expr.header(order, args.code)}   at {_values_text(values)}")
     if expr.normalized.replace(" ", "") != expr.text.replace(" ", "").replace("\n", ";"):
         out.write(f"  read as: {expr.normalized}")
     out.section("staged computation" + (" (composites expanded)" if args.expand else ""))
@@ -287,6 +291,11 @@ def cmd_grad(args: argparse.Namespace, out: Printer) -> int:
         out.code(code)
     _nonfinite_note({name: g.output.value, **{_grad_label(name, k): v for k, v in grads.items()}})
     return 0
+
+
+def _given_names(items: Sequence[str]) -> list[str]:
+    """The names of ``--at`` values, in the order they were typed (already checked by parse_values)."""
+    return [item.partition("=")[0].strip() for item in items]
 
 
 def _constant_only(expr: Expression, args: argparse.Namespace, out: Printer) -> int:
@@ -339,14 +348,16 @@ def cmd_step(args: argparse.Namespace, out: Printer) -> int:
     values = parse_values(args.at or [], expr)
     if not expr.variables:
         raise UsageError("the expression has no variables to step")
-    wrt = _wrt_list(args.wrt, expr)
+    order = expr.signature(_given_names(args.at))
+    values = {k: values[k] for k in order}
+    wrt = _wrt_list(args.wrt, expr, order)
     if args.steps < 0:
         raise UsageError("--steps must be 0 or more")
     if not math.isfinite(args.lr):
         raise UsageError("--lr must be a finite number")
     from .worksheet import descend
 
-    history = descend(expr.function(), expr.variables, values, args.lr, args.steps, wrt)
+    history = descend(expr.function(params=order), order, values, args.lr, args.steps, wrt)
     name = expr.output
     if args.json:
         doc = {
@@ -360,9 +371,9 @@ def cmd_step(args: argparse.Namespace, out: Printer) -> int:
         return 0
     updates = ", ".join(f"{v} -= {args.lr:g} * {_grad_label(name, v)}" for v in wrt)
     out.section(f"gradient descent on {expr.text}: {updates}")
-    columns = ["step", *expr.variables, name, *[_grad_label(name, v) for v in wrt]]
+    columns = ["step", *order, name, *[_grad_label(name, v) for v in wrt]]
     every = max(1, args.every)
-    rows = [[str(h["step"]), *[_fmt(h["values"][v]) for v in expr.variables], _fmt(h["output"]),
+    rows = [[str(h["step"]), *[_fmt(h["values"][v]) for v in order], _fmt(h["output"]),
              *[_fmt(h["gradients"][v]) for v in wrt]]
             for h in history if h["step"] % every == 0 or h["step"] == args.steps]
     out.table(columns, rows)
@@ -374,9 +385,9 @@ def cmd_step(args: argparse.Namespace, out: Printer) -> int:
     return 0
 
 
-def _wrt_list(wrt: str | None, expr: Expression) -> list[str]:
+def _wrt_list(wrt: str | None, expr: Expression, order: list[str]) -> list[str]:
     if not wrt:
-        return list(expr.variables)
+        return list(order)
     names = [w.strip() for w in wrt.replace(",", " ").split() if w.strip()]
     for w in names:
         if w not in expr.variables:

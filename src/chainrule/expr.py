@@ -136,7 +136,7 @@ class ExprError(ValueError):
 
 @dataclass
 class _Tok:
-    kind: str  # num name op lpar rpar lbr rbr comma sep eq sup
+    kind: str  # num name op lpar rpar lbr (a list) sub (a subscript's "[") rbr comma colon sep eq sup
     text: str  # the Python text this token becomes
     pos: int  # offset in the original text
     length: int  # characters in the original text
@@ -150,9 +150,9 @@ _SUPERSCRIPT = {"⁰": "0", "¹": "1", "²": "2", "³": "3", "⁴": "4", "⁵": 
 _UNICODE_OPS = {"×": "*", "·": "*", "⋅": "*", "∗": "*", "÷": "/", "−": "-", "–": "-"}
 _BAD_CHARS = {
     "'": "strings are not allowed", '"': "strings are not allowed",
-    ":": "':' is not allowed (no lambdas, slices or annotations)",
+    ":": "':' is not allowed (no lambdas or annotations; slices only inside x[...])",
     "<": "comparisons are not supported", ">": "comparisons are not supported",
-    "!": "'!' is not supported", "%": "'%' is not supported", "@": "'@' is not supported",
+    "!": "'!' is not supported", "%": "'%' is not supported",
     "&": "'&' is not supported", "|": "'|' is not supported", "~": "'~' is not supported",
     "{": "braces are not allowed", "}": "braces are not allowed", "#": "comments are not allowed",
     "\\": "backslashes are not allowed", "`": "backquotes are not allowed", "$": "'$' is not supported",
@@ -240,16 +240,23 @@ def _tokenize(text: str, allow_lists: bool) -> list[_Tok]:
             i += 1
         elif c in "([":
             kind = "lpar" if c == "(" else "lbr"
-            if c == "[" and not allow_lists:
-                prev = toks[-1] if toks else None
-                if prev is not None and prev.kind in ("name", "rpar", "rbr", "num") and not prev.space_before:
-                    raise ExprError("subscripts (x[...]) are not allowed", i, text)
+            prev = toks[-1] if toks else None
+            subscript = c == "[" and prev is not None and prev.kind in ("name", "rpar", "rbr")
+            if c == "[" and not allow_lists and not subscript:
+                if prev is not None and prev.kind == "num":
+                    raise ExprError("a number cannot be indexed (x[0] indexes a variable)", i, text)
                 raise ExprError("lists are only allowed as input values (--at x=[1,2,3])", i, text)
-            tok = _Tok(kind, c, i, 1, space)
+            tok = _Tok("sub" if subscript and not allow_lists else kind, c, i, 1, space)
             depth.append(tok)
             if len(depth) > MAX_DEPTH:
                 raise ExprError(f"too deeply nested (more than {MAX_DEPTH} brackets)", i, text)
             toks.append(tok)
+            i += 1
+        elif c == ":" and depth and depth[-1].kind == "sub":  # a slice inside a subscript: x[0:2]
+            toks.append(_Tok("colon", ":", i, 1, space))
+            i += 1
+        elif c == "@":
+            toks.append(_Tok("op", "@", i, 1, space))
             i += 1
         elif c in ")]":
             want = "(" if c == ")" else "["
@@ -283,11 +290,13 @@ def _operand_start(toks: list[_Tok], end: int) -> int:
         while k >= 0:
             if toks[k].kind in ("rpar", "rbr"):
                 level += 1
-            elif toks[k].kind in ("lpar", "lbr"):
+            elif toks[k].kind in ("lpar", "lbr", "sub"):
                 level -= 1
                 if level == 0:
                     break
             k -= 1
+        if toks[k].kind == "sub":  # w[0], f(x)[1]: the operand is what is indexed, with its index
+            return _operand_start(toks, k - 1)
         if k > 0 and toks[k - 1].kind == "name":
             k -= 1
     # x^2y: the operand of the implicit product is the whole power x^2
@@ -302,7 +311,7 @@ def _implicit_products(toks: list[_Tok], text: str) -> list[_Tok]:
     for tok in toks:
         if out:
             prev = out[-1]
-            left = prev.kind in ("num", "rpar", "sup") or (prev.kind == "name" and tok.kind == "name")
+            left = prev.kind in ("num", "rpar", "rbr", "sup") or (prev.kind == "name" and tok.kind == "name")
             right = tok.kind in ("name", "lpar") or (tok.kind == "num" and prev.kind in ("rpar", "sup"))
             if prev.kind == "num" and tok.kind == "num":
                 left = False
@@ -360,7 +369,7 @@ class _PosMap:
 # the whitelist
 # ---------------------------------------------------------------------------------------------
 
-_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
+_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.MatMult: "@"}
 _UNARY = {ast.USub: "-", ast.UAdd: "+"}
 
 
@@ -457,7 +466,10 @@ class _Checker:
         elif isinstance(node, ast.Attribute):
             raise self.fail("attribute access (.name) is not allowed", node)
         elif isinstance(node, ast.Subscript):
-            raise self.fail("subscripts (x[...]) are not allowed", node)
+            if self.values:
+                raise self.fail("subscripts (x[...]) are not allowed in a value", node)
+            self.check(node.value, names)
+            static_index(node.slice, self.fail)
         elif isinstance(node, ast.Lambda):
             raise self.fail("lambdas are not allowed", node)
         elif isinstance(node, ast.Tuple):
@@ -468,6 +480,33 @@ class _Checker:
             raise self.fail("'*' unpacking is not allowed", node)
         else:
             raise self.fail(f"{type(node).__name__.lower()} expressions are not allowed", node)
+
+
+def static_index(node: ast.AST, fail: Callable[[str, ast.AST], Exception]) -> Any:
+    """The index inside ``x[...]`` as Python values: whole numbers (``0``, ``-1``), slices of them
+    (``0:2``, ``::2``) and, for arrays of more dimensions, several of these (``W[0, 1]``). Indices
+    are fixed by the text: a variable cannot be an index (the graph would change with its value)."""
+    def number(n: ast.AST | None) -> int | None:
+        if n is None:
+            return None
+        sign = 1
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, (ast.USub, ast.UAdd)):
+            sign = -1 if isinstance(n.op, ast.USub) else 1
+            n = n.operand
+        if isinstance(n, ast.Constant) and type(n.value) is int:
+            return sign * n.value
+        raise fail("an index must be a whole number, like x[0] or x[-1] (or a slice, x[0:2])", n)
+
+    def one(n: ast.AST) -> Any:
+        if isinstance(n, ast.Slice):
+            return slice(number(n.lower), number(n.upper), number(n.step))
+        return number(n)
+
+    if isinstance(node, ast.Tuple):
+        if not node.elts:
+            raise fail("an empty index", node)
+        return tuple(one(e) for e in node.elts)
+    return one(node)
 
 
 def _parse_python(text: str, allow_lists: bool, max_length: int) -> tuple[ast.Module, _PosMap, list[_Tok]]:
@@ -541,6 +580,28 @@ class Expression:
             return f"{self.name}({', '.join(self.variables)}) = {body}" if len(self.statements) == 1 else \
                 f"{self.name}({', '.join(self.variables)}): {body}"
         return body
+
+    def signature(self, given: Sequence[str] = ()) -> list[str]:
+        """The inputs in the order a generated function takes them: a declared ``g(x, y) = ...`` wins;
+        otherwise the order the values were ``given`` in (``--at``, the explorer's value boxes), then
+        any variable not given, in order of first appearance. Names in ``given`` that the text does
+        not use stay as inputs (the worksheet's q2c takes a ``z`` it never reads)."""
+        if self.name is not None:
+            return [*self.variables, *[g for g in given if g not in self.variables]]
+        order = list(dict.fromkeys(given))
+        return [*order, *[v for v in self.variables if v not in order]]
+
+    def header(self, order: Sequence[str], name: str | None = None) -> str:
+        """The text with its signature in front: ``f(x, y) = (x + y) * z``, ``f(x, y): q = ...; f = ...``
+        (a declared header is the text itself)."""
+        if self.name is not None:
+            return self.text
+        sig = self.signature_text(order, name)
+        return f"{sig} = {self.text}" if len(self.statements) == 1 else f"{sig}: {self.text}"
+
+    def signature_text(self, order: Sequence[str], name: str | None = None) -> str:
+        """``f(x, y)``: the function's name (declared, else ``name``, else ``f``) and its inputs."""
+        return f"{self.name or name or 'f'}({', '.join(order)})"
 
     def function(self, params: Sequence[str] | None = None) -> Callable[..., Any]:
         """A Python function of the variables (positional in ``variables`` order, or by keyword) that
@@ -624,7 +685,7 @@ class _Evaluator:
                             f"{self.max_elements:,}", self.expr._opmap.get(id(node)), self.expr.text)
 
     def fail(self, node: ast.AST, err: Exception) -> ExprError:
-        msg = re.sub(r" at \S+:\d+$", "", str(err)) or type(err).__name__
+        msg = re.sub(r" at (?:<[^>]*>|\S+):\d+$", "", str(err)) or type(err).__name__
         pos = self.expr._opmap.get(id(node))
         return ExprError(msg, pos, self.expr.text)
 
@@ -656,6 +717,12 @@ class _Evaluator:
                     args = [self.eval(a) for a in node.args]
                     self.bound(node, args)
                     return _fold(FUNCTIONS[node.func.id].fn(*args))
+                if isinstance(node, ast.Subscript):
+                    v = self.eval(node.value)
+                    if not isinstance(v, (Tensor, np.ndarray)) or np.ndim(v) == 0:
+                        raise ValueError("a single number cannot be indexed: x[0] needs x to be a list of "
+                                         "values, like --at x=[1,2,3]")
+                    return v[static_index(node.slice, lambda msg, n: ValueError(msg))]
                 if isinstance(node, ast.List):
                     items = [self.eval(el) for el in node.elts]
                     self.bound(node, items)
@@ -683,6 +750,10 @@ def _binop(op: type, a: Any, b: Any) -> Any:
         return a * b
     if op is ast.Div:
         return a / b
+    if op is ast.MatMult:
+        if np.ndim(a) == 0 or np.ndim(b) == 0:
+            raise ValueError("@ multiplies vectors or matrices (w @ x); for numbers use *")
+        return a @ b
     return a ** b
 
 

@@ -233,7 +233,8 @@ def _values(raw: Any, expression: Expression, limits: Limits) -> dict[str, np.nd
             raise ApiError(422, "missing_value", f"no value for '{name}'", field=f"values.{name}",
                            position=expression.positions.get(name))
         out[name] = _value(name, raw[name], limits)
-    return out
+    # the function takes its inputs in the order the page's boxes give them (a declared g(x, y) wins)
+    return {k: out[k] for k in expression.signature(list(raw))}
 
 
 def _value(name: str, v: Any, limits: Limits) -> np.ndarray:
@@ -319,7 +320,7 @@ def _check_deadline(deadline: float, limits: Limits) -> None:
 
 
 def _trace(expression: Expression, values: dict[str, np.ndarray], expand: bool, limits: Limits) -> Graph:
-    fn = expression.function()
+    fn = expression.function(params=list(values))
     try:
         graph = trace(fn, expand=expand, **values)
     except ExprError as e:  # raised while evaluating: the operation at fault is at e.position
@@ -453,7 +454,8 @@ def _describe(expression: Expression, graph: Graph, values: dict[str, np.ndarray
     edges = [{"source": i.name, "target": n.name, "index": k} for n in graph.nodes for k, i in enumerate(n.inputs)]
     out: dict[str, Any] = {
         "expression": expression.text, "normalized": expression.normalized,
-        "variables": list(expression.variables), "expand": graph.expand,
+        "variables": list(expression.variables), "signature": expression.signature_text(list(values)),
+        "expand": graph.expand,
         "values": {k: _json(v) for k, v in values.items()},
         "output": graph.output.name, "value": _json(graph.value),
         "grads": {k: _json(v) for k, v in graph.grads.items()},
