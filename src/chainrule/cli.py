@@ -444,6 +444,7 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
                "report": str(report), "checked": report.checked,
                "wrong": [_mismatch_json(m) for m in report.wrong],
                "first_wrong_step": None if report.first_wrong_step is None else _mismatch_json(report.first_wrong_step),
+               "mistake": report.mistake, "feedback": report.feedback, "line": report.line,
                "stdout": report.stdout, "stderr": report.stderr}
         out.stream.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         return code
@@ -462,7 +463,7 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
 
 def _mismatch_json(m: Any) -> dict[str, Any]:
     return {"name": m.name, "index": list(m.index), "expected": _num_json(m.expected), "got": _num_json(m.got),
-            "count": m.count, "note": m.note, "text": str(m)}
+            "count": m.count, "note": m.note, "line": m.line, "text": str(m)}
 
 
 def positive_float(text: str) -> float:
