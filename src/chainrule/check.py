@@ -94,6 +94,12 @@ class Mismatch:
     note: str = ""
     line: int | None = None        # the line of the checked file that last assigns it (intermediates)
 
+    def to_json(self) -> dict[str, Any]:
+        """As JSON-ready data (inf and nan as the strings "inf", "nan")."""
+        return {"name": self.name, "index": list(self.index), "expected": _json_value(self.expected),
+                "got": _json_value(self.got), "count": self.count, "note": self.note, "line": self.line,
+                "text": str(self)}
+
     def __str__(self) -> str:
         note = f" — {self.note}" if self.note else ""
         if math.isnan(self.expected) and math.isnan(self.got) and self.note:
@@ -147,6 +153,15 @@ class BackwardReport:
         """``"correct"``, ``"wrong"`` or ``"failed"``."""
         return "correct" if self.ok else ("failed" if self.failure else "wrong")
 
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready data (numbers as floats; inf and nan as "inf", "nan")."""
+        return {"ok": self.ok, "status": self.status, "function": self.function, "label": self.label,
+                "inputs": {k: _json_value(v) for k, v in self.inputs.items()}, "checked": list(self.checked),
+                "wrong": [m.to_json() for m in self.wrong],
+                "first_wrong_step": None if self.first_wrong_step is None else self.first_wrong_step.to_json(),
+                "mistake": self.mistake, "feedback": self.feedback, "line": self.line, "error": self.error,
+                "failure": self.failure, "failure_kind": self.failure_kind, "report": str(self)}
+
     def __str__(self) -> str:
         if self.ok:
             return f"{self.function}: correct (output and every gradient) at {', '.join(self.checked)}"
@@ -165,6 +180,15 @@ class BackwardReport:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+def _json_value(v: Any) -> Any:
+    """A number or array as JSON: floats (nested lists), inf and nan as strings."""
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim == 0:
+        x = float(a)
+        return x if math.isfinite(x) else ("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
+    return [_json_value(x) for x in a]
 
 
 @dataclass(frozen=True)
@@ -367,32 +391,70 @@ def check_backward(
     _check_arity(fn, fname, len(arrays))
     params = list(_param_names(fn))[: len(arrays)]
     params += [f"x{i + 1}" for i in range(len(params), len(arrays))]
-    from .feedback import Run, Source
+    from .feedback import Source
 
-    sets = _input_sets(arrays, random, seed)
-    # every input set is run first, so that a mistake found at one can be confirmed at the others
-    calls: list[Captured | Exception] = []
+    return _check_runs(fname, reference, params, _input_sets(arrays, random, seed),
+                       lambda inputs: capture_call(fn, [a.copy() for a in inputs]), Source.of(fn), rtol, atol)
+
+
+def _check_runs(fname: str, reference: Callable[..., Any], params: list[str],
+                sets: list[tuple[str, list[np.ndarray]]], call: Callable[[list[np.ndarray]], Any], source: Any,
+                rtol: float, atol: float) -> BackwardReport:
+    """Call the checked function at every input set, then judge the calls in order: the first that
+    failed or is wrong makes the report (a mistake found there is confirmed at the other sets)."""
+    from .feedback import Run
+
+    calls: list[Any] = []
     for _, inputs in sets:
         try:
-            calls.append(capture_call(fn, [a.copy() for a in inputs]))
+            calls.append(call(inputs))
         except Exception as e:  # noqa: BLE001 - the checked code failed: reported below, in order
             calls.append(e)
     runs = [Run(inputs, None if isinstance(c, Exception) else c.locals,
                 None if isinstance(c, Exception) else _flat(c.result)) for (_, inputs), c in zip(sets, calls)]
-    source = Source.of(fn)
     checked: list[str] = []
-    for k, ((label, inputs), call) in enumerate(zip(sets, calls)):
+    for k, ((label, inputs), captured) in enumerate(zip(sets, calls)):
         checked.append(label)
-        if isinstance(call, Exception):  # the checked code failed: say so, do not crash
+        if isinstance(captured, Exception):  # the checked code failed: say so, do not crash
             report = BackwardReport(False, fname, dict(zip(params, inputs)), label, checked=checked)
-            report.error = report.failure = f"{fname} raised {type(call).__name__}: {call}"
-            report.failure_kind = "raised"
+            line = getattr(captured, "line", None)  # a program's own error names its line
+            report.error = report.failure = (f"{fname} failed on line {line}: {captured}" if line is not None
+                                             else f"{fname} raised {type(captured).__name__}: {captured}")
+            report.failure_kind, report.line = "raised", line
             return report
-        report = judge(fname, reference, params, inputs, label, call, checked, rtol, atol, runs=runs, failing=k,
+        report = judge(fname, reference, params, inputs, label, captured, checked, rtol, atol, runs=runs, failing=k,
                        source=source)
         if report is not None:
             return report
-    return BackwardReport(True, fname, dict(zip(params, arrays)), sets[0][0], checked=checked)
+    return BackwardReport(True, fname, dict(zip(params, sets[0][1])), sets[0][0], checked=checked)
+
+
+def check_program(program: Any, reference: Callable[[list[str]], Callable[..., Any]], values: dict[str, Any],
+                  *, random: int = 3, rtol: float = 1e-6, atol: float = 1e-9, seed: int = 0,
+                  max_elements: int = 100_000) -> BackwardReport:
+    """:func:`check_backward` for a :class:`chainrule.expr.Program` (a function typed into the
+    explorer): it is interpreted, never run as Python, at ``values`` (by name: the program's
+    parameters; or by position, in the order given) and at random inputs. ``reference(order)``
+    returns the reference taking its inputs in ``order``."""
+    from .feedback import Source
+
+    names = list(values)
+    params = list(program.params)
+    if set(names) <= set(params):
+        missing = [p for p in params if p not in names]
+        if missing:
+            raise ValueError(f"{program.name}({', '.join(params)}) takes {', '.join(missing)}, which the function "
+                             "above does not: give it a value there (an unused input has gradient 0)")
+        order = params
+    elif len(params) == len(names):
+        order = names  # by position: the program names its inputs its own way
+    else:
+        raise ValueError(f"{program.name}({', '.join(params)}) takes {len(params)} inputs, but the function above has "
+                         f"{len(names)} ({', '.join(names)})")
+    arrays = [as_float_array(values[k], k).astype(np.float64) for k in order]
+    source = Source(program.assignments())
+    return _check_runs(program.name, reference(order), params, _input_sets(arrays, random, seed),
+                       lambda inputs: program.call(inputs, max_elements), source, rtol, atol)
 
 
 def _flat(result: Any) -> Any:

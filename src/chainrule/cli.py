@@ -439,13 +439,12 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
         raise UsageError(report.failure)
     code = CHECK_EXIT[report.status]
     if args.json:
+        rep = report.to_json()
         doc = {"target": args.target, "against": expr.text, "inputs": {k: _jsonable(v) for k, v in values.items()},
                "ok": report.ok, "status": report.status, "exit_code": code, "reason": report.failure,
-               "report": str(report), "checked": report.checked,
-               "wrong": [_mismatch_json(m) for m in report.wrong],
-               "first_wrong_step": None if report.first_wrong_step is None else _mismatch_json(report.first_wrong_step),
-               "mistake": report.mistake, "feedback": report.feedback, "line": report.line,
-               "stdout": report.stdout, "stderr": report.stderr}
+               "report": rep["report"], "checked": report.checked, "wrong": rep["wrong"],
+               "first_wrong_step": rep["first_wrong_step"], "mistake": report.mistake, "feedback": report.feedback,
+               "line": report.line, "stdout": report.stdout, "stderr": report.stderr}
         out.stream.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         return code
     out.section(f"check {args.target} against {expr.text}   at {_values_text(values)}")
@@ -459,11 +458,6 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
     if report.failure:
         sys.stderr.write(f"{PROG} check: {args.target} failed: {report.failure}\n")
     return code
-
-
-def _mismatch_json(m: Any) -> dict[str, Any]:
-    return {"name": m.name, "index": list(m.index), "expected": _num_json(m.expected), "got": _num_json(m.got),
-            "count": m.count, "note": m.note, "line": m.line, "text": str(m)}
 
 
 def positive_float(text: str) -> float:

@@ -97,6 +97,11 @@ def gate_symbol(node: Node) -> str:
         return "neg"
     if fmt == "{0}":
         return "="  # identity (a gradient passed on unchanged): not an "x" to be read as ×
+    pick = re.fullmatch(r"\{0\}(\[.*\])", fmt)
+    if pick:  # indexing: the index it picks, [0]
+        from .symbolic import _EQUATION, fill_template
+
+        return fill_template(pick.group(1), lambda k, enclosed: "", 1, dict(node.params), gate, _EQUATION.param)
     return fmt.replace("{0}", "x").replace("{1}", "y").replace("{2}", "z").replace(" ", "")
 
 
