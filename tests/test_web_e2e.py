@@ -336,8 +336,9 @@ def test_check_my_backward_marks_the_first_wrong_line(page: Any) -> None:
     page.locator("#code").fill(Q2A_WRONG)
     page.locator("#check-run").click()
     expect(page.locator("#check-verdict")).to_have_text("f: wrong")
-    expect(page.locator("#check-feedback")).to_contain_text("for `out = q * z`, the local gradient of z is q, "
-                                                            "but `dz` uses z")
+    feedback = page.locator("#check-feedback")
+    expect(feedback).to_contain_text("for out = q * z, the local gradient of z is q, but dz uses z")
+    expect(feedback.locator("code")).to_have_text(["out = q * z", "dz"])  # the student's code, as code
     bad = page.locator("#check-listing li.bad")
     expect(bad).to_have_count(1)
     expect(bad).to_have_attribute("data-line", "9")
