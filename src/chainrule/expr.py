@@ -1176,7 +1176,7 @@ def _check_statement(prog: Program, st: ast.stmt) -> None:
     if isinstance(st, ast.Assign):
         for t in st.targets:
             _check_target(prog, t)
-        _check_value(prog, st.value)
+        _check_value(prog, st.value, tuples=True)  # fx, fy = dq, dq
     elif isinstance(st, ast.AugAssign):
         if not isinstance(st.target, ast.Name) or type(st.op) not in _AUG:
             raise prog.fail("`+=`, `-=`, `*=`, `/=` work on a plain name: dx += ...", st)
@@ -1365,7 +1365,7 @@ class _ProgramRun:
             return self.arith(_PLAIN[type(node.op)], a, b, node)
         if isinstance(node, ast.UnaryOp):
             v = self.eval(node.operand, env)
-            return v if isinstance(node.op, ast.UAdd) else -np.float64(v) if isinstance(v, int) else -v
+            return v if isinstance(node.op, ast.UAdd) else -v  # (-1 stays an int: reshape(x, (-1, 1)))
         if isinstance(node, ast.Tuple):
             return tuple(self.eval(e, env) for e in node.elts)
         if isinstance(node, ast.List):
