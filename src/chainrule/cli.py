@@ -427,6 +427,7 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
     expr = parse(args.against.strip())
     # values for names the expression does not use may be parameters of the function (q2c's z)
     values = parse_values(args.at or [], expr, allow_extra=True)
+    values = {k: values[k] for k in expr.signature(_given_names(args.at))}  # as typed (the header's order)
     try:
         limits = Limits(seconds=args.timeout, memory_bytes=args.memory)
     except ValueError as e:

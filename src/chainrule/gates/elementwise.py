@@ -69,22 +69,22 @@ MUL = _gate("mul", "multiply", "mul gate: swaps its inputs — each gets the ups
             "{0} * {1}", local=(lambda m, x, y, out: y, lambda m, x, y, out: x))
 DIV = _gate("div", "divide", "div gate: ∂(x/y)/∂x = 1/y and ∂(x/y)/∂y = -x/y²",
             "{0} / {1}", local=(lambda m, x, y, out: 1 / y, lambda m, x, y, out: -x / y**2),
-            idea="div gate: the numerator and the denominator each have a local gradient of their own")
+            idea="div gate: numerator and denominator each have their own rule")
 NEG = _gate("neg", "negative", "neg gate: flips the sign of the gradient", "-{0}", local=(lambda m, x, out: -1,))
 POW = _gate("pow", "power", "pow gate: ∂(xʸ)/∂x = y·xʸ⁻¹ and ∂(xʸ)/∂y = xʸ·ln x", "{0} ** {1}",
             local=(_pow_dx, _pow_dy),
-            idea="pow gate: for the base, the exponent comes down and the power drops by one")
+            idea="pow gate: the exponent comes down, the power drops by one")
 FLOAT_POWER = _gate("float_power", "float_power", "pow gate in float64: ∂(xʸ)/∂x = y·xʸ⁻¹, ∂(xʸ)/∂y = xʸ·ln x",
                     "float_power({0}, {1})", local=(_pow_dx, _pow_dy),
-                    idea="pow gate in float64: for the base, the exponent comes down and the power drops by one")
+                    idea="pow gate in float64: the exponent comes down, the power drops by one")
 REMAINDER = _gate("remainder", "remainder",
                   "remainder gate: x mod y = x − ⌊x/y⌋·y, so ∂/∂x = 1 and ∂/∂y = −⌊x/y⌋",
                   "{0} % {1}", local=(lambda m, x, y, out: 1, lambda m, x, y, out: -m.floor(x / y)),
                   code="{0} % {1}",
-                  idea="remainder gate: the dividend gets the gradient unchanged, the divisor minus the whole quotient")
+                  idea="remainder gate: the divisor gets minus the whole quotient")
 FMOD = _gate("fmod", "fmod", "fmod gate: x − trunc(x/y)·y, so ∂/∂x = 1 and ∂/∂y = −trunc(x/y)",
              "fmod({0}, {1})", local=(lambda m, x, y, out: 1, lambda m, x, y, out: -m.trunc(x / y)),
-             idea="fmod gate: the dividend gets the gradient unchanged, the divisor minus the truncated quotient")
+             idea="fmod gate: the divisor gets minus the truncated quotient")
 IDENTITY = _gate("identity", "positive", "identity gate: passes the gradient through", "{0}",
                  local=(lambda m, x, out: 1,))
 SQUARE = _gate("square", "square", "square gate: local gradient 2x", "{0}²", local=(lambda m, x, out: 2 * x,),
@@ -96,7 +96,7 @@ SQRT = _gate("sqrt", "sqrt", "sqrt gate: local gradient 1/(2√x)", "sqrt({0})",
              idea="sqrt gate: the local gradient is one over twice the output")
 CBRT = _gate("cbrt", "cbrt", "cbrt gate: local gradient 1/(3·∛x²)", "cbrt({0})",
              local=(lambda m, x, out: 1 / (3 * out**2),),
-             idea="cbrt gate: the local gradient is one over three times the output squared")
+             idea="cbrt gate: local gradient one over three times the output squared")
 ABS = _gate("abs", "abs", "abs gate: routes the gradient with the input's sign (0 at 0)", "|{0}|",
             local=(lambda m, x, out: m.sign(x),), numpy=("abs", "absolute"))
 FABS = _gate("fabs", "fabs", "fabs gate: routes the gradient with the input's sign (0 at 0)", "|{0}|",
@@ -156,7 +156,7 @@ ARCTAN = _gate("arctan", "arctan", "arctan gate: local gradient 1/(1 + x²)", "a
 ARCTAN2 = _gate("arctan2", "arctan2", "arctan2 gate: the angle of (x, y); ∂/∂y = x/(x² + y²), ∂/∂x = −y/(x² + y²)",
                 "arctan2({0}, {1})",
                 local=(lambda m, y, x, out: x / (x**2 + y**2), lambda m, y, x, out: -y / (x**2 + y**2)),
-                idea="arctan2 gate: the angle of a point; each coordinate has a local gradient of its own")
+                idea="arctan2 gate: each coordinate has a local gradient of its own")
 HYPOT = _gate("hypot", "hypot", "hypot gate: √(x² + y²); each input gets input/out", "hypot({0}, {1})",
               local=(lambda m, x, y, out: x / out, lambda m, x, y, out: y / out),
               idea="hypot gate: each input gets itself divided by the output")
@@ -207,7 +207,7 @@ WHERE = _gate("where", "where",
 SIGMOID = _gate("sigmoid", _sigmoid, "sigmoid gate: local gradient σ(x)·(1 − σ(x)), from its own output", "σ({0})",
                 local=(lambda m, x, out: out * (1 - out),), expand=lambda m, x: m.reciprocal(1 + m.exp(-x)),
                 numpy=(),
-                idea="sigmoid gate: the local gradient is the output times one minus the output")
+                idea="sigmoid gate: its local gradient comes from its own output")
 RELU = _gate("relu", _relu, "relu gate: passes the gradient where the input was positive, blocks it elsewhere",
              "relu({0})", local=(lambda m, x, out: x > 0,), expand=lambda m, x: m.maximum(x, 0), numpy=())
 
