@@ -189,7 +189,7 @@ def test_tables_in_the_learners_terms_and_hints(client: TestClient) -> None:
     steps = {s["node"]: s for s in d["backward"]}
     (t,) = steps["z"]["terms"]
     assert t["local_equation"] == "∂t4/∂z = 3z² = 3·2² = 12" and t["rule_at"] == "3·2²"
-    assert t["explain"].startswith("pow gate: for the base, the exponent comes down")
+    assert t["explain"] == "pow gate: the exponent comes down, the power drops by one"
     assert t["hint"] == ("pow gate: the gradient of z through t4 is upstream × local = ∂out/∂t4 × ∂t4/∂z = "
                          "11 × 3z² = 11 × 3·2²")
     assert d["forward"][3]["hint"] == "pow gate: t1 = x ** 2 = 3 ** 2"
