@@ -193,3 +193,21 @@ def test_check_compares_functions_of_vectors(tmp_path: Path, capsys: Any) -> Non
     doc = json.loads(capsys.readouterr().out)
     assert [(m["name"], m["index"]) for m in doc["wrong"]] == [("dx", [0])]
     assert doc["wrong"][0]["expected"] == pytest.approx(2 * 0.196612, abs=1e-6)
+
+
+def test_the_markdown_report_states_rules_in_its_own_names(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    """Issue 13 item 3: the worksheet's Markdown report has the same tables as the CLI (pictures
+    left out here: the renderer is switched off, so the report holds DOT and solves fast)."""
+    from chainrule import render
+
+    def no_engine(*args: Any, **kwargs: Any) -> Any:
+        raise render.RenderError("no layout program in this test")
+
+    monkeypatch.setattr(render, "find_engine", no_engine)
+    monkeypatch.setattr(render, "layout", no_engine)
+    assert cli.main(["worksheet", "--out", str(tmp_path / "w")]) == 0
+    capsys.readouterr()
+    md = (tmp_path / "w" / "worksheet.md").read_text()
+    assert "local     ∂t2/∂y = cos(y) = cos(1.5708) = 0   →  ∂out/∂y = 4 × 0 = 0" in md
+    assert "local     ∂t4/∂z = 3z² = 3·2² = 12" in md
+    assert "∂(xʸ)" not in md and "local gradient cos x" not in md  # no gate's generic letters

@@ -74,9 +74,6 @@ def test_report_has_every_question(solved) -> None:
     assert "t1 = ln(x)\nt2 = sin(y)" in md
     # Q3 split as the worksheet does it
     assert "a = -x" in md and "b = exp(a)" in md and "c = 1 + b" in md
-    # the tables state each local gradient in the report's own names and numbers (issue 13)
-    assert "local     ∂t2/∂y = cos(y) = cos(1.5708) = 0   →  ∂out/∂y = 4 × 0 = 0" in md
-    assert "local     ∂t4/∂z = 3z² = 3·2² = 12" in md and "∂(xʸ)" not in md
     # pictures beside the report (or, without a renderer, DOT in it)
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     if images:

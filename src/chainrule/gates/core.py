@@ -52,9 +52,9 @@ class Gate:
     """One primitive operation: forward, derivative rule, shape, printing (see module docstring)."""
 
     __slots__ = (
-        "name", "forward", "explain", "fmt", "local", "vjp", "expand", "kind", "differentiable", "fn",
+        "name", "forward", "explain", "idea", "fmt", "local", "vjp", "expand", "kind", "differentiable", "fn",
         "np_name", "local_const", "params", "arity", "shape_rule", "code", "helper", "view", "numpy",
-        "method", "call", "order", "boolean", "idea",
+        "method", "call", "order", "boolean",
     )
 
     def __init__(
@@ -65,6 +65,7 @@ class Gate:
         fmt: str,
         *,
         kind: str,
+        idea: str | None = None,
         local: tuple[Callable[..., Any] | None, ...] | None = None,
         vjp: Callable[..., tuple[Any, ...]] | None = None,
         expand: Callable[..., Any] | None = None,
@@ -80,7 +81,6 @@ class Gate:
         call: Callable[[tuple[Any, ...], dict[str, Any]], tuple[list[Any], dict[str, Any]]] | None = None,
         order: Sequence[str] | None = None,
         boolean: bool = False,
-        idea: str | None = None,
     ) -> None:
         self.name = name
         self.forward = forward

@@ -103,7 +103,7 @@ def worksheet_examples() -> list[dict[str, Any]]:
     for key, problem in QUESTIONS.items():
         values = dict(item.split("=", 1) for item in problem.at)
         ex: dict[str, Any] = {"title": f"{key[0].upper()}{key[1:]}  {problem.math}", "expression": problem.expr,
-                              "values": values, "practice": True}  # the worksheet asks to find the answers
+                              "values": values}
         if key == "q3":
             ex["lr"] = Q3_STEP
         out.append(ex)
@@ -113,11 +113,13 @@ def worksheet_examples() -> list[dict[str, Any]]:
 def examples() -> list[dict[str, Any]]:
     """The examples menu: title, expression, variables (in order), values, expand, lr."""
     out = []
-    for ex in [*worksheet_examples(), *EXTRA_EXAMPLES]:
+    worksheet = worksheet_examples()
+    for ex in [*worksheet, *EXTRA_EXAMPLES]:
+        practice = ex.get("practice", any(ex is w for w in worksheet))  # the worksheet asks to find the answers
         out.append({"title": ex["title"], "expression": ex["expression"],
                     "variables": parse(ex["expression"]).signature(list(ex["values"])), "values": dict(ex["values"]),
                     "expand": ex.get("expand", False), "lr": ex.get("lr", 0.1),
-                    "practice": ex.get("practice", False)})
+                    "practice": practice})
     return out
 
 
