@@ -210,4 +210,5 @@ def test_the_markdown_report_states_rules_in_its_own_names(tmp_path: Path, monke
     md = (tmp_path / "w" / "worksheet.md").read_text()
     assert "local     ∂t2/∂y = cos(y) = cos(1.5708) = 0   →  ∂out/∂y = 4 × 0 = 0" in md
     assert "local     ∂t4/∂z = 3z² = 3·2² = 12" in md
-    assert "∂(xʸ)" not in md and "local gradient cos x" not in md  # no gate's generic letters
+    # beside it, the gate's idea in words, not its generic letters (∂(xʸ)/∂x = y·xʸ⁻¹)
+    assert "      pow gate: the exponent comes down, the power drops by one\n      local     ∂t4/∂z" in md
