@@ -266,3 +266,20 @@ def test_cli_json_carries_the_new_fields(tmp_path: Path, monkeypatch: Any, capsy
 @pytest.mark.parametrize("kind", sorted(MISTAKES))
 def test_every_mistake_kind_is_documented(kind: str) -> None:
     assert MISTAKES[kind] and kind in (cr.check.BackwardReport.__doc__ or "")
+
+
+def test_a_wrong_forward_step_matched_by_its_name() -> None:
+    """The expression names q; the student's q has no value of any step, so it is matched by name."""
+    def named(x, y, z):
+        q = x * y  # should be x + y
+        f = q * z
+        dq = z
+        dz = q
+        return f, dq, dq, dz
+
+    rep = cr.check_backward(named, parse("q = x + y; f = q * z").function(), 1.0, 3.0, 2.0)
+    assert rep.label == "the given inputs" and rep.wrong[0].name == "f"
+    assert rep.first_wrong_step.name == "q" and rep.mistake == "wrong_forward"
+    assert (rep.first_wrong_step.expected, rep.first_wrong_step.got) == (4.0, 3.0)
+    assert rep.feedback == "`q` has the wrong value: the step named q computes 4, and `q` holds 3"
+    assert rep.line == inspect.getsourcelines(named)[1] + 1

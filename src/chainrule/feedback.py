@@ -185,10 +185,11 @@ def _numeric(v: Any) -> bool:
 class _Match:
     """The checked function's locals and the reference's nodes, matched (see module docstring).
 
-    ``graphs[s]`` is the reference traced at run ``s`` with composites staged into their parts
-    (a superset of the fused graph's values, so one graph serves students who stage sigmoid and
-    those who call it); nodes are compared across runs by their position, which tracing the same
-    reference at inputs of the same shapes keeps."""
+    ``graphs[s]`` is the reference traced at run ``s``, by default with composites staged into
+    their parts (a superset of the fused graph's values, so one graph serves students who stage
+    sigmoid and those who call it; ``expand=False`` for a student who used a composite's own rule);
+    nodes are compared across runs by their position, which tracing the same reference at inputs
+    of the same shapes keeps."""
 
     def __init__(self, reference: Callable[..., Any], params: list[str], runs: list[Run], failing: int,
                  holders: list[list[str]], rtol: float, atol: float, expand: bool = True,
@@ -229,13 +230,14 @@ class _Match:
         for name in self.order:
             if name in params or name in named:
                 continue
-            hits = self._value_matches(name)
-            if hits:
-                self.nodes[name] = hits
-            else:
-                named = [k for k, n in enumerate(g0.nodes) if n.name == name and n.kind != "const"]
-                if named:
-                    self.by_name_only[name] = named[0]
+            everywhere, here = self._value_matches(name)
+            same_name = [k for k, n in enumerate(g0.nodes) if n.name == name and n.kind != "const"]
+            if everywhere:
+                self.nodes[name] = everywhere
+            elif same_name and same_name[0] not in here:
+                self.by_name_only[name] = same_name[0]  # a step the function names q, which q misses
+            elif here:
+                self.nodes[name] = here  # the value where the check failed (the other runs may differ)
         for label, p in (returned or {}).items():
             self.grad_of[label] = p
             if label not in self.order:
@@ -257,16 +259,20 @@ class _Match:
     def value(self, s: int, name: str) -> Any:
         return (self.runs[s].locals or {}).get(name)
 
-    def _value_matches(self, name: str) -> list[int]:
+    def _value_matches(self, name: str) -> tuple[list[int], list[int]]:
+        """The nodes with ``name``'s value at every run, and those with it where the check failed
+        (best first: the same name, then steps before inputs, then later steps: an alias out = d is d)."""
         g0 = self.graphs[self.failing]
         cand = [k for k, n in enumerate(g0.nodes) if n.kind != "const"
                 and _close(self.value(self.failing, name), n.value, self.rtol, self.atol)]
         everywhere = [k for k in cand if all(self.value(s, name) is None
                                              or _close(self.value(s, name), self.node(s, k).value, self.rtol, self.atol)
                                              for s in self.usable)]
-        hits = everywhere or cand
-        # the same name first, then steps before inputs, then later steps (an alias out = d is d)
-        return sorted(hits, key=lambda k: (g0.nodes[k].name != name, g0.nodes[k].kind == "input", -k))
+
+        def best(k: int) -> tuple[bool, bool, int]:
+            return g0.nodes[k].name != name, g0.nodes[k].kind == "input", -k
+
+        return sorted(everywhere, key=best), sorted(cand, key=best)
 
     # ---- the learner's names for the reference's nodes --------------------------------------
     def text(self, k: int, depth: int = 0) -> str:
