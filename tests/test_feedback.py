@@ -102,47 +102,29 @@ def test_fan_out_with_one_use_left_out(tmp_path: Path) -> None:
     assert_students_words(rep)
 
 
-def test_missing_factor(tmp_path: Path) -> None:
-    rep, line = check_variant(tmp_path, "dxpy = (2 * xpy) * dxpysqr", "dxpy = (xpy) * dxpysqr")
-    assert rep.first_wrong_step.name == "dxpy" and rep.line == line
-    assert rep.mistake == "missing_factor"
-    assert rep.feedback == ("`dxpy` is missing a factor of 2: through `xpysqr = xpy ** 2`, the local gradient "
-                            "of xpy is 2·xpy")
-    assert_students_words(rep)
+ONE_LINE_MISTAKES = [
+    # (the right line, the student's line, the mistake, the sentence)
+    ("dxpy = (2 * xpy) * dxpysqr", "dxpy = (xpy) * dxpysqr", "missing_factor",
+     "`dxpy` is missing a factor of 2: through `xpysqr = xpy ** 2`, the local gradient of xpy is 2·xpy"),
+    ("dden = (-1.0 / (den**2)) * dinvden", "dden = (1.0 / (den**2)) * dinvden", "lost_sign",
+     "`dden` has lost a minus sign: through `invden = 1 / den`, the local gradient of den is −1/den²"),
+    ("dnum = invden", "dnum = num", "wrong_input",
+     "for `f = num * invden`, the local gradient of num is invden, but `dnum` uses num, the local gradient of "
+     "the other input (mul gate: swaps its inputs — each gets the upstream gradient times the other)"),
+    ("dxpy = (2 * xpy) * dxpysqr", "dxpy = (2 * xpy)", "upstream_missing",
+     "`dxpy` leaves out the upstream gradient: through `xpysqr = xpy ** 2`, xpy gets dxpysqr × 2·xpy, "
+     "not 2·xpy alone"),
+    ("dxpy = (2 * xpy) * dxpysqr", "dxpy = dxpysqr", "local_missing",
+     "`dxpy` passes dxpysqr on through `xpysqr = xpy ** 2` without multiplying by the local gradient 2·xpy"),
+]
 
 
-def test_lost_sign(tmp_path: Path) -> None:
-    rep, line = check_variant(tmp_path, "dden = (-1.0 / (den**2)) * dinvden", "dden = (1.0 / (den**2)) * dinvden")
-    assert rep.first_wrong_step.name == "dden" and rep.line == line
-    assert rep.mistake == "lost_sign"
-    assert rep.feedback == ("`dden` has lost a minus sign: through `invden = 1 / den`, the local gradient of den "
-                            "is −1/den²")
-    assert_students_words(rep)
-
-
-def test_mul_gate_not_swapped(tmp_path: Path) -> None:
-    rep, line = check_variant(tmp_path, "dnum = invden", "dnum = num")
-    assert rep.first_wrong_step.name == "dnum" and rep.line == line
-    assert rep.mistake == "wrong_input"
-    assert rep.feedback.startswith("for `f = num * invden`, the local gradient of num is invden, but `dnum` uses "
-                                   "num, the local gradient of the other input (mul gate: swaps its inputs")
-    assert_students_words(rep)
-
-
-def test_upstream_not_multiplied(tmp_path: Path) -> None:
-    rep, line = check_variant(tmp_path, "dxpy = (2 * xpy) * dxpysqr", "dxpy = (2 * xpy)")
-    assert rep.first_wrong_step.name == "dxpy" and rep.line == line
-    assert rep.mistake == "upstream_missing"
-    assert rep.feedback == ("`dxpy` leaves out the upstream gradient: through `xpysqr = xpy ** 2`, xpy gets "
-                            "dxpysqr × 2·xpy, not 2·xpy alone")
-    assert_students_words(rep)
-
-
-def test_local_gradient_not_multiplied(tmp_path: Path) -> None:
-    rep, _ = check_variant(tmp_path, "dxpy = (2 * xpy) * dxpysqr", "dxpy = dxpysqr")
-    assert rep.mistake == "local_missing"
-    assert rep.feedback == ("`dxpy` passes dxpysqr on through `xpysqr = xpy ** 2` without multiplying by the "
-                            "local gradient 2·xpy")
+@pytest.mark.parametrize("right, wrong, mistake, sentence", ONE_LINE_MISTAKES, ids=[m[2] for m in ONE_LINE_MISTAKES])
+def test_one_classic_mistake(tmp_path: Path, right: str, wrong: str, mistake: str, sentence: str) -> None:
+    rep, line = check_variant(tmp_path, right, wrong)
+    step = wrong.split(" = ")[0]
+    assert rep.first_wrong_step.name == step and rep.line == line, str(rep)
+    assert rep.mistake == mistake and rep.feedback == sentence
     assert_students_words(rep)
 
 
