@@ -218,9 +218,11 @@ def open_example(page: Any, prefix: str) -> None:
 
 
 def label_visible(page: Any, element_id: str, color: str) -> list[bool]:
-    """Whether each label of one colour in a picture element is shown (practice hides them until stepped)."""
+    """Whether each number of one colour on a picture's edge is shown (practice hides them until
+    stepped); the numbers are on the edge's own element or on its label's (label-...)."""
     return page.evaluate(
-        """([id, color]) => [...document.getElementById(id).querySelectorAll('text')]
+        """([id, color]) => [id, id.replace('edge-', 'label-')].map((i) => document.getElementById(i))
+             .filter(Boolean).flatMap((e) => [...e.querySelectorAll('text')])
              .filter((t) => (t.getAttribute('fill') || '').toLowerCase() === color)
              .map((t) => getComputedStyle(t).visibility !== 'hidden')""", [element_id, color])
 

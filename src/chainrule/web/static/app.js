@@ -343,12 +343,14 @@ function applyReveal() {
       else if (fill === gradColor) t.style.visibility = showGrad ? "" : "hidden";
     }
   };
-  for (const e of d.edges) {
-    const g = document.getElementById(edgeId(e));
-    if (g && box.contains(g)) setTexts(g, values.has(e.source), grads.has(e.source));
-  }
-  const result = document.getElementById(`edge-${d.output}-result`);
-  if (result && box.contains(result)) setTexts(result, values.has(d.output), grads.has(d.output));
+  // an edge's numbers are drawn on the edge itself, or in a label of their own (label-<edge>)
+  const labelled = (id, showValue, showGrad) => {
+    for (const el of [document.getElementById(id), document.getElementById(id.replace("edge-", "label-"))]) {
+      if (el && box.contains(el)) setTexts(el, showValue, showGrad);
+    }
+  };
+  for (const e of d.edges) labelled(edgeId(e), values.has(e.source), grads.has(e.source));
+  labelled(`edge-${d.output}-result`, values.has(d.output), grads.has(d.output));
   for (const n of d.nodes) {
     const g = svgNode(n.name);
     if (g) setTexts(g, values.has(n.name), grads.has(n.name));
