@@ -265,3 +265,42 @@ def test_a_wrong_forward_step_matched_by_its_name() -> None:
     assert (rep.first_wrong_step.expected, rep.first_wrong_step.got) == (4.0, 3.0)
     assert rep.feedback == "`q` has the wrong value: the step named q computes 4, and `q` holds 3"
     assert rep.line == inspect.getsourcelines(named)[1] + 1
+
+
+def q2c_student(x, y, z):
+    a = np.log(x)
+    b = np.sin(y)
+    c = a + b
+    out = c ** 2 + 4 * x
+    dc = 2 * c
+    da = dc
+    db = dc
+    dx = da / x + 4
+    dy = db * np.cos(x)  # wrong: cos(y)
+    dz = np.zeros_like(z)
+    return out, dx, dy, dz
+
+
+def test_one_input_set_alone_coincidences_and_ambiguity() -> None:
+    """judge() given one input set (as a caller that keeps no other runs does): at x = e, y = π/2,
+    a = ln x and b = sin y are both 1; the learner's names still go to the steps in their order, and
+    no mistake is named that another would explain as well."""
+    from chainrule.check import capture_call, judge
+
+    ref = lambda x, y, z: (np.log(x) + np.sin(y)) ** 2 + 4 * x  # noqa: E731
+    inputs = [np.array(np.e), np.array(np.pi / 2), np.array(2.0)]
+    rep = judge("q2c", ref, ["x", "y", "z"], inputs, "the given inputs", capture_call(q2c_student, inputs),
+                ["the given inputs"], 1e-6, 1e-9)
+    assert [m.name for m in rep.wrong] == ["dy"] and rep.first_wrong_step.name == "dy"
+    assert rep.mistake == "wrong_value"
+    assert rep.feedback.startswith("`dy` is not the gradient of y: through `b = sin(y)` it is db × cos(y)")
+    assert_students_words(rep)
+
+
+def test_hard_coded_answers_name_no_step() -> None:
+    def hard_coded(x, y, z):
+        return 8.0, 2.0, 2.0, 4.0
+
+    rep = cr.check_backward(hard_coded, lambda x, y, z: (x + y) * z, 1.0, 3.0, 2.0)
+    assert rep.label == "random inputs #1" and rep.wrong[0].name == "out"
+    assert rep.first_wrong_step is None and rep.feedback is None  # no local variable to point at

@@ -227,10 +227,12 @@ class _Match:
         # forward locals -> node positions (best first); by name alone -> wrong forward values
         self.nodes: dict[str, list[int]] = {p: [self.index[id(n)]] for p, n in zip(params, g0.inputs)}
         self.by_name_only: dict[str, int] = {}
+        self._taken = {k for ks in self.nodes.values() for k in ks}
         for name in self.order:
             if name in params or name in named:
                 continue
             everywhere, here = self._value_matches(name)
+            self._taken.update((everywhere or here)[:1])
             same_name = [k for k, n in enumerate(g0.nodes) if n.name == name and n.kind != "const"]
             if everywhere:
                 self.nodes[name] = everywhere
@@ -240,6 +242,7 @@ class _Match:
                 self.nodes[name] = here  # the value where the check failed (the other runs may differ)
         for label, p in (returned or {}).items():
             self.grad_of[label] = p
+            self.named_grads.add(label)  # a returned value no local holds: a gradient, never a forward step
             if label not in self.order:
                 self.order.append(label)
         self.student: dict[int, str] = {}  # node position -> the learner's name for it (first in code order)
@@ -260,8 +263,10 @@ class _Match:
         return (self.runs[s].locals or {}).get(name)
 
     def _value_matches(self, name: str) -> tuple[list[int], list[int]]:
-        """The nodes with ``name``'s value at every run, and those with it where the check failed
-        (best first: the same name, then steps before inputs, then later steps: an alias out = d is d)."""
+        """The nodes with ``name``'s value at every run, and those with it where the check failed,
+        best first: the same name; then a step no earlier local took (locals are written in the
+        order the steps run: at x = e, y = π/2, a = ln x and b = sin y are both 1); steps before
+        inputs; earlier steps first."""
         g0 = self.graphs[self.failing]
         cand = [k for k, n in enumerate(g0.nodes) if n.kind != "const"
                 and _close(self.value(self.failing, name), n.value, self.rtol, self.atol)]
@@ -269,8 +274,8 @@ class _Match:
                                              or _close(self.value(s, name), self.node(s, k).value, self.rtol, self.atol)
                                              for s in self.usable)]
 
-        def best(k: int) -> tuple[bool, bool, int]:
-            return g0.nodes[k].name != name, g0.nodes[k].kind == "input", -k
+        def best(k: int) -> tuple[bool, bool, bool, int]:
+            return g0.nodes[k].name != name, k in self._taken, g0.nodes[k].kind == "input", k
 
         return sorted(everywhere, key=best), sorted(cand, key=best)
 
@@ -452,9 +457,7 @@ def diagnose(reference: Callable[..., Any], params: list[str], runs: list[Run], 
     match = _Match(reference, params, runs, failing, holders, rtol, atol, returned=returned)
     g0 = match.graphs[failing]
     if output_wrong:  # the forward pass went wrong first: every gradient after it is spoilt
-        forward = _forward_step(match, source)
-        if forward is not None:
-            return forward
+        return _forward_step(match, source)
     wrong: list[tuple[str, int, Any, Any]] = []  # (local, node position, expected, got)
     for name in match.order:
         target = match.grad_of.get(name)
@@ -591,6 +594,7 @@ def _explain(match: _Match, name: str, k: int, source: Source | None) -> Diagnos
                     return d
 
     kinds = [*_KINDS, "lost_sign", *[f"factor:{f}" for f in _FACTORS]]
+    found: list[tuple[str, list[int]]] = []  # every mistake that explains the value, most telling first
     for kind in kinds:
         choices = [[j] for j in range(n) if kind in paths[j].alts]
         if n > 1 and all(kind in p.alts for p in paths):
@@ -600,10 +604,15 @@ def _explain(match: _Match, name: str, k: int, source: Source | None) -> Diagnos
                 return e - sum(ps[j].share for j in chosen) + sum(ps[j].alts[kind] for j in chosen)
 
             if holds(predict):
-                where = [w for j in chosen for w in paths[j].where]
-                d.mistake = "missing_factor" if kind.startswith("factor:") else kind
-                d.feedback = _sentence(match, kind, shown, where)
-                return d
+                found.append((kind, chosen))
+    named_kinds = {"missing_factor" if k.startswith("factor:") else k for k, _ in found}
+    # at one input set alone, two mistakes that give the same number cannot be told apart: name none
+    if found and (len(sets) > 1 or len(named_kinds) == 1):
+        kind, chosen = found[0]
+        where = [w for j in chosen for w in paths[j].where]
+        d.mistake = "missing_factor" if kind.startswith("factor:") else kind
+        d.feedback = _sentence(match, kind, shown, where)
+        return d
     d.mistake = "wrong_value"
     if n > 1:
         d.feedback = (f"{shown} is not the gradient of {who}: {who} is used {n} times, so its gradient adds up "
