@@ -87,6 +87,11 @@ def gate_symbol(node: Node) -> str:
     if gate is None:
         return node.name
     fmt = gate.fmt
+    pick = re.fullmatch(r"\{0\}(\[.*\])", fmt)
+    if pick:  # indexing: the index it picks, [0] (a picture of w[0], w[1], w[2] tells them apart)
+        from .symbolic import _EQUATION, fill_template
+
+        return fill_template(pick.group(1), lambda k, enclosed: "", 1, dict(node.params), gate, _EQUATION.param)
     infix = re.fullmatch(r"\{0\} (\S+) \{1\}", fmt)
     if infix:
         return {"*": "×", "-": "−", "/": "÷"}.get(infix.group(1), infix.group(1))
@@ -97,11 +102,6 @@ def gate_symbol(node: Node) -> str:
         return "neg"
     if fmt == "{0}":
         return "="  # identity (a gradient passed on unchanged): not an "x" to be read as ×
-    pick = re.fullmatch(r"\{0\}(\[.*\])", fmt)
-    if pick:  # indexing: the index it picks, [0]
-        from .symbolic import _EQUATION, fill_template
-
-        return fill_template(pick.group(1), lambda k, enclosed: "", 1, dict(node.params), gate, _EQUATION.param)
     return fmt.replace("{0}", "x").replace("{1}", "y").replace("{2}", "z").replace(" ", "")
 
 
