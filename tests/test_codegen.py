@@ -65,8 +65,8 @@ GOLDEN_Q2B = textwrap.dedent('''\
         dt4 = dout * t3  # mul gate: swaps its inputs
         dt1 = dt3  # add gate: distributes the upstream gradient unchanged to both inputs
         dt2 = dt3  # add gate: distributes the upstream gradient unchanged to both inputs
-        dz = dt4 * (3 * z ** 2)  # pow gate: ∂(xʸ)/∂x = y·xʸ⁻¹ and ∂(xʸ)/∂y = xʸ·ln x
-        dx = dt1 * (2 * x)  # pow gate: ∂(xʸ)/∂x = y·xʸ⁻¹ and ∂(xʸ)/∂y = xʸ·ln x
+        dz = dt4 * (3 * z ** 2)  # pow gate: the exponent comes down, the power drops by one
+        dx = dt1 * (2 * x)  # pow gate: the exponent comes down, the power drops by one
         dy = 2 * dt2  # mul gate: swaps its inputs
         return out, dx, dy, dz
     ''')
@@ -83,9 +83,9 @@ GOLDEN_SIGMOID_STAGED = textwrap.dedent('''\
         d = 1 / c
         # backward pass
         dd = np.ones_like(d)
-        dc = dd * (-1 / c ** 2)  # div gate: ∂(x/y)/∂x = 1/y and ∂(x/y)/∂y = -x/y²
+        dc = dd * (-1 / c ** 2)  # div gate: numerator and denominator each have their own rule
         db = dc  # add gate: distributes the upstream gradient unchanged to both inputs
-        da = db * b  # exp gate: its local gradient is its own output, eˣ
+        da = db * b  # exp gate: its local gradient is its own output
         dx = -da  # neg gate: flips the sign of the gradient
         return d, dx
     ''')
@@ -102,9 +102,9 @@ GOLDEN_SIGMOID_EXPANDED = textwrap.dedent('''\
         out = np.reciprocal(t3)
         # backward pass
         dout = np.ones_like(out)
-        dt3 = -dout * out ** 2  # reciprocal gate: ∂(1/x)/∂x = -1/x²
+        dt3 = -dout * out ** 2  # reciprocal gate: the local gradient is minus the output squared
         dt2 = dt3  # add gate: distributes the upstream gradient unchanged to both inputs
-        dt1 = dt2 * t2  # exp gate: its local gradient is its own output, eˣ
+        dt1 = dt2 * t2  # exp gate: its local gradient is its own output
         dx = -dt1  # neg gate: flips the sign of the gradient
         return out, dx
     ''')
@@ -131,13 +131,13 @@ GOLDEN_COMPLEX_LAYER = textwrap.dedent('''\
         out = t4 / t7
         # backward pass
         dout = np.ones_like(out)
-        dt4 = dout * (1 / t7)  # div gate: ∂(x/y)/∂x = 1/y and ∂(x/y)/∂y = -x/y²
-        dt7 = -dout * (t4 / t7 ** 2)  # div gate: ∂(x/y)/∂x = 1/y and ∂(x/y)/∂y = -x/y²
+        dt4 = dout * (1 / t7)  # div gate: numerator and denominator each have their own rule
+        dt7 = -dout * (t4 / t7 ** 2)  # div gate: numerator and denominator each have their own rule
         dt1 = dt4 * t3  # mul gate: swaps its inputs
         dt3 = dt4 * t1  # mul gate: swaps its inputs
-        dt6 = dt7 * (t7 * (1 - t7))  # sigmoid gate: local gradient σ(x)·(1 − σ(x)), from its own output
-        dt2 = dt3 * (t3 * (1 - t3))  # sigmoid gate: local gradient σ(x)·(1 − σ(x)), from its own output
-        dt5 = dt6 * (2 * t5)  # pow gate: ∂(xʸ)/∂x = y·xʸ⁻¹ and ∂(xʸ)/∂y = xʸ·ln x
+        dt6 = dt7 * (t7 * (1 - t7))  # sigmoid gate: its local gradient comes from its own output
+        dt2 = dt3 * (t3 * (1 - t3))  # sigmoid gate: its local gradient comes from its own output
+        dt5 = dt6 * (2 * t5)  # pow gate: the exponent comes down, the power drops by one
         dx = dt1 * (1 / x) + dt5  # x is used 2 times: the gradients from each use add up
         dy = dt2 * (0.5 / t2) + dt5  # y is used 2 times: the gradients from each use add up
         return out, dx, dy

@@ -142,17 +142,37 @@ def test_q2_table_matches_engine_and_hand_derivation(part: str) -> None:
 
 def test_table_shows_rules_in_words_and_symbols() -> None:
     t = cr.trace(q1a, x=1.0, y=3.0, z=2.0).table()
-    assert "∂out/∂t1 = z = 2" in t
-    assert cr.GATES["mul"].explain in t and cr.GATES["add"].explain in t
-    assert "∂t1/∂x = 1" in t and "∂out/∂x = 2 × 1 = 2" in t
+    # local gradients are labelled and written ∂node/∂input; totals are ∂out/∂input, unlabelled
+    assert "local     ∂out/∂t1 = z = 2   →  ∂out/∂t1 = 1 × 2 = 2" in t
+    assert cr.GATES["mul"].idea in t and cr.GATES["add"].idea in t
+    assert "local     ∂t1/∂x = 1" in t and "∂out/∂x = 2 × 1 = 2" in t
     tc = cr.trace(q1c, **Q2_INPUTS["c"][1]).table()
-    assert "∂t2/∂y = cos(y) = 0" in tc
-    assert "∂t1/∂x = 1/x = 0.367879" in tc
+    assert "∂t2/∂y = cos(y) = cos(1.5708) = 0" in tc
+    assert "∂t1/∂x = 1/x = 1/2.71828 = 0.367879" in tc
     # x is used twice: the table adds its two gradients
     assert "∂out/∂x = 4 + 1.47152 = 5.47152" in tc and "x is used 2 times" in tc
     ts = cr.trace(lambda x: cr.sigmoid(x), x=2.0).table()
-    assert "∂out/∂x = out·(1 − out) = 0.104994" in ts
-    assert cr.GATES["sigmoid"].explain in ts
+    assert "∂out/∂x = out·(1 − out) = 0.880797·(1 − 0.880797) = 0.104994" in ts
+    assert cr.GATES["sigmoid"].idea in ts
+
+
+def test_table_states_rules_in_the_learners_own_names() -> None:
+    """Issue 13 item 3: `t4 = z ** 3` reads ∂t4/∂z = 3z² = 12 (the gate's rule, evaluated in the
+    learner's names and then at the numbers), never the gate's generic letters."""
+    def q2b(x, y, z):
+        s = x ** 2 + 2 * y
+        t4 = z ** 3
+        return s * t4
+
+    t = cr.trace(q2b, x=3.0, y=1.0, z=2.0).table()
+    assert "∂t4/∂z = 3z² = 3·2² = 12   →  ∂out/∂z = 11 × 12 = 132" in t
+    assert "∂(xʸ)" not in t and "y·xʸ⁻¹" not in t  # the pow gate's generic letters
+    assert "the exponent comes down" in t
+    tsin = cr.trace(lambda y: np.sin(y) * 2, y=0.5).table()
+    assert "∂t1/∂y = cos(y)" in tsin and "cos x" not in tsin
+    # a negative operand is bracketed where the numbers are put in
+    tneg = cr.trace(lambda w: w ** 2, w=-4.0).table()
+    assert "∂out/∂w = 2w = 2·(−4) = -8" in tneg
 
 
 def test_fan_out_of_an_intermediate_is_added() -> None:

@@ -23,7 +23,7 @@ from chainrule.web import bind_socket, create_app, url_for  # noqa: E402
 from chainrule.web.api import EXTRA_EXAMPLES, Limits  # noqa: E402
 
 LIMITS = Limits(max_expression_chars=200, max_nodes=60, max_array_size=50, max_variables=5,
-                max_value_chars=100, max_body_bytes=8192)
+                max_value_chars=100, max_body_bytes=8192, max_code_chars=2000)
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +178,63 @@ def test_every_example_computes(client: TestClient) -> None:
     assert examples[3]["lr"] == 0.2  # Q3's step size
     for ex in examples:
         d = trace(client, ex["expression"], ex["values"], expand=ex["expand"])
-        assert d["variables"] == ex["variables"]
+        assert d["inputs"] == ex["variables"]  # the boxes' order: the generated function's signature
         assert d["source"] or d["source_error"], ex["title"]
+
+
+def test_tables_in_the_learners_terms_and_hints(client: TestClient) -> None:
+    """Issue 13: each backward term states the local gradient in the graph's names and with the
+    numbers (from the gate's rule), and carries a hint for practice mode; forward steps too."""
+    d = trace(client, "(x^2 + 2y) z^3", {"x": 3, "y": 1, "z": 2})
+    steps = {s["node"]: s for s in d["backward"]}
+    (t,) = steps["z"]["terms"]
+    assert t["local_equation"] == "∂t4/∂z = 3z² = 3·2² = 12" and t["rule_at"] == "3·2²"
+    assert t["explain"] == "pow gate: the exponent comes down, the power drops by one"
+    assert t["hint"] == ("pow gate: the gradient of z through t4 is upstream × local = ∂out/∂t4 × ∂t4/∂z = "
+                         "11 × 3z² = 11 × 3·2²")
+    assert d["forward"][3]["hint"] == "pow gate: t1 = x ** 2 = 3 ** 2"
+    assert d["colors"]["value"] and d["colors"]["grad"]
+
+
+def test_check_my_backward(client: TestClient) -> None:
+    code = ("import numpy as np\n\ndef q2a(x, y, z):\n    q = x + y\n    out = q * z\n    dq = z\n"
+            "    dz = z\n    return out, dq, dq, dz\n")
+    body = {"expression": "(x + y) * z", "values": {"x": 1, "y": 3, "z": 2}, "code": code}
+    r = client.post("/api/check", json=body)
+    assert r.status_code == 200, r.text
+    rep = r.json()
+    assert rep["status"] == "wrong" and rep["mistake"] == "wrong_input" and rep["lines"] == [7]
+    assert rep["first_wrong_step"]["name"] == "dz" and rep["params"] == ["x", "y", "z"]
+    assert rep["feedback"].startswith("for `out = q * z`, the local gradient of z is q, but `dz` uses z")
+    r = client.post("/api/check", json={**body, "code": code.replace("dz = z", "dz = q")})
+    assert r.json()["status"] == "correct" and len(r.json()["checked"]) == 4
+    r = client.post("/api/check", json={**body, "code": code.replace("dz = z", "dz = zz")})
+    assert r.json()["status"] == "failed" and r.json()["lines"] == [7]
+    assert "line 7: name 'zz' has no value here" in r.json()["failure"]
+
+
+@pytest.mark.parametrize("code, status, error, position", [
+    ("def q2a(x, y, z):\n    import os\n    return x, x, y, z\n", 422, "invalid_code", 22),
+    ("def q2a(x, y):\n    return x, x, y\n", 422, "code_inputs", None),
+    ("   ", 422, "empty_code", 0),
+    ("#" * 2001, 413, "code_too_long", 2000),
+    (3, 400, "bad_request", None),
+])
+def test_check_refuses_code_it_cannot_read(client: TestClient, code: Any, status: int, error: str,
+                                           position: int | None) -> None:
+    r = client.post("/api/check", json={"expression": "(x + y) * z", "values": {"x": 1, "y": 3, "z": 2},
+                                        "code": code})
+    assert r.status_code == status and r.json()["code"] == error and r.json()["field"] == "code"
+    assert r.json().get("position") == position
+
+
+def test_typed_values_for_practice(client: TestClient) -> None:
+    assert client.post("/api/value", json={"text": "1/e"}).json()["value"] == pytest.approx(math.exp(-1))
+    assert client.post("/api/value", json={"text": "[1, 2/4]"}).json()["value"] == [1, 0.5]
+    r = client.post("/api/value", json={"text": "2 +"})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_value" and r.json()["field"] == "text"
+    r = client.post("/api/value", json={"text": "x"})
+    assert r.status_code == 422 and "cannot use the name" in r.json()["error"]
 
 
 def test_info_and_the_page(client: TestClient) -> None:
@@ -217,7 +272,7 @@ BAD_BODIES = [
     ("lambda", "parse", {"expression": "lambda: 1"}, 422, "invalid_expression", "expression"),
     ("string", "parse", {"expression": "'abc'"}, 422, "invalid_expression", "expression"),
     ("unknown function", "parse", {"expression": "open(x)"}, 422, "invalid_expression", "expression"),
-    ("subscript", "parse", {"expression": "x[0]"}, 422, "invalid_expression", "expression"),
+    ("variable index", "parse", {"expression": "x[y]"}, 422, "invalid_expression", "expression"),
     ("too many variables", "parse", {"expression": "a+b+c+d+f+g"}, 413, "too_many_variables", "expression"),
     ("too many nodes", "trace", {"expression": MANY_OPS, "values": {"x": 1, "y": 2}}, 413, "too_many_nodes",
      "expression"),

@@ -203,3 +203,159 @@ def test_examples_menu_and_expanded_switch(page: Any) -> None:
     shot(page, "q3-expanded")
     page.locator("#mode-fused").check()
     expect(page.locator("#equations tbody tr")).to_have_count(2)  # x and one sigmoid gate
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 13: practice mode and "check my backward pass"
+# ---------------------------------------------------------------------------------------------
+
+
+def open_example(page: Any, prefix: str) -> None:
+    options = page.locator("#examples option")
+    sync_api.expect(options).not_to_have_count(1)
+    label = next(t for t in options.all_inner_texts() if t.startswith(prefix))
+    page.locator("#examples").select_option(label=label)
+
+
+def label_visible(page: Any, element_id: str, color: str) -> list[bool]:
+    """Whether each number of one colour on a picture's edge is shown (practice hides them until
+    stepped); the numbers are on the edge's own element or on its label's (label-...)."""
+    return page.evaluate(
+        """([id, color]) => [id, id.replace('edge-', 'label-')].map((i) => document.getElementById(i))
+             .filter(Boolean).flatMap((e) => [...e.querySelectorAll('text')])
+             .filter((t) => (t.getAttribute('fill') || '').toLowerCase() === color)
+             .map((t) => getComputedStyle(t).visibility !== 'hidden')""", [element_id, color])
+
+
+def answer(page: Any, text: str) -> None:
+    box = page.locator("#answer")
+    box.fill(text)
+    box.press("Enter")
+
+
+def test_practice_mode_wrong_answer_hint_right_answer_and_score(page: Any) -> None:
+    from chainrule.render import GRAD_COLOR, VALUE_COLOR
+
+    expect = sync_api.expect
+    open_example(page, "Q2a")  # a worksheet example opens in practice mode
+    expect(page.locator("#practice")).to_be_checked()
+    expect(page.locator("#answer")).to_be_focused()
+    expect(page.locator(".question .ask")).to_have_text("t1 = x + y = ?")
+    # nothing is given away: the picture shows the inputs' values only, no gradient, no result
+    assert label_visible(page, "edge-x-t1-0", VALUE_COLOR.lower()) == [True]
+    assert label_visible(page, "edge-t1-out-0", VALUE_COLOR.lower()) == [False]
+    assert label_visible(page, "edge-out-result", VALUE_COLOR.lower()) == [False]
+    assert label_visible(page, "edge-x-t1-0", GRAD_COLOR.lower()) == [False]
+    expect(page.locator('#equations tr[data-node="t1"] td.value')).to_have_text("")
+    expect(page.locator("#source")).to_be_hidden()  # the generated function is part (iii)'s answer
+    assert page.locator("#graph [title], #graph [*|title]").count() == 0  # no tooltips with the answers
+
+    # a wrong answer: the page says so and gives the hint from the gate and the numbers at hand
+    answer(page, "5")
+    expect(page.locator("#feedback.wrong")).to_contain_text("Not 5")
+    expect(page.locator("#feedback .hint-text")).to_have_text("hint: add gate: t1 = x + y = 1 + 3")
+    expect(page.locator("#score")).to_have_text("score 0 / 0")
+    shot(page, "practice-wrong-hint")
+    # the right answer, typed as an expression the value parser reads (Enter submits)
+    answer(page, "2*2")
+    expect(page.locator("#feedback.right")).to_contain_text("Right: t1 = 4 (after 1 wrong try)")
+    expect(page.locator('#equations tr[data-node="t1"] td.value')).to_have_text("4")
+    assert label_visible(page, "edge-t1-out-0", VALUE_COLOR.lower()) == [True]
+    expect(page.locator("#score")).to_have_text("score 0 / 1")
+    answer(page, "8")
+    expect(page.locator("#score")).to_have_text("score 1 / 2")
+    # the backward pass: the seed, then ∂out/∂t1 = z = 2 (a wrong try shows the mul gate's hint)
+    expect(page.locator(".question .ask")).to_have_text("∂out/∂out = ?")
+    answer(page, "1")
+    expect(page.locator(".question .ask")).to_have_text("∂out/∂t1 = ?")
+    answer(page, "4")
+    expect(page.locator("#feedback .hint-text")).to_have_text(
+        "hint: mul gate: the gradient of t1 through out is upstream × local = ∂out/∂out × ∂out/∂t1 = 1 × z = 1 × 2")
+    assert label_visible(page, "edge-t1-out-0", GRAD_COLOR.lower()) == [False]
+    answer(page, "2")
+    expect(page.locator("#feedback.right")).to_contain_text("Right: ∂out/∂t1 = 2")
+    expect(page.locator("#step-info")).to_contain_text("local ∂out/∂t1 = z = 2")
+    assert label_visible(page, "edge-t1-out-0", GRAD_COLOR.lower()) == [True]
+    expect(page.locator("#score")).to_have_text("score 2 / 4")  # out and the seed at the first try
+    shot(page, "practice-right-score")
+    # the reveal button, and the keyboard: → with an empty answer box reveals the next one
+    page.locator("#answer-reveal").click()
+    expect(page.locator("#feedback.revealed")).to_contain_text("∂out/∂z = 4")
+    expect(page.locator("#score")).to_have_text("score 2 / 5 · 1 revealed")
+    page.locator("#answer").press("ArrowRight")
+    expect(page.locator("#score")).to_have_text("score 2 / 6 · 2 revealed")
+    answer(page, "2")  # ∂out/∂x
+    expect(page.locator("#step-info")).to_contain_text("done")
+    expect(page.locator("#score")).to_have_text("score 3 / 7 · 2 revealed")
+    expect(page.locator("#source")).to_be_visible()  # done: the generated function is shown
+    for name, grad in (("x", "2"), ("y", "2"), ("z", "4")):
+        expect(grad_cell(page, name)).to_have_text(grad)
+    shot(page, "practice-done")
+    # ← steps back from the page itself (focus out of any box)
+    page.locator("h1").click()
+    page.keyboard.press("ArrowLeft")
+    expect(grad_cell(page, "x")).to_have_text("")
+
+
+def test_practice_on_vectors_and_show_all(page: Any) -> None:
+    expect = sync_api.expect
+    open_example(page, "CS231n  a neuron")
+    expect(page.locator("#fname")).to_have_text("f(w, x) =")
+    expect(page.locator(".question .ask")).to_have_text("t1 = w[0] = ?")
+    answer(page, "2")
+    expect(page.locator("#feedback.right")).to_be_visible()
+    page.locator("#show-all").click()
+    expect(page.locator("#step-info")).to_contain_text("done")
+    expect(grad_cell(page, "w")).to_have_text("[-0.196612, -0.393224, 0.196612]")
+    expect(grad_cell(page, "x")).to_have_text("[0.393224, -0.589836]")
+    expect(page.locator('#equations tr[data-node="out"] td.value')).to_have_text("0.731059")
+    expect(page.locator("#source")).to_contain_text("def f(w, x):")
+    shot(page, "practice-neuron-show-all")
+
+
+Q2A_WRONG = """import numpy as np
+
+
+def f(x, y, z):
+    q = x + y
+    out = q * z
+    dout = np.ones_like(out)
+    dq = dout * z
+    dz = dout * z
+    dx = dq
+    dy = dq
+    return out, dx, dy, dz
+"""
+
+
+def test_check_my_backward_marks_the_first_wrong_line(page: Any) -> None:
+    expect = sync_api.expect
+    open_example(page, "Q2a")
+    expect(page.locator("#answer")).to_be_visible()
+    page.locator("#practice").uncheck()  # the check box works in either mode
+    page.locator("#check-template").click()
+    expect(page.locator("#code")).to_have_value(re.compile(r"def f\(x, y, z\):.*return out, dx, dy, dz", re.S))
+    page.locator("#code").fill(Q2A_WRONG)
+    page.locator("#check-run").click()
+    expect(page.locator("#check-verdict")).to_have_text("f: wrong")
+    feedback = page.locator("#check-feedback")
+    expect(feedback).to_contain_text("for out = q * z, the local gradient of z is q, but dz uses z")
+    expect(feedback.locator("code")).to_have_text(["out = q * z", "dz"])  # the student's code, as code
+    bad = page.locator("#check-listing li.bad")
+    expect(bad).to_have_count(1)
+    expect(bad).to_have_attribute("data-line", "9")
+    expect(bad).to_have_text("    dz = dout * z")
+    expect(page.locator(".check-result pre.report")).to_contain_text("dz: expected 4, got 2")
+    page.locator("#check-result").scroll_into_view_if_needed()
+    shot(page, "check-wrong-line")
+    # a syntax error is pointed at, and the right function passes
+    page.locator("#code").fill("def f(x, y, z):\n    q = x +\n    return q")
+    page.locator("#check-run").click()
+    expect(page.locator("#check-result .error")).to_contain_text("invalid syntax")
+    expect(page.locator("#check-listing li.bad")).to_have_attribute("data-line", "2")
+    page.locator("#code").fill(Q2A_WRONG.replace("dz = dout * z", "dz = dout * q"))
+    page.locator("#check-run").click()
+    expect(page.locator("#check-verdict")).to_have_text(
+        "f: correct: the output and every gradient, at these values and 3 random ones")
+    expect(page.locator("#check-listing li.bad")).to_have_count(0)
+    shot(page, "check-correct")

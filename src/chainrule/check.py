@@ -92,6 +92,13 @@ class Mismatch:
     got: float
     count: int = 1                 # how many elements differ
     note: str = ""
+    line: int | None = None        # the line of the checked file that last assigns it (intermediates)
+
+    def to_json(self) -> dict[str, Any]:
+        """As JSON-ready data (inf and nan as the strings "inf", "nan")."""
+        return {"name": self.name, "index": list(self.index), "expected": _json_value(self.expected),
+                "got": _json_value(self.got), "count": self.count, "note": self.note, "line": self.line,
+                "text": str(self)}
 
     def __str__(self) -> str:
         note = f" — {self.note}" if self.note else ""
@@ -99,6 +106,8 @@ class Mismatch:
             return f"{self.name}: {self.note}"  # a wrong kind or shape: there are no two numbers to show
         where = f"[{', '.join(map(str, self.index))}]" if self.index else ""
         more = f" ({self.count} elements differ)" if self.count > 1 else ""
+        if math.isnan(self.expected) and self.note:  # a value with nothing to compare it with
+            return f"{self.name}{where} = {self.got:.10g}{note}"
         return f"{self.name}{where}: expected {self.expected:.10g}, got {self.got:.10g}{more}{note}"
 
 
@@ -109,6 +118,15 @@ class BackwardReport:
     ``status`` is ``"correct"``, ``"wrong"`` (it returned values, and some are wrong) or
     ``"failed"`` (it did not return: it raised, exited, crashed or ran out of time; ``failure`` says
     how, in one line). Code checked in a sandbox also brings back what it printed.
+
+    For a wrong function, ``first_wrong_step`` is the first wrong intermediate (a local variable of
+    the checked function, matched to the reference by name and value: :mod:`chainrule.feedback`),
+    ``mistake`` names the classic mistake that explains it at every input set (a key of
+    :data:`chainrule.feedback.MISTAKES`: ``fan_out_overwritten``, ``wrong_input``,
+    ``upstream_missing``, ``local_missing``, ``lost_sign``, ``missing_factor``, else
+    ``wrong_value`` or ``wrong_forward``), ``feedback`` says it in one sentence that names only what
+    the checked code itself wrote (its variables, its lines, the gate rules in its names), and
+    ``line`` is the line of the checked file where that step is last assigned (None if unknown).
     """
 
     ok: bool
@@ -123,6 +141,9 @@ class BackwardReport:
     failure_kind: str | None = None                           # timeout, exit, signal, memory, raised, ...
     stdout: str = ""                                          # what the checked code printed (sandbox)
     stderr: str = ""
+    mistake: str | None = None                                # the kind of mistake (feedback.MISTAKES)
+    feedback: str | None = None                               # one sentence, in the checked code's names
+    line: int | None = None                                   # the line of the first wrong step
 
     def __bool__(self) -> bool:
         return self.ok
@@ -131,6 +152,15 @@ class BackwardReport:
     def status(self) -> str:
         """``"correct"``, ``"wrong"`` or ``"failed"``."""
         return "correct" if self.ok else ("failed" if self.failure else "wrong")
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready data (numbers as floats; inf and nan as "inf", "nan")."""
+        return {"ok": self.ok, "status": self.status, "function": self.function, "label": self.label,
+                "inputs": {k: _json_value(v) for k, v in self.inputs.items()}, "checked": list(self.checked),
+                "wrong": [m.to_json() for m in self.wrong],
+                "first_wrong_step": None if self.first_wrong_step is None else self.first_wrong_step.to_json(),
+                "mistake": self.mistake, "feedback": self.feedback, "line": self.line, "error": self.error,
+                "failure": self.failure, "failure_kind": self.failure_kind, "report": str(self)}
 
     def __str__(self) -> str:
         if self.ok:
@@ -143,10 +173,22 @@ class BackwardReport:
             lines.append(f"  {self.error or self.failure}")
         lines += [f"  {m}" for m in self.wrong]
         if self.first_wrong_step is not None:
-            lines.append(f"  first wrong step: {self.first_wrong_step}")
+            at = f" (line {self.line})" if self.line is not None else ""
+            lines.append(f"  first wrong step: {self.first_wrong_step}{at}")
+        if self.feedback:
+            lines.append(f"  what went wrong: {self.feedback}")
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+def _json_value(v: Any) -> Any:
+    """A number or array as JSON: floats (nested lists), inf and nan as strings."""
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim == 0:
+        x = float(a)
+        return x if math.isfinite(x) else ("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
+    return [_json_value(x) for x in a]
 
 
 @dataclass(frozen=True)
@@ -259,82 +301,6 @@ class _ReturnTracer:
         return self
 
 
-def _close(a: Any, b: Any, rtol: float, atol: float) -> bool:
-    try:
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-        return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=atol))
-    except (TypeError, ValueError):
-        return False
-
-
-def _first_wrong_step(graphs: list[Any], params: list[str], final: dict[str, Any], order: list[str],
-                      rtol: float, atol: float) -> Mismatch | None:
-    """Map the function's locals to graph nodes by value; the first ``d<local>`` whose value is not
-    that node's gradient (or, failing that, the first local no node computes) is the wrong step.
-
-    Each of ``graphs`` (the reference as traced, and with composites staged into their parts) is
-    matched on its own, so a local is right when it is the gradient of its node in any of them."""
-    grad_names = _grad_names(order, params)
-    by_local: dict[str, list[list[Any]]] = {}  # local -> the nodes holding its value, one list per graph
-    for graph in graphs:
-        nodes = [n for n in graph.nodes if n.kind != "const"]
-        for p, node in zip(params, graph.inputs):
-            by_local.setdefault(p, []).append([node])
-        for name in order:
-            if name in params or name not in final or name in grad_names:
-                continue
-            hits = [n for n in nodes if _close(final[name], n.value, rtol, atol)]
-            if hits:
-                by_local.setdefault(name, []).append(hits)
-    for name in order:
-        if name not in grad_names or name not in final or name[1:] not in by_local:
-            continue
-        first: tuple[Any, list[Any]] | None = None
-        right = False
-        for hits in by_local[name[1:]]:
-            grads = [n.grad for n in hits if n.grad is not None]
-            if not grads:
-                continue
-            first = first or (grads[0], hits)
-            candidates = grads + ([sum(grads[1:], grads[0])] if len(grads) > 1 else [])
-            if any(_close(final[name], g, rtol, atol) for g in candidates):
-                right = True
-                break
-        if right or first is None:
-            continue
-        m = _first_diff(name, first[0], final[name], rtol, atol)
-        if m is not None:
-            m.note = m.note or f"the gradient of {name[1:]} (= {first[1][0].name} of the reference)"
-            return m
-    return None
-
-
-def _grad_names(order: list[str], params: list[str]) -> set[str]:
-    """Locals that follow the ``d<name>`` habit: ``dq`` where ``q`` is another local or an input."""
-    known = set(order) | set(params)
-    return {n for n in order if n.startswith("d") and len(n) > 1 and n[1:] in known}
-
-
-def _forward_unmatched(graphs: list[Any], params: list[str], final: dict[str, Any], order: list[str],
-                       rtol: float, atol: float) -> Mismatch | None:
-    """The first forward local (not an input, not a ``d<name>``) whose value no reference node has."""
-    nodes = [n for graph in graphs for n in graph.nodes if n.kind != "const"]
-    grad_names = _grad_names(order, params)
-    for name in order:
-        if name in params or name in grad_names or name not in final:
-            continue
-        v = final[name]
-        if not isinstance(v, (np.ndarray, float, int, np.generic)) or isinstance(v, bool):
-            continue
-        if np.asarray(v).dtype.kind not in "iuf":
-            continue
-        if not any(_close(v, n.value, rtol, atol) for n in nodes):
-            m = Mismatch(name, (), float("nan"), float(np.asarray(v, dtype=np.float64).ravel()[0]),
-                         note="no step of the reference computes this value")
-            return m
-    return None
-
-
 def _input_sets(arrays: Sequence[np.ndarray], random: int, seed: int) -> list[tuple[str, list[np.ndarray]]]:
     """The given inputs, then ``random`` sets of the same shapes, uniform in [0.5, 2) (so logs and
     square roots are defined)."""
@@ -345,9 +311,14 @@ def _input_sets(arrays: Sequence[np.ndarray], random: int, seed: int) -> list[tu
 
 
 def judge(fname: str, reference: Callable[..., Any], params: list[str], inputs: list[np.ndarray], label: str,
-          captured: Captured, checked: list[str], rtol: float, atol: float) -> BackwardReport | None:
+          captured: Captured, checked: list[str], rtol: float, atol: float, *, runs: list[Any] | None = None,
+          failing: int = 0, source: Any = None) -> BackwardReport | None:
     """Compare one call's result with the reference at ``inputs``: None when it is right, else the
-    report (which returned value is wrong, expected vs got, and the first wrong intermediate)."""
+    report (which returned value is wrong, expected vs got, the first wrong intermediate and the
+    mistake). ``runs`` (:class:`chainrule.feedback.Run`, one per input set checked, ``failing`` the
+    index of this one) let a mistake be confirmed at every input set; ``source``
+    (:class:`chainrule.feedback.Source`) gives the lines of the checked code."""
+    from .feedback import Run, diagnose
     from .graph import trace
 
     graph = trace(reference, *inputs)
@@ -368,14 +339,27 @@ def judge(fname: str, reference: Callable[..., Any], params: list[str], inputs: 
             report.wrong.append(m)
     if not report.wrong:
         return None
-    # composites (sigmoid, tanh, ...) are one node as traced; staged into their parts they have the
-    # intermediates a hand-written solution names (a = -x; b = exp(a); ...)
-    final, order = captured.locals, list(captured.locals)
-    graphs = [trace(reference, *inputs, expand=True), graph]
-    step = _first_wrong_step(graphs, params, final, order, rtol, atol)
-    if step is None and report.wrong[0].name == names[0]:
-        step = _forward_unmatched(graphs, params, final, order, rtol, atol)
-    report.first_wrong_step = step
+    if any(_kind_problem(g, np.asarray(e, dtype=np.float64)) is not None for e, g in zip(expected, result)):
+        return report  # not numbers: there is no arithmetic mistake to find
+    if runs is None:
+        runs, failing = [Run(list(inputs), captured.locals, result)], 0
+    # a wrong returned gradient that no local variable holds (return out, 2 * x) is looked at as it is
+    returned = {nm: p for nm, p, m in zip(names[1:], params, [_first_diff(nm, e, g, rtol, atol) for nm, e, g in
+                                                              zip(names[1:], expected[1:], result[1:])])
+                if m is not None and nm == f"gradient of {p}"}
+    try:
+        d = diagnose(reference, params, runs, failing, holders, source=source, returned=returned,
+                     output_wrong=report.wrong[0].name == names[0], rtol=rtol, atol=atol)
+    except (ValueError, TypeError, KeyError, IndexError, ArithmeticError):
+        d = None  # the verdict stands without a diagnosis (the reference could not be retraced, say)
+    if d is not None and d.name is not None:
+        step = _first_diff(d.name, d.expected, d.got, rtol, atol) if d.expected is not None else None
+        if step is None:
+            got = np.asarray(d.got, dtype=np.float64).ravel()
+            step = Mismatch(d.name, (), float("nan"), float(got[0]) if got.size else float("nan"))
+        step.note, step.line = d.note, d.line
+        report.first_wrong_step = step
+        report.mistake, report.feedback, report.line = d.mistake, d.feedback, d.line
     return report
 
 
@@ -407,21 +391,77 @@ def check_backward(
     _check_arity(fn, fname, len(arrays))
     params = list(_param_names(fn))[: len(arrays)]
     params += [f"x{i + 1}" for i in range(len(params), len(arrays))]
-    sets = _input_sets(arrays, random, seed)
-    checked: list[str] = []
-    for label, inputs in sets:
-        checked.append(label)
+    from .feedback import Source
+
+    return _check_runs(fname, reference, params, _input_sets(arrays, random, seed),
+                       lambda inputs: capture_call(fn, [a.copy() for a in inputs]), Source.of(fn), rtol, atol)
+
+
+def _check_runs(fname: str, reference: Callable[..., Any], params: list[str],
+                sets: list[tuple[str, list[np.ndarray]]], call: Callable[[list[np.ndarray]], Any], source: Any,
+                rtol: float, atol: float) -> BackwardReport:
+    """Call the checked function at every input set, then judge the calls in order: the first that
+    failed or is wrong makes the report (a mistake found there is confirmed at the other sets)."""
+    from .feedback import Run
+
+    calls: list[Any] = []
+    for _, inputs in sets:
         try:
-            captured = capture_call(fn, [a.copy() for a in inputs])
-        except Exception as e:  # the checked code failed: say so, do not crash
+            calls.append(call(inputs))
+        except Exception as e:  # noqa: BLE001 - the checked code failed: reported below, in order
+            calls.append(e)
+    runs = [Run(inputs, None if isinstance(c, Exception) else c.locals,
+                None if isinstance(c, Exception) else _flat(c.result)) for (_, inputs), c in zip(sets, calls)]
+    checked: list[str] = []
+    for k, ((label, inputs), captured) in enumerate(zip(sets, calls)):
+        checked.append(label)
+        if isinstance(captured, Exception):  # the checked code failed: say so, do not crash
             report = BackwardReport(False, fname, dict(zip(params, inputs)), label, checked=checked)
-            report.error = report.failure = f"{fname} raised {type(e).__name__}: {e}"
-            report.failure_kind = "raised"
+            line = getattr(captured, "line", None)  # a program's own error names its line
+            report.error = report.failure = (f"{fname} failed on line {line}: {captured}" if line is not None
+                                             else f"{fname} raised {type(captured).__name__}: {captured}")
+            report.failure_kind, report.line = "raised", line
             return report
-        report = judge(fname, reference, params, inputs, label, captured, checked, rtol, atol)
+        report = judge(fname, reference, params, inputs, label, captured, checked, rtol, atol, runs=runs, failing=k,
+                       source=source)
         if report is not None:
             return report
-    return BackwardReport(True, fname, dict(zip(params, arrays)), sets[0][0], checked=checked)
+    return BackwardReport(True, fname, dict(zip(params, sets[0][1])), sets[0][0], checked=checked)
+
+
+def check_program(program: Any, reference: Callable[[list[str]], Callable[..., Any]], values: dict[str, Any],
+                  *, random: int = 3, rtol: float = 1e-6, atol: float = 1e-9, seed: int = 0,
+                  max_elements: int = 100_000) -> BackwardReport:
+    """:func:`check_backward` for a :class:`chainrule.expr.Program` (a function typed into the
+    explorer): it is interpreted, never run as Python, at ``values`` (by name: the program's
+    parameters; or by position, in the order given) and at random inputs. ``reference(order)``
+    returns the reference taking its inputs in ``order``."""
+    from .feedback import Source
+
+    names = list(values)
+    params = list(program.params)
+    if set(names) <= set(params):
+        missing = [p for p in params if p not in names]
+        if missing:
+            raise ValueError(f"{program.name}({', '.join(params)}) takes {', '.join(missing)}, which the function "
+                             "above does not: give it a value there (an unused input has gradient 0)")
+        order = params
+    elif len(params) == len(names):
+        order = names  # by position: the program names its inputs its own way
+    else:
+        raise ValueError(f"{program.name}({', '.join(params)}) takes {len(params)} inputs, but the function above has "
+                         f"{len(names)} ({', '.join(names)})")
+    arrays = [as_float_array(values[k], k).astype(np.float64) for k in order]
+    source = Source(program.assignments())
+    return _check_runs(program.name, reference(order), params, _input_sets(arrays, random, seed),
+                       lambda inputs: program.call(inputs, max_elements), source, rtol, atol)
+
+
+def _flat(result: Any) -> Any:
+    """``out, (g1, g2)`` as ``out, g1, g2`` (the checked functions may return either)."""
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], (tuple, list)):
+        return (result[0], *result[1])
+    return result
 
 
 def check_file(
@@ -449,10 +489,17 @@ def check_file(
     if not res.ok:
         report = BackwardReport(False, shown, {}, "", failure=res.reason, failure_kind=res.kind)
         return _with_output(report, res)
+    from .feedback import Run
+
     order = res.order
     ref = reference(order)
     checked: list[str] = []
-    for (label, inputs), call in zip(sets, res.calls):
+    runs = []
+    for (_, inputs), call in zip(sets, res.calls):
+        named = dict(zip(names, inputs))
+        runs.append(Run([named[k] for k in order], None if call.error is not None else call.locals, call.result))
+    source = _file_source(path, func)
+    for k, ((label, inputs), call) in enumerate(zip(sets, res.calls)):
         checked.append(label)
         named = dict(zip(names, inputs))
         ordered = [named[k] for k in order]
@@ -461,12 +508,25 @@ def check_file(
                                     failure=call.error, failure_kind="raised")
             return _with_output(report, res)
         captured = Captured(call.result, call.holders, call.locals)
-        report = judge(func, ref, order, ordered, label, captured, checked, rtol, atol)
+        report = judge(func, ref, order, ordered, label, captured, checked, rtol, atol, runs=runs, failing=k,
+                       source=source)
         if report is not None:
             return _with_output(report, res)
     first = sets[0][1]
     named = dict(zip(names, first))
     return _with_output(BackwardReport(True, func, {k: named[k] for k in order}, sets[0][0], checked=checked), res)
+
+
+def _file_source(path: str | os.PathLike[str], func: str) -> Any:
+    """Where ``func`` in the checked file assigns its variables (read as text and parsed, never run)."""
+    from .feedback import Source
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(4 << 20)
+    except OSError:
+        return None
+    return Source.parse(text, func)
 
 
 def _with_output(report: BackwardReport, res: Any) -> BackwardReport:

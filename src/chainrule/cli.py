@@ -220,6 +220,9 @@ def cmd_grad(args: argparse.Namespace, out: Printer) -> int:
     # input whose gradient is 0; it is an error only when some variable is left without a value
     values = parse_values(args.at or [], expr, allow_extra=True)
     extra = [k for k in values if k not in expr.variables]
+    # the generated function takes its inputs in the order they were given (a declared g(x, y) wins)
+    order = expr.signature(_given_names(args.at))
+    values = {k: values[k] for k in order}
     if args.code is not None and (not args.code.isidentifier() or keyword.iskeyword(args.code)):
         raise UsageError(f"--code {args.code!r}: the function needs a Python name, like q2a")
     if args.graph:
@@ -229,7 +232,7 @@ def cmd_grad(args: argparse.Namespace, out: Printer) -> int:
     if extra and not args.json:
         _warn(f"{', '.join(extra)} {'does' if len(extra) == 1 else 'do'} not appear in the expression; "
               "kept as input(s) with gradient 0")
-    g = trace(expr.function(params=[*expr.variables, *extra]), expand=args.expand, **values)
+    g = trace(expr.function(params=order), expand=args.expand, **values)
     name = g.output.name
     grads = {n.name: n.grad for n in g.inputs}
     picture: str | None = None
@@ -242,6 +245,7 @@ def cmd_grad(args: argparse.Namespace, out: Printer) -> int:
             "expression": expr.text,
             "read_as": expr.normalized,
             "variables": expr.variables,
+            "signature": expr.signature_text(order, args.code),
             "inputs": {k: _jsonable(v) for k, v in values.items()},
             "output": {"name": name, "value": _jsonable(g.output.value)},
             "gradients": {k: _jsonable(v) for k, v in grads.items()},
@@ -270,7 +274,7 @@ def cmd_grad(args: argparse.Namespace, out: Printer) -> int:
         if picture:
             _warn(f"wrote {picture}")
         return 0
-    out.section(f"{expr.text}   at {_values_text(values)}")
+    out.section(f"{expr.header(order, args.code)}   at {_values_text(values)}")
     if expr.normalized.replace(" ", "") != expr.text.replace(" ", "").replace("\n", ";"):
         out.write(f"  read as: {expr.normalized}")
     out.section("staged computation" + (" (composites expanded)" if args.expand else ""))
@@ -290,6 +294,11 @@ def cmd_grad(args: argparse.Namespace, out: Printer) -> int:
         out.code(code)
     _nonfinite_note({name: g.output.value, **{_grad_label(name, k): v for k, v in grads.items()}})
     return 0
+
+
+def _given_names(items: Sequence[str]) -> list[str]:
+    """The names of ``--at`` values, in the order they were typed (already checked by parse_values)."""
+    return [item.partition("=")[0].strip() for item in items]
 
 
 def _constant_only(expr: Expression, args: argparse.Namespace, out: Printer) -> int:
@@ -344,14 +353,16 @@ def cmd_step(args: argparse.Namespace, out: Printer) -> int:
     values = parse_values(args.at or [], expr)
     if not expr.variables:
         raise UsageError("the expression has no variables to step")
-    wrt = _wrt_list(args.wrt, expr)
+    order = expr.signature(_given_names(args.at))
+    values = {k: values[k] for k in order}
+    wrt = _wrt_list(args.wrt, expr, order)
     if args.steps < 0:
         raise UsageError("--steps must be 0 or more")
     if not math.isfinite(args.lr):
         raise UsageError("--lr must be a finite number")
     from .worksheet import descend
 
-    history = descend(expr.function(), expr.variables, values, args.lr, args.steps, wrt)
+    history = descend(expr.function(params=order), order, values, args.lr, args.steps, wrt)
     name = expr.output
     if args.json:
         doc = {
@@ -365,9 +376,9 @@ def cmd_step(args: argparse.Namespace, out: Printer) -> int:
         return 0
     updates = ", ".join(f"{v} -= {args.lr:g} * {_grad_label(name, v)}" for v in wrt)
     out.section(f"gradient descent on {expr.text}: {updates}")
-    columns = ["step", *expr.variables, name, *[_grad_label(name, v) for v in wrt]]
+    columns = ["step", *order, name, *[_grad_label(name, v) for v in wrt]]
     every = max(1, args.every)
-    rows = [[str(h["step"]), *[_fmt(h["values"][v]) for v in expr.variables], _fmt(h["output"]),
+    rows = [[str(h["step"]), *[_fmt(h["values"][v]) for v in order], _fmt(h["output"]),
              *[_fmt(h["gradients"][v]) for v in wrt]]
             for h in history if h["step"] % every == 0 or h["step"] == args.steps]
     out.table(columns, rows)
@@ -379,9 +390,9 @@ def cmd_step(args: argparse.Namespace, out: Printer) -> int:
     return 0
 
 
-def _wrt_list(wrt: str | None, expr: Expression) -> list[str]:
+def _wrt_list(wrt: str | None, expr: Expression, order: list[str]) -> list[str]:
     if not wrt:
-        return list(expr.variables)
+        return list(order)
     names = [w.strip() for w in wrt.replace(",", " ").split() if w.strip()]
     for w in names:
         if w not in expr.variables:
@@ -421,6 +432,7 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
     expr = parse(args.against.strip())
     # values for names the expression does not use may be parameters of the function (q2c's z)
     values = parse_values(args.at or [], expr, allow_extra=True)
+    values = {k: values[k] for k in expr.signature(_given_names(args.at))}  # as typed (the header's order)
     try:
         limits = Limits(seconds=args.timeout, memory_bytes=args.memory)
     except ValueError as e:
@@ -433,12 +445,12 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
         raise UsageError(report.failure)
     code = CHECK_EXIT[report.status]
     if args.json:
+        rep = report.to_json()
         doc = {"target": args.target, "against": expr.text, "inputs": {k: _jsonable(v) for k, v in values.items()},
                "ok": report.ok, "status": report.status, "exit_code": code, "reason": report.failure,
-               "report": str(report), "checked": report.checked,
-               "wrong": [_mismatch_json(m) for m in report.wrong],
-               "first_wrong_step": None if report.first_wrong_step is None else _mismatch_json(report.first_wrong_step),
-               "stdout": report.stdout, "stderr": report.stderr}
+               "report": rep["report"], "checked": report.checked, "wrong": rep["wrong"],
+               "first_wrong_step": rep["first_wrong_step"], "mistake": report.mistake, "feedback": report.feedback,
+               "line": report.line, "stdout": report.stdout, "stderr": report.stderr}
         out.stream.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         return code
     out.section(f"check {args.target} against {expr.text}   at {_values_text(values)}")
@@ -452,11 +464,6 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
     if report.failure:
         sys.stderr.write(f"{PROG} check: {args.target} failed: {report.failure}\n")
     return code
-
-
-def _mismatch_json(m: Any) -> dict[str, Any]:
-    return {"name": m.name, "index": list(m.index), "expected": _num_json(m.expected), "got": _num_json(m.got),
-            "count": m.count, "note": m.note, "text": str(m)}
 
 
 def positive_float(text: str) -> float:

@@ -453,7 +453,8 @@ def common_subexpressions(stmts: list[Stmt], taken: set[str], prefix: str = "tmp
 
 
 def _short_explain(gate: Gate) -> str:
-    text = gate.explain.split(" — ")[0].split("; ")[0]
+    # the gate's idea in words: the code beside it already shows the rule in the function's own names
+    text = gate.idea.split(" — ")[0].split("; ")[0]
     return text if len(text) <= 70 else text[:67].rsplit(" ", 1)[0] + " ..."
 
 

@@ -20,6 +20,7 @@ import bisect
 import inspect
 import keyword
 import math
+import operator
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,11 +29,12 @@ from typing import Any
 import numpy as np
 
 from . import functions as F
+from .gates import split_call
 from .tensor import Tensor
 
 __all__ = [
     "CONSTANTS", "FUNCTIONS", "MAX_DEPTH", "MAX_LENGTH", "MAX_VALUE_ELEMENTS", "ExprError", "Expression", "Statement",
-    "parse", "parse_value", "parse_values",
+    "parse", "parse_value", "parse_values", "Program", "ProgramCall", "ProgramError", "parse_program",
 ]
 
 #: Longest expression accepted (characters); ``--at`` values may be longer (lists), up to MAX_VALUE_LENGTH.
@@ -136,7 +138,7 @@ class ExprError(ValueError):
 
 @dataclass
 class _Tok:
-    kind: str  # num name op lpar rpar lbr rbr comma sep eq sup
+    kind: str  # num name op lpar rpar lbr (a list) sub (a subscript's "[") rbr comma colon sep eq sup
     text: str  # the Python text this token becomes
     pos: int  # offset in the original text
     length: int  # characters in the original text
@@ -150,9 +152,9 @@ _SUPERSCRIPT = {"⁰": "0", "¹": "1", "²": "2", "³": "3", "⁴": "4", "⁵": 
 _UNICODE_OPS = {"×": "*", "·": "*", "⋅": "*", "∗": "*", "÷": "/", "−": "-", "–": "-"}
 _BAD_CHARS = {
     "'": "strings are not allowed", '"': "strings are not allowed",
-    ":": "':' is not allowed (no lambdas, slices or annotations)",
+    ":": "':' is not allowed (no lambdas or annotations; slices only inside x[...])",
     "<": "comparisons are not supported", ">": "comparisons are not supported",
-    "!": "'!' is not supported", "%": "'%' is not supported", "@": "'@' is not supported",
+    "!": "'!' is not supported", "%": "'%' is not supported",
     "&": "'&' is not supported", "|": "'|' is not supported", "~": "'~' is not supported",
     "{": "braces are not allowed", "}": "braces are not allowed", "#": "comments are not allowed",
     "\\": "backslashes are not allowed", "`": "backquotes are not allowed", "$": "'$' is not supported",
@@ -240,16 +242,23 @@ def _tokenize(text: str, allow_lists: bool) -> list[_Tok]:
             i += 1
         elif c in "([":
             kind = "lpar" if c == "(" else "lbr"
-            if c == "[" and not allow_lists:
-                prev = toks[-1] if toks else None
-                if prev is not None and prev.kind in ("name", "rpar", "rbr", "num") and not prev.space_before:
-                    raise ExprError("subscripts (x[...]) are not allowed", i, text)
+            prev = toks[-1] if toks else None
+            subscript = c == "[" and prev is not None and prev.kind in ("name", "rpar", "rbr")
+            if c == "[" and not allow_lists and not subscript:
+                if prev is not None and prev.kind == "num":
+                    raise ExprError("a number cannot be indexed (x[0] indexes a variable)", i, text)
                 raise ExprError("lists are only allowed as input values (--at x=[1,2,3])", i, text)
-            tok = _Tok(kind, c, i, 1, space)
+            tok = _Tok("sub" if subscript and not allow_lists else kind, c, i, 1, space)
             depth.append(tok)
             if len(depth) > MAX_DEPTH:
                 raise ExprError(f"too deeply nested (more than {MAX_DEPTH} brackets)", i, text)
             toks.append(tok)
+            i += 1
+        elif c == ":" and depth and depth[-1].kind == "sub":  # a slice inside a subscript: x[0:2]
+            toks.append(_Tok("colon", ":", i, 1, space))
+            i += 1
+        elif c == "@":
+            toks.append(_Tok("op", "@", i, 1, space))
             i += 1
         elif c in ")]":
             want = "(" if c == ")" else "["
@@ -283,11 +292,13 @@ def _operand_start(toks: list[_Tok], end: int) -> int:
         while k >= 0:
             if toks[k].kind in ("rpar", "rbr"):
                 level += 1
-            elif toks[k].kind in ("lpar", "lbr"):
+            elif toks[k].kind in ("lpar", "lbr", "sub"):
                 level -= 1
                 if level == 0:
                     break
             k -= 1
+        if toks[k].kind == "sub":  # w[0], f(x)[1]: the operand is what is indexed, with its index
+            return _operand_start(toks, k - 1)
         if k > 0 and toks[k - 1].kind == "name":
             k -= 1
     # x^2y: the operand of the implicit product is the whole power x^2
@@ -302,7 +313,7 @@ def _implicit_products(toks: list[_Tok], text: str) -> list[_Tok]:
     for tok in toks:
         if out:
             prev = out[-1]
-            left = prev.kind in ("num", "rpar", "sup") or (prev.kind == "name" and tok.kind == "name")
+            left = prev.kind in ("num", "rpar", "rbr", "sup") or (prev.kind == "name" and tok.kind == "name")
             right = tok.kind in ("name", "lpar") or (tok.kind == "num" and prev.kind in ("rpar", "sup"))
             if prev.kind == "num" and tok.kind == "num":
                 left = False
@@ -360,7 +371,7 @@ class _PosMap:
 # the whitelist
 # ---------------------------------------------------------------------------------------------
 
-_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
+_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.MatMult: "@"}
 _UNARY = {ast.USub: "-", ast.UAdd: "+"}
 
 
@@ -457,7 +468,10 @@ class _Checker:
         elif isinstance(node, ast.Attribute):
             raise self.fail("attribute access (.name) is not allowed", node)
         elif isinstance(node, ast.Subscript):
-            raise self.fail("subscripts (x[...]) are not allowed", node)
+            if self.values:
+                raise self.fail("subscripts (x[...]) are not allowed in a value", node)
+            self.check(node.value, names)
+            static_index(node.slice, self.fail)
         elif isinstance(node, ast.Lambda):
             raise self.fail("lambdas are not allowed", node)
         elif isinstance(node, ast.Tuple):
@@ -468,6 +482,33 @@ class _Checker:
             raise self.fail("'*' unpacking is not allowed", node)
         else:
             raise self.fail(f"{type(node).__name__.lower()} expressions are not allowed", node)
+
+
+def static_index(node: ast.AST, fail: Callable[[str, ast.AST], Exception]) -> Any:
+    """The index inside ``x[...]`` as Python values: whole numbers (``0``, ``-1``), slices of them
+    (``0:2``, ``::2``) and, for arrays of more dimensions, several of these (``W[0, 1]``). Indices
+    are fixed by the text: a variable cannot be an index (the graph would change with its value)."""
+    def number(n: ast.AST | None) -> int | None:
+        if n is None:
+            return None
+        sign = 1
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, (ast.USub, ast.UAdd)):
+            sign = -1 if isinstance(n.op, ast.USub) else 1
+            n = n.operand
+        if isinstance(n, ast.Constant) and type(n.value) is int:
+            return sign * n.value
+        raise fail("an index must be a whole number, like x[0] or x[-1] (or a slice, x[0:2])", n)
+
+    def one(n: ast.AST) -> Any:
+        if isinstance(n, ast.Slice):
+            return slice(number(n.lower), number(n.upper), number(n.step))
+        return number(n)
+
+    if isinstance(node, ast.Tuple):
+        if not node.elts:
+            raise fail("an empty index", node)
+        return tuple(one(e) for e in node.elts)
+    return one(node)
 
 
 def _parse_python(text: str, allow_lists: bool, max_length: int) -> tuple[ast.Module, _PosMap, list[_Tok]]:
@@ -541,6 +582,28 @@ class Expression:
             return f"{self.name}({', '.join(self.variables)}) = {body}" if len(self.statements) == 1 else \
                 f"{self.name}({', '.join(self.variables)}): {body}"
         return body
+
+    def signature(self, given: Sequence[str] = ()) -> list[str]:
+        """The inputs in the order a generated function takes them: a declared ``g(x, y) = ...`` wins;
+        otherwise the order the values were ``given`` in (``--at``, the explorer's value boxes), then
+        any variable not given, in order of first appearance. Names in ``given`` that the text does
+        not use stay as inputs (the worksheet's q2c takes a ``z`` it never reads)."""
+        if self.name is not None:
+            return [*self.variables, *[g for g in given if g not in self.variables]]
+        order = list(dict.fromkeys(given))
+        return [*order, *[v for v in self.variables if v not in order]]
+
+    def header(self, order: Sequence[str], name: str | None = None) -> str:
+        """The text with its signature in front: ``f(x, y) = (x + y) * z``, ``f(x, y): q = ...; f = ...``
+        (a declared header is the text itself)."""
+        if self.name is not None:
+            return self.text
+        sig = self.signature_text(order, name)
+        return f"{sig} = {self.text}" if len(self.statements) == 1 else f"{sig}: {self.text}"
+
+    def signature_text(self, order: Sequence[str], name: str | None = None) -> str:
+        """``f(x, y)``: the function's name (declared, else ``name``, else ``f``) and its inputs."""
+        return f"{self.name or name or 'f'}({', '.join(order)})"
 
     def function(self, params: Sequence[str] | None = None) -> Callable[..., Any]:
         """A Python function of the variables (positional in ``variables`` order, or by keyword) that
@@ -624,7 +687,7 @@ class _Evaluator:
                             f"{self.max_elements:,}", self.expr._opmap.get(id(node)), self.expr.text)
 
     def fail(self, node: ast.AST, err: Exception) -> ExprError:
-        msg = re.sub(r" at \S+:\d+$", "", str(err)) or type(err).__name__
+        msg = _numpy_message(err)
         pos = self.expr._opmap.get(id(node))
         return ExprError(msg, pos, self.expr.text)
 
@@ -656,6 +719,12 @@ class _Evaluator:
                     args = [self.eval(a) for a in node.args]
                     self.bound(node, args)
                     return _fold(FUNCTIONS[node.func.id].fn(*args))
+                if isinstance(node, ast.Subscript):
+                    v = self.eval(node.value)
+                    if not isinstance(v, (Tensor, np.ndarray)) or np.ndim(v) == 0:
+                        raise ValueError("a single number cannot be indexed: x[0] needs x to be a list of "
+                                         "values, like --at x=[1,2,3]")
+                    return v[static_index(node.slice, lambda msg, n: ValueError(msg))]
                 if isinstance(node, ast.List):
                     items = [self.eval(el) for el in node.elts]
                     self.bound(node, items)
@@ -683,6 +752,10 @@ def _binop(op: type, a: Any, b: Any) -> Any:
         return a * b
     if op is ast.Div:
         return a / b
+    if op is ast.MatMult:
+        if np.ndim(a) == 0 or np.ndim(b) == 0:
+            raise ValueError("@ multiplies vectors or matrices (w @ x); for numbers use *")
+        return a @ b
     return a ** b
 
 
@@ -932,3 +1005,434 @@ def parse_values(
     ordered = {n: got[n] for n in names}
     ordered.update({k: v for k, v in got.items() if k not in ordered})
     return ordered
+
+
+# ---------------------------------------------------------------------------------------------
+# programs: a combined forward+backward function typed by a person, checked but never run as Python
+# ---------------------------------------------------------------------------------------------
+
+#: Longest program accepted (characters), and the most statements one call may run.
+MAX_PROGRAM_LENGTH = 20_000
+MAX_PROGRAM_STEPS = 5_000
+
+_AUG = {ast.Add: operator.iadd, ast.Sub: operator.isub, ast.Mult: operator.imul, ast.Div: operator.itruediv,
+        ast.Pow: operator.ipow, ast.MatMult: operator.imatmul}
+_PLAIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+          ast.Pow: operator.pow, ast.MatMult: operator.matmul}
+#: np.<name> constants a program may read
+_NP_CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf}
+
+
+def _np_gates() -> dict[str, Any]:
+    """The gate table by NumPy name (``exp``, ``sum``, ``linalg.inv``, ...): what ``np.<name>(...)`` may
+    call. (NumPy's stride tricks read memory by hand: never offered to text typed by a person.)"""
+    from .gates import GATES
+
+    return {name: gate for gate in GATES.values() for name in gate.numpy if not name.startswith("lib.")}
+
+
+#: np.<name> functions that are not gates: constructors, and products made of gates
+_NP_HELPERS = ("ones_like", "zeros_like", "full_like", "ones", "zeros", "full", "array", "asarray", "dot", "outer",
+               "inner", "vdot")
+
+
+@dataclass
+class ProgramCall:
+    """One run of a :class:`Program`: what it returned and its local variables when it returned,
+    in the shape :func:`chainrule.check.capture_call` gives them."""
+
+    result: Any
+    holders: list[list[str]]
+    locals: dict[str, Any]
+
+
+class ProgramError(ExprError):
+    """A program that failed while running (it is not a parse error): a message, where, and the line."""
+
+    def __init__(self, message: str, position: int | None, text: str, line: int | None) -> None:
+        super().__init__(message, position, text)
+        self.line = line
+
+
+@dataclass
+class Program:
+    """A checked Python subset, as the worksheet's part (iii) functions are written::
+
+        import numpy as np
+
+        def q2a(x, y, z):
+            q = x + y
+            out = q * z
+            dq = z
+            ...
+            return out, dx, dy, dz
+
+    ``def`` (helper functions too, like Q4's ``sigmoid``), assignments (``a = ...``, ``a, b = ...``,
+    ``+=`` and friends), arithmetic (``+ - * / ** @``), ``np.<function>`` of the gate table (and
+    ``np.ones_like``, ``np.array``, ``np.dot``, ...), ``np.pi``, fixed indices (``w[0]``), and
+    ``return``. No loops, ifs, imports other than NumPy's, attributes other than ``np.``'s, or
+    anything else: the tree is interpreted with NumPy, never executed as Python.
+    """
+
+    text: str
+    name: str
+    params: list[str]
+    functions: dict[str, ast.FunctionDef]
+    _offsets: list[int] = field(default_factory=list, repr=False)
+
+    def position(self, node: ast.AST) -> int:
+        """The character offset of ``node`` in the text."""
+        line = getattr(node, "lineno", 1)
+        col = getattr(node, "col_offset", 0)
+        return self._offsets[min(line, len(self._offsets)) - 1] + col if self._offsets else 0
+
+    def fail(self, message: str, node: ast.AST, run: bool = False) -> ExprError:
+        pos = self.position(node)
+        if run:
+            return ProgramError(message, pos, self.text, getattr(node, "lineno", None))
+        return ExprError(message, pos, self.text)
+
+    def assignments(self) -> dict[str, list[tuple[int, str, bool]]]:
+        """Where the checked function assigns each local: ``name -> [(line, text, augmented)]``."""
+        from .feedback import Source
+
+        src = Source.parse(self.text, self.name)
+        return src.assignments if src is not None else {}
+
+    def call(self, args: Sequence[Any], max_elements: int = MAX_VALUE_ELEMENTS) -> ProgramCall:
+        """Run the function at ``args`` (NumPy arrays, in the order of :attr:`params`): its result, the
+        locals holding each returned item and its final locals. A failure raises :class:`ProgramError`
+        naming the line."""
+        run = _ProgramRun(self, max_elements)
+        env = dict(zip(self.params, [np.array(a, dtype=np.float64, copy=True) for a in args]))
+        result = run.body(self.functions[self.name], env)
+        items = list(result) if isinstance(result, tuple) else [result]
+        if len(items) == 2 and isinstance(items[1], tuple):
+            items = [items[0], *items[1]]
+        holders = [[k for k, v in env.items() if v is item] for item in items]
+        return ProgramCall(tuple(items) if isinstance(result, tuple) else result, holders, env)
+
+
+def parse_program(text: str) -> Program:
+    """Check a pasted combined forward+backward function (see :class:`Program`); raise
+    :class:`ExprError` with a position for anything outside the subset. The checked function is the
+    last ``def`` in the text; the ones before it are helpers it may call."""
+    if not isinstance(text, str):
+        raise ExprError(f"a program must be text, not {type(text).__name__}")
+    if len(text) > MAX_PROGRAM_LENGTH:
+        raise ExprError(f"too long: {len(text)} characters (at most {MAX_PROGRAM_LENGTH})", MAX_PROGRAM_LENGTH, text)
+    offsets = [0]
+    for line in text.splitlines(keepends=True):
+        offsets.append(offsets[-1] + len(line))
+    try:
+        tree = ast.parse(text, mode="exec")
+    except SyntaxError as e:
+        line = max(1, e.lineno or 1)
+        pos = offsets[min(line, len(offsets)) - 1] + max(0, (e.offset or 1) - 1)
+        raise ExprError(f"{e.msg}", min(pos, len(text)), text) from None
+    except (RecursionError, MemoryError, ValueError, OverflowError):
+        raise ExprError(f"too deeply nested (more than {MAX_DEPTH} levels)", 0, text) from None
+    if _depth(tree) > MAX_DEPTH + 8:
+        raise ExprError(f"too deeply nested (more than {MAX_DEPTH} levels)", 0, text)
+    prog = Program(text, "", [], {}, offsets)
+    for st in tree.body:
+        if isinstance(st, (ast.Import, ast.ImportFrom)):
+            ok = isinstance(st, ast.Import) and all(a.name == "numpy" and a.asname in (None, "np") for a in st.names)
+            if not ok:
+                raise prog.fail("only `import numpy as np` may be imported", st)
+        elif isinstance(st, ast.FunctionDef):
+            if st.name in prog.functions:
+                raise prog.fail(f"function {st.name} is defined twice", st)
+            _check_def(prog, st)
+            prog.functions[st.name] = st
+        elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant) and isinstance(st.value.value, str):
+            continue  # a docstring
+        else:
+            raise prog.fail("only `import numpy as np` and function definitions may be at the top level", st)
+    if not prog.functions:
+        raise ExprError("no function: paste a def like `def q2a(x, y, z): ... return out, dx, dy, dz`", 0, text)
+    prog.name = list(prog.functions)[-1]
+    main = prog.functions[prog.name]
+    prog.params = [a.arg for a in main.args.args]
+    if not prog.params:
+        raise prog.fail(f"{prog.name} takes no inputs", main)
+    return prog
+
+
+def _check_def(prog: Program, fn: ast.FunctionDef) -> None:
+    a = fn.args
+    if a.vararg or a.kwarg or a.kwonlyargs or a.posonlyargs or a.defaults or fn.decorator_list:
+        raise prog.fail("a function here takes plain inputs only: def f(x, y, z):", fn)
+    if fn.returns is not None:
+        raise prog.fail("no annotations, please", fn)
+    for k, st in enumerate(fn.body):
+        if isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant) and isinstance(st.value.value, str) \
+                and k == 0:
+            continue
+        _check_statement(prog, st)
+
+
+def _check_statement(prog: Program, st: ast.stmt) -> None:
+    if isinstance(st, ast.Assign):
+        for t in st.targets:
+            _check_target(prog, t)
+        _check_value(prog, st.value, tuples=True)  # fx, fy = dq, dq
+    elif isinstance(st, ast.AugAssign):
+        if not isinstance(st.target, ast.Name) or type(st.op) not in _AUG:
+            raise prog.fail("`+=`, `-=`, `*=`, `/=` work on a plain name: dx += ...", st)
+        _check_value(prog, st.value)
+    elif isinstance(st, ast.Return):
+        if st.value is None:
+            raise prog.fail("return what the function computes: return out, dx, ...", st)
+        _check_value(prog, st.value, tuples=True)
+    elif isinstance(st, ast.Pass):
+        return
+    elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant) and isinstance(st.value.value, str):
+        return  # a string used as a comment
+    elif isinstance(st, (ast.For, ast.While, ast.If, ast.With, ast.Try)):
+        kind = type(st).__name__.lower()
+        raise prog.fail(f"`{kind}` is not supported here: write each step as its own line", st)
+    else:
+        raise prog.fail(f"{type(st).__name__.lower()} statements are not supported here", st)
+
+
+def _check_target(prog: Program, t: ast.expr) -> None:
+    if isinstance(t, ast.Name):
+        if t.id == "np" or t.id.startswith("__"):
+            raise prog.fail(f"'{t.id}' cannot be assigned", t)
+        return
+    if isinstance(t, ast.Tuple):
+        for e in t.elts:
+            _check_target(prog, e)
+        return
+    raise prog.fail("the left side of '=' must be a name (or names: a, b = ...)", t)
+
+
+def _check_value(prog: Program, node: ast.expr, tuples: bool = False) -> None:
+    """The expression whitelist of programs (positions mapped for every error)."""
+    stack: list[tuple[ast.AST, bool]] = [(node, tuples)]
+    while stack:
+        n, allow_tuple = stack.pop()
+        if isinstance(n, ast.Constant):
+            if isinstance(n.value, bool) or not isinstance(n.value, (int, float)):
+                raise prog.fail("only numbers may be written as constants", n)
+        elif isinstance(n, ast.Name):
+            if n.id.startswith("__"):
+                raise prog.fail(f"names with double underscores ({n.id}) are not allowed", n)
+        elif isinstance(n, ast.BinOp):
+            if type(n.op) not in _PLAIN:
+                raise prog.fail("this operator is not supported", n)
+            stack += [(n.left, False), (n.right, False)]
+        elif isinstance(n, ast.UnaryOp):
+            if type(n.op) not in _UNARY:
+                raise prog.fail("this operator is not supported", n)
+            stack.append((n.operand, False))
+        elif isinstance(n, ast.Attribute):
+            _np_path(prog, n)  # np.pi, np.e: checked, nothing below it
+        elif isinstance(n, ast.Subscript):
+            static_index(n.slice, lambda msg, at: prog.fail(msg, at))
+            stack.append((n.value, False))
+        elif isinstance(n, ast.Call):
+            _check_call(prog, n)
+            stack += [(a, True) for a in n.args] + [(k.value, True) for k in n.keywords]
+        elif isinstance(n, (ast.Tuple, ast.List)):
+            if isinstance(n, ast.Tuple) and not allow_tuple:
+                raise prog.fail("a tuple (a, b) here is not supported", n)
+            stack += [(e, True) for e in n.elts]
+        else:
+            raise prog.fail(f"{type(n).__name__.lower()} expressions are not supported here", n)
+
+
+def _np_path(prog: Program, n: ast.Attribute) -> str:
+    """``np.exp`` -> ``"exp"``, ``np.linalg.inv`` -> ``"linalg.inv"`` (refusing every other attribute)."""
+    parts = []
+    cur: ast.AST = n
+    while isinstance(cur, ast.Attribute):
+        parts.append(cur.attr)
+        cur = cur.value
+    if not (isinstance(cur, ast.Name) and cur.id == "np"):
+        raise prog.fail("attributes are not supported (x.sum() is np.sum(x), x.T is np.transpose(x))", n)
+    return ".".join(reversed(parts))
+
+
+def _check_call(prog: Program, n: ast.Call) -> None:
+    if isinstance(n.func, ast.Name):
+        if n.func.id not in prog.functions and n.func.id != "abs":
+            hint = f"; NumPy's is np.{n.func.id}" if n.func.id in _np_gates() or n.func.id in _NP_HELPERS else \
+                "; define it above the function that calls it"
+            raise prog.fail(f"unknown function '{n.func.id}'{hint}", n)
+        if n.keywords:
+            raise prog.fail("keyword arguments only for np. functions", n)
+    elif isinstance(n.func, ast.Attribute):
+        path = _np_path(prog, n.func)
+        if path not in _np_gates() and path not in _NP_HELPERS:
+            raise prog.fail(f"np.{path} is not available here", n)
+    else:
+        raise prog.fail("only named functions can be called", n)
+    for a in n.args:
+        if isinstance(a, ast.Starred):
+            raise prog.fail("'*' unpacking is not allowed", a)
+    for k in n.keywords:
+        if k.arg is None:
+            raise prog.fail("'**' unpacking is not allowed", k.value)
+
+
+class _ProgramRun:
+    """One run of a :class:`Program`: its statements interpreted with NumPy (bounded in steps, call
+    depth and the size of every array it makes)."""
+
+    def __init__(self, prog: Program, max_elements: int) -> None:
+        self.prog = prog
+        self.max_elements = max_elements
+        self.steps = 0
+        self.depth = 0
+        self.gates = _np_gates()
+
+    def body(self, fn: ast.FunctionDef, env: dict[str, Any]) -> Any:
+        self.depth += 1
+        if self.depth > 16:
+            raise self.prog.fail(f"{fn.name} calls functions more than 16 deep", fn, run=True)
+        try:
+            for st in fn.body:
+                self.steps += 1
+                if self.steps > MAX_PROGRAM_STEPS:
+                    raise self.prog.fail(f"more than {MAX_PROGRAM_STEPS} steps", st, run=True)
+                if isinstance(st, ast.Return):
+                    return self.eval(st.value, env)
+                if isinstance(st, ast.Assign):
+                    value = self.eval(st.value, env)
+                    for t in st.targets:
+                        self.bind(t, value, env)
+                elif isinstance(st, ast.AugAssign):
+                    name = st.target.id  # type: ignore[attr-defined]
+                    if name not in env:
+                        raise self.prog.fail(f"{name} += ...: {name} has no value yet (write {name} = ... first)",
+                                             st, run=True)
+                    value = self.eval(st.value, env)
+                    env[name] = self.arith(_AUG[type(st.op)], env[name], value, st)
+            raise self.prog.fail(f"{fn.name} ends without a return", fn, run=True)
+        finally:
+            self.depth -= 1
+
+    def bind(self, target: ast.expr, value: Any, env: dict[str, Any]) -> None:
+        if isinstance(target, ast.Name):
+            env[target.id] = value
+            return
+        items = list(value) if isinstance(value, (tuple, list)) else None
+        elts = target.elts  # type: ignore[attr-defined]
+        if items is None or len(items) != len(elts):
+            n = len(items) if items is not None else 1
+            raise self.prog.fail(f"{len(elts)} names on the left, {n} value{'s' if n != 1 else ''} on the right",
+                                 target, run=True)
+        for t, v in zip(elts, items):
+            self.bind(t, v, env)
+
+    def size(self, value: Any, node: ast.AST) -> Any:
+        if isinstance(value, np.ndarray) and value.size > self.max_elements:
+            raise self.prog.fail(f"this makes an array of {value.size:,} elements; at most {self.max_elements:,}",
+                                 node, run=True)
+        return value
+
+    def arith(self, op: Callable[[Any, Any], Any], a: Any, b: Any, node: ast.AST) -> Any:
+        if isinstance(a, int) and isinstance(b, int):  # NumPy's rules for numbers: 1/0 is inf, no huge ints
+            a, b = np.float64(a), np.float64(b)
+        shape = self.broadcast(a, b, node)
+        if shape is not None and math.prod(shape) > self.max_elements:
+            raise self.prog.fail(f"this makes an array of shape {shape}; at most {self.max_elements:,} elements",
+                                 node, run=True)
+        try:
+            with np.errstate(all="ignore"):
+                return self.size(op(a, b), node)
+        except (ValueError, TypeError, ArithmeticError) as e:
+            raise self.prog.fail(_numpy_message(e), node, run=True) from None
+
+    def broadcast(self, a: Any, b: Any, node: ast.AST) -> tuple[int, ...] | None:
+        try:
+            return tuple(np.broadcast_shapes(np.shape(a), np.shape(b)))
+        except ValueError:
+            return None  # the operation reports it (or it is a matmul)
+
+    def eval(self, node: ast.expr, env: dict[str, Any]) -> Any:
+        prog = self.prog
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id not in env:
+                raise prog.fail(f"name '{node.id}' has no value here", node, run=True)
+            return env[node.id]
+        if isinstance(node, ast.BinOp):
+            a, b = self.eval(node.left, env), self.eval(node.right, env)
+            return self.arith(_PLAIN[type(node.op)], a, b, node)
+        if isinstance(node, ast.UnaryOp):
+            v = self.eval(node.operand, env)
+            return v if isinstance(node.op, ast.UAdd) else -v  # (-1 stays an int: reshape(x, (-1, 1)))
+        if isinstance(node, ast.Tuple):
+            return tuple(self.eval(e, env) for e in node.elts)
+        if isinstance(node, ast.List):
+            return [self.eval(e, env) for e in node.elts]
+        if isinstance(node, ast.Attribute):
+            path = _np_path(prog, node)
+            if path not in _NP_CONSTANTS:
+                raise prog.fail(f"np.{path} is a function: call it, np.{path}(...)", node, run=True)
+            return _NP_CONSTANTS[path]
+        if isinstance(node, ast.Subscript):
+            v = self.eval(node.value, env)
+            if np.ndim(v) == 0:
+                raise prog.fail("a single number cannot be indexed", node, run=True)
+            try:
+                return np.asarray(v)[static_index(node.slice, lambda msg, at: prog.fail(msg, at, run=True))]
+            except IndexError as e:
+                raise prog.fail(str(e), node, run=True) from None
+        if isinstance(node, ast.Call):
+            return self.call(node, env)
+        raise prog.fail(f"cannot evaluate {type(node).__name__}", node, run=True)
+
+    def call(self, node: ast.Call, env: dict[str, Any]) -> Any:
+        prog = self.prog
+        args = [self.eval(a, env) for a in node.args]
+        kwargs = {k.arg: self.eval(k.value, env) for k in node.keywords if k.arg is not None}
+        if isinstance(node.func, ast.Name):
+            name = node.func.id
+            if name == "abs":
+                return self.numpy_call("abs", args, kwargs, node)
+            fn = prog.functions[name]
+            params = [a.arg for a in fn.args.args]
+            if len(args) != len(params):
+                raise prog.fail(f"{name} takes {len(params)} input{'s' if len(params) != 1 else ''}, got {len(args)}",
+                                node, run=True)
+            return self.body(fn, dict(zip(params, args)))
+        return self.numpy_call(_np_path(prog, node.func), args, kwargs, node)  # type: ignore[arg-type]
+
+    def numpy_call(self, path: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
+        prog = self.prog
+        cap = self.max_elements
+        try:
+            with np.errstate(all="ignore"):
+                if path in ("ones_like", "zeros_like", "full_like"):
+                    return getattr(np, path)(np.asarray(args[0], dtype=np.float64), *args[1:], **kwargs)
+                if path in ("ones", "zeros", "full"):
+                    shape = args[0] if args else kwargs.get("shape", ())
+                    n = int(math.prod(shape) if isinstance(shape, (tuple, list)) else shape)
+                    if n > cap:
+                        raise ValueError(f"np.{path} of {n:,} elements; at most {cap:,}")
+                    return getattr(np, path)(*args, **kwargs)
+                if path in ("array", "asarray"):
+                    return self.size(np.array(args[0], dtype=np.float64), node)
+                if path in ("dot", "outer", "inner", "vdot"):
+                    if np.size(args[0]) * np.size(args[1]) > cap:
+                        raise ValueError(f"np.{path} of these sizes is too large (at most {cap:,} products)")
+                    return getattr(np, path)(*args, **kwargs)
+                gate = self.gates[path]
+                inputs, params = split_call(gate, args, kwargs, f"np.{path}")
+                shape = gate.out_shape([np.shape(i) for i in inputs], params)
+                if math.prod(shape) > cap:
+                    raise ValueError(f"np.{path} would make an array of shape {shape}; at most {cap:,} elements")
+                return self.size(gate.fn(*inputs, **params), node)
+        except ProgramError:
+            raise
+        except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as e:
+            raise prog.fail(_numpy_message(e), node, run=True) from None
+
+
+def _numpy_message(e: Exception) -> str:
+    return re.sub(r" at (?:<[^>]*>|\S+):\d+$", "", str(e)) or type(e).__name__

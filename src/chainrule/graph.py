@@ -241,13 +241,16 @@ class Graph:
 
 @dataclass(frozen=True)
 class LocalGrad:
-    """One input's share of a backward step: ``rule`` is ∂node/∂input printed from the gate's own
-    rule (elementwise gates; None for others), ``local`` its value, ``grad`` what flows back."""
+    """One input's share of a backward step: ``rule`` is the local gradient ∂node/∂input printed from
+    the gate's own rule in the graph's names (``3z²`` for ``t4 = z ** 3``; elementwise gates, None for
+    others), ``rule_at`` the same rule with the numbers at hand in place of the names (``3·2²``; None
+    when an operand is an array), ``local`` its value, ``grad`` what flows back (upstream × local)."""
 
     input: Node
     rule: str | None
     local: Any
     grad: Any
+    rule_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -545,6 +548,18 @@ def _stand_in(node: Node) -> Any:
     return sym(node.name, shape=np.shape(node.value))
 
 
+def _value_stand_in(node: Node, value: Any = None) -> Any:
+    """The stand-in that prints a scalar node as its value (``2``, ``(−4)``), for a rule with the
+    numbers at hand; None for an array."""
+    v = node.value if value is None else value
+    if np.ndim(v) != 0:
+        return None
+    if node.kind == "const":
+        return const(v)
+    text = fmt_value(v).replace("-", "−")
+    return sym(f"({text})" if text.startswith("−") else text, shape=())
+
+
 def _backward_step(node: Node) -> BackwardStep | None:
     g = node.grad
     gate = node.gate
@@ -558,12 +573,18 @@ def _backward_step(node: Node) -> BackwardStep | None:
     parts: list[LocalGrad] = []
     stand_ins = [_stand_in(i) for i in node.inputs]
     out_sym = sym(node.name, shape=np.shape(node.value))
+    valued = [_value_stand_in(i) for i in node.inputs]
+    out_valued = _value_stand_in(node)
     for k, inp in enumerate(node.inputs):
         if not needs[k] or sent[k] is None:
             continue
         if gate.local is not None and gate.local[k] is not None:  # elementwise: show the local rule
             text = to_text(gate.local[k](ops, *stand_ins, out_sym), "math")
-            parts.append(LocalGrad(inp, text, local_gradient(gate, k, m, vals, node.value), np.asarray(sent[k])))
+            at = None
+            if out_valued is not None and all(v is not None for v in valued):
+                at = to_text(gate.local[k](ops, *valued, out_valued), "math")
+            parts.append(LocalGrad(inp, text, local_gradient(gate, k, m, vals, node.value), np.asarray(sent[k]),
+                                   at))
         else:
             parts.append(LocalGrad(inp, None, None, np.asarray(sent[k])))
     return BackwardStep(node, g, tuple(parts))
@@ -601,10 +622,11 @@ def _table(graph: Graph) -> str:
         lines += ["", "(no gradients: this graph was built without a backward pass)"]
         return "\n".join(lines)
     L = graph.output.name
-    d = lambda n: f"∂{L}/∂{n}"  # noqa: E731 - the gradient of the output with respect to n
+    d = lambda n: f"∂{L}/∂{n}"  # noqa: E731 - the (total) gradient of the output with respect to n
     uses = _uses(graph)
     received: dict[int, list[Any]] = {}
-    lines += ["", f"Backward pass: {d('(each node)')}, from the output back; gradient = upstream × local"]
+    lines += ["", f"Backward pass, from the output back: upstream {d('node')} × local ∂node/∂input "
+                  f"= the input's share of {d('input')}"]
     for step in graph.backward_steps():
         n = step.node
         lines.append(f"  {n.name} = {equation_text(n)}")
@@ -614,16 +636,14 @@ def _table(graph: Graph) -> str:
             lines.append(f"      upstream  {d(n.name)} = {_sum_text(received.get(id(n), []), step.upstream)}"
                          + (f"   ({n.name} is used {uses[id(n)]} times: {FAN_OUT.split(': ')[1]})"
                             if uses.get(id(n), 0) > 1 else ""))
-        lines.append(f"      {n.gate.explain}")
+        lines.append(f"      {n.gate.idea if any(p.rule is not None for p in step.parts) else n.gate.explain}")
         left = []
         right = []
         for part in step.parts:
             inp = part.input
             if part.rule is not None:
-                local = part.local
-                local_v = fmt_value(np.asarray(local, dtype=float) if np.asarray(local).dtype == bool else local)
-                same = part.rule.replace("−", "-") == local_v
-                left.append(f"∂{n.name}/∂{inp.name} = {part.rule}" + ("" if same else f" = {local_v}"))
+                local_v = local_text(part)
+                left.append(f"local     {local_equation(n, part)}")
                 if np.ndim(step.upstream) == 0 and np.ndim(part.local) == 0:
                     prod = f"{fmt_value(step.upstream)} × {local_v} = {fmt_value(part.grad)}"
                 else:
@@ -645,6 +665,31 @@ def _table(graph: Graph) -> str:
         text = _sum_text(got, n.grad) if got else f"{fmt_value(n.grad)}   (not used)"
         lines.append(f"  ∂{L}/∂{n.name:<{w}} = {text}{note}")
     return "\n".join(lines)
+
+
+def local_text(part: LocalGrad) -> str:
+    """A local gradient's value as text (a mask's True/False read as 1/0)."""
+    local = np.asarray(part.local)
+    return fmt_value(local.astype(float) if local.dtype == bool else part.local)
+
+
+def local_equation(node: Node, part: LocalGrad) -> str:
+    """``∂t4/∂z = 3z² = 3·2² = 12``: the local gradient in the graph's names, with the numbers at hand,
+    and its value (each form only where it says something the previous one did not)."""
+    value = local_text(part)
+    forms = [f"∂{node.name}/∂{part.input.name}", part.rule]
+    at = part.rule_at
+    if at is not None and _plain(at) not in (_plain(part.rule or ""), _plain(value)):
+        forms.append(at)
+    if _plain(forms[-1]) != _plain(value):
+        forms.append(value)
+    return " = ".join(f for f in forms if f is not None)
+
+
+def _plain(text: str) -> str:
+    """Text compared for sameness: one minus sign, no brackets around a lone number."""
+    t = text.replace("−", "-").replace(" ", "")
+    return t[1:-1] if t.startswith("(") and t.endswith(")") and "(" not in t[1:-1] else t
 
 
 def _sum_text(parts: list[Any], total: Any) -> str:

@@ -89,6 +89,11 @@ def gate_symbol(node: Node) -> str:
     if gate is None:
         return node.name
     fmt = gate.fmt
+    pick = re.fullmatch(r"\{0\}(\[.*\])", fmt)
+    if pick:  # indexing: the index it picks, [0] (a picture of w[0], w[1], w[2] tells them apart)
+        from .symbolic import _EQUATION, fill_template
+
+        return fill_template(pick.group(1), lambda k, enclosed: "", 1, dict(node.params), gate, _EQUATION.param)
     infix = re.fullmatch(r"\{0\} (\S+) \{1\}", fmt)
     if infix:
         return {"*": "×", "-": "−", "/": "÷"}.get(infix.group(1), infix.group(1))

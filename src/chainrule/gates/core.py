@@ -21,7 +21,10 @@ name:
   ``np.concatenate`` takes); together they let one function turn a NumPy-style call into inputs and
   params (:func:`split_call`) for the public functions, NumPy dispatch and the symbolic ops alike;
 * ``shape`` -- the output shape from the input shapes and params (defaults by ``kind``);
-* ``explain`` -- one line for learners; ``fmt`` -- how one staged equation reads (``{0} + {1}``);
+* ``explain`` -- one line for learners; ``idea`` -- the same in words alone, naming no input by a
+  letter of its own (``pow gate: the exponent comes down ...``), for views that print the rule itself
+  in the learner's names beside it (the explained table, the explorer); defaults to ``explain``;
+  ``fmt`` -- how one staged equation reads (``{0} + {1}``);
   ``code`` -- how it reads as NumPy code (default ``np.<name>(inputs, params)``); params not named
   in a template are appended as ``key=value`` when they differ from their default;
 * ``helper`` -- the forward is a small function that generated code includes verbatim (scatter-add,
@@ -49,7 +52,7 @@ class Gate:
     """One primitive operation: forward, derivative rule, shape, printing (see module docstring)."""
 
     __slots__ = (
-        "name", "forward", "explain", "fmt", "local", "vjp", "expand", "kind", "differentiable", "fn",
+        "name", "forward", "explain", "idea", "fmt", "local", "vjp", "expand", "kind", "differentiable", "fn",
         "np_name", "local_const", "params", "arity", "shape_rule", "code", "helper", "view", "numpy",
         "method", "call", "order", "boolean", "jvp", "linear", "local_widens",
     )
@@ -62,6 +65,7 @@ class Gate:
         fmt: str,
         *,
         kind: str,
+        idea: str | None = None,
         local: tuple[Callable[..., Any] | None, ...] | None = None,
         vjp: Callable[..., tuple[Any, ...]] | None = None,
         expand: Callable[..., Any] | None = None,
@@ -84,6 +88,8 @@ class Gate:
         self.forward = forward
         self.np_name = forward if isinstance(forward, str) else None
         self.explain = explain
+        #: ``explain`` in words alone: shown beside the rule printed in the learner's own names
+        self.idea = idea or explain
         self.fmt = fmt
         self.kind = kind
         self.local = local

@@ -68,26 +68,35 @@ SUB = _gate("sub", "subtract", "sub gate: passes the gradient to the first input
 MUL = _gate("mul", "multiply", "mul gate: swaps its inputs — each gets the upstream gradient times the other",
             "{0} * {1}", local=(lambda m, x, y, out: y, lambda m, x, y, out: x))
 DIV = _gate("div", "divide", "div gate: ∂(x/y)/∂x = 1/y and ∂(x/y)/∂y = -x/y²",
-            "{0} / {1}", local=(lambda m, x, y, out: 1 / y, lambda m, x, y, out: -x / y**2))
+            "{0} / {1}", local=(lambda m, x, y, out: 1 / y, lambda m, x, y, out: -x / y**2),
+            idea="div gate: numerator and denominator each have their own rule")
 NEG = _gate("neg", "negative", "neg gate: flips the sign of the gradient", "-{0}", local=(lambda m, x, out: -1,))
 POW = _gate("pow", "power", "pow gate: ∂(xʸ)/∂x = y·xʸ⁻¹ and ∂(xʸ)/∂y = xʸ·ln x", "{0} ** {1}",
-            local=(_pow_dx, _pow_dy))
+            local=(_pow_dx, _pow_dy),
+            idea="pow gate: the exponent comes down, the power drops by one")
 FLOAT_POWER = _gate("float_power", "float_power", "pow gate in float64: ∂(xʸ)/∂x = y·xʸ⁻¹, ∂(xʸ)/∂y = xʸ·ln x",
-                    "float_power({0}, {1})", local=(_pow_dx, _pow_dy))
+                    "float_power({0}, {1})", local=(_pow_dx, _pow_dy),
+                    idea="pow gate in float64: the exponent comes down, the power drops by one")
 REMAINDER = _gate("remainder", "remainder",
                   "remainder gate: x mod y = x − ⌊x/y⌋·y, so ∂/∂x = 1 and ∂/∂y = −⌊x/y⌋",
                   "{0} % {1}", local=(lambda m, x, y, out: 1, lambda m, x, y, out: -m.floor(x / y)),
-                  code="{0} % {1}")
+                  code="{0} % {1}",
+                  idea="remainder gate: the divisor gets minus the whole quotient")
 FMOD = _gate("fmod", "fmod", "fmod gate: x − trunc(x/y)·y, so ∂/∂x = 1 and ∂/∂y = −trunc(x/y)",
-             "fmod({0}, {1})", local=(lambda m, x, y, out: 1, lambda m, x, y, out: -m.trunc(x / y)))
+             "fmod({0}, {1})", local=(lambda m, x, y, out: 1, lambda m, x, y, out: -m.trunc(x / y)),
+             idea="fmod gate: the divisor gets minus the truncated quotient")
 IDENTITY = _gate("identity", "positive", "identity gate: passes the gradient through", "{0}",
                  local=(lambda m, x, out: 1,))
-SQUARE = _gate("square", "square", "square gate: local gradient 2x", "{0}²", local=(lambda m, x, out: 2 * x,))
+SQUARE = _gate("square", "square", "square gate: local gradient 2x", "{0}²", local=(lambda m, x, out: 2 * x,),
+               idea="square gate: the local gradient is twice the input")
 RECIPROCAL = _gate("reciprocal", "reciprocal", "reciprocal gate: ∂(1/x)/∂x = -1/x²", "1 / {0}",
-                   local=(lambda m, x, out: -out**2,))
-SQRT = _gate("sqrt", "sqrt", "sqrt gate: local gradient 1/(2√x)", "sqrt({0})", local=(lambda m, x, out: 0.5 / out,))
+                   local=(lambda m, x, out: -out**2,),
+                   idea="reciprocal gate: the local gradient is minus the output squared")
+SQRT = _gate("sqrt", "sqrt", "sqrt gate: local gradient 1/(2√x)", "sqrt({0})", local=(lambda m, x, out: 0.5 / out,),
+             idea="sqrt gate: the local gradient is one over twice the output")
 CBRT = _gate("cbrt", "cbrt", "cbrt gate: local gradient 1/(3·∛x²)", "cbrt({0})",
-             local=(lambda m, x, out: 1 / (3 * out**2),))
+             local=(lambda m, x, out: 1 / (3 * out**2),),
+             idea="cbrt gate: local gradient one over three times the output squared")
 ABS = _gate("abs", "abs", "abs gate: routes the gradient with the input's sign (0 at 0)", "|{0}|",
             local=(lambda m, x, out: m.sign(x),), numpy=("abs", "absolute"))
 FABS = _gate("fabs", "fabs", "fabs gate: routes the gradient with the input's sign (0 at 0)", "|{0}|",
@@ -96,61 +105,85 @@ FABS = _gate("fabs", "fabs", "fabs gate: routes the gradient with the input's si
 # ---- exponentials and logarithms ----------------------------------------------------------------
 
 EXP = _gate("exp", "exp", "exp gate: its local gradient is its own output, eˣ", "exp({0})",
-            local=(lambda m, x, out: out,))
+            local=(lambda m, x, out: out,),
+            idea="exp gate: its local gradient is its own output")
 EXP2 = _gate("exp2", "exp2", "exp2 gate: ∂2ˣ/∂x = 2ˣ·ln 2, from its own output", "exp2({0})",
-             local=(lambda m, x, out: out * math.log(2),))
+             local=(lambda m, x, out: out * math.log(2),),
+             idea="exp2 gate: its local gradient is its own output times ln 2")
 EXPM1 = _gate("expm1", "expm1", "expm1 gate: ∂(eˣ − 1)/∂x = eˣ = out + 1", "expm1({0})",
-              local=(lambda m, x, out: out + 1,))
-LOG = _gate("log", "log", "log gate: local gradient 1/x", "ln({0})", local=(lambda m, x, out: 1 / x,))
+              local=(lambda m, x, out: out + 1,),
+              idea="expm1 gate: its local gradient is its own output plus one")
+LOG = _gate("log", "log", "log gate: local gradient 1/x", "ln({0})", local=(lambda m, x, out: 1 / x,),
+            idea="log gate: the local gradient is one over the input")
 LOG2 = _gate("log2", "log2", "log2 gate: local gradient 1/(x·ln 2)", "log2({0})",
-             local=(lambda m, x, out: 1 / (x * math.log(2)),))
+             local=(lambda m, x, out: 1 / (x * math.log(2)),),
+             idea="log2 gate: the local gradient is one over the input times ln 2")
 LOG10 = _gate("log10", "log10", "log10 gate: local gradient 1/(x·ln 10)", "log10({0})",
-              local=(lambda m, x, out: 1 / (x * math.log(10)),))
+              local=(lambda m, x, out: 1 / (x * math.log(10)),),
+              idea="log10 gate: the local gradient is one over the input times ln 10")
 LOG1P = _gate("log1p", "log1p", "log1p gate: ∂ln(1 + x)/∂x = 1/(1 + x)", "log1p({0})",
-              local=(lambda m, x, out: 1 / (1 + x),))
+              local=(lambda m, x, out: 1 / (1 + x),),
+              idea="log1p gate: the local gradient is one over one plus the input")
 LOGADDEXP = _gate("logaddexp", "logaddexp",
                   "logaddexp gate: ln(eˣ + eʸ); each input gets its softmax weight, e^(input − out)",
                   "logaddexp({0}, {1})",
-                  local=(lambda m, x, y, out: m.exp(x - out), lambda m, x, y, out: m.exp(y - out)))
+                  local=(lambda m, x, y, out: m.exp(x - out), lambda m, x, y, out: m.exp(y - out)),
+                  idea="logaddexp gate: each input gets its softmax weight")
 LOGADDEXP2 = _gate("logaddexp2", "logaddexp2",
                    "logaddexp2 gate: log₂(2ˣ + 2ʸ); each input gets 2^(input − out)",
                    "logaddexp2({0}, {1})",
-                   local=(lambda m, x, y, out: m.exp2(x - out), lambda m, x, y, out: m.exp2(y - out)))
+                   local=(lambda m, x, y, out: m.exp2(x - out), lambda m, x, y, out: m.exp2(y - out)),
+                   idea="logaddexp2 gate: each input gets its base-2 softmax weight")
 
 # ---- trigonometric and hyperbolic ----------------------------------------------------------------
 
-SIN = _gate("sin", "sin", "sin gate: local gradient cos x", "sin({0})", local=(lambda m, x, out: m.cos(x),))
-COS = _gate("cos", "cos", "cos gate: local gradient -sin x", "cos({0})", local=(lambda m, x, out: -m.sin(x),))
+SIN = _gate("sin", "sin", "sin gate: local gradient cos x", "sin({0})", local=(lambda m, x, out: m.cos(x),),
+            idea="sin gate: the local gradient is the cosine of the input")
+COS = _gate("cos", "cos", "cos gate: local gradient -sin x", "cos({0})", local=(lambda m, x, out: -m.sin(x),),
+            idea="cos gate: the local gradient is minus the sine of the input")
 TAN = _gate("tan", "tan", "tan gate: local gradient 1 + tan²x = sec²x", "tan({0})",
-            local=(lambda m, x, out: 1 + out**2,))
+            local=(lambda m, x, out: 1 + out**2,),
+            idea="tan gate: the local gradient is one plus the output squared")
 ARCSIN = _gate("arcsin", "arcsin", "arcsin gate: local gradient 1/√(1 − x²)", "arcsin({0})",
-               local=(lambda m, x, out: 1 / m.sqrt(1 - x**2),))
+               local=(lambda m, x, out: 1 / m.sqrt(1 - x**2),),
+               idea="arcsin gate")
 ARCCOS = _gate("arccos", "arccos", "arccos gate: local gradient −1/√(1 − x²)", "arccos({0})",
-               local=(lambda m, x, out: -1 / m.sqrt(1 - x**2),))
+               local=(lambda m, x, out: -1 / m.sqrt(1 - x**2),),
+               idea="arccos gate")
 ARCTAN = _gate("arctan", "arctan", "arctan gate: local gradient 1/(1 + x²)", "arctan({0})",
-               local=(lambda m, x, out: 1 / (1 + x**2),))
+               local=(lambda m, x, out: 1 / (1 + x**2),),
+               idea="arctan gate")
 ARCTAN2 = _gate("arctan2", "arctan2", "arctan2 gate: the angle of (x, y); ∂/∂y = x/(x² + y²), ∂/∂x = −y/(x² + y²)",
                 "arctan2({0}, {1})",
-                local=(lambda m, y, x, out: x / (x**2 + y**2), lambda m, y, x, out: -y / (x**2 + y**2)))
+                local=(lambda m, y, x, out: x / (x**2 + y**2), lambda m, y, x, out: -y / (x**2 + y**2)),
+                idea="arctan2 gate: each coordinate has a local gradient of its own")
 HYPOT = _gate("hypot", "hypot", "hypot gate: √(x² + y²); each input gets input/out", "hypot({0}, {1})",
-              local=(lambda m, x, y, out: x / out, lambda m, x, y, out: y / out))
-SINH = _gate("sinh", "sinh", "sinh gate: local gradient cosh x", "sinh({0})", local=(lambda m, x, out: m.cosh(x),))
-COSH = _gate("cosh", "cosh", "cosh gate: local gradient sinh x", "cosh({0})", local=(lambda m, x, out: m.sinh(x),))
+              local=(lambda m, x, y, out: x / out, lambda m, x, y, out: y / out),
+              idea="hypot gate: each input gets itself divided by the output")
+SINH = _gate("sinh", "sinh", "sinh gate: local gradient cosh x", "sinh({0})", local=(lambda m, x, out: m.cosh(x),),
+             idea="sinh gate: the local gradient is the cosh of the input")
+COSH = _gate("cosh", "cosh", "cosh gate: local gradient sinh x", "cosh({0})", local=(lambda m, x, out: m.sinh(x),),
+             idea="cosh gate: the local gradient is the sinh of the input")
 TANH = _gate("tanh", "tanh", "tanh gate: local gradient 1 − tanh²x, from its own output", "tanh({0})",
              local=(lambda m, x, out: 1 - out**2,),
-             expand=lambda m, x: (lambda e: (1 - e) / (1 + e))(m.exp(-2 * x)))
+             expand=lambda m, x: (lambda e: (1 - e) / (1 + e))(m.exp(-2 * x)),
+             idea="tanh gate: the local gradient is one minus the output squared")
 ARCSINH = _gate("arcsinh", "arcsinh", "arcsinh gate: local gradient 1/√(x² + 1)", "arcsinh({0})",
-                local=(lambda m, x, out: 1 / m.sqrt(x**2 + 1),))
+                local=(lambda m, x, out: 1 / m.sqrt(x**2 + 1),),
+                idea="arcsinh gate")
 ARCCOSH = _gate("arccosh", "arccosh", "arccosh gate: local gradient 1/√(x² − 1)", "arccosh({0})",
-                local=(lambda m, x, out: 1 / m.sqrt(x**2 - 1),))
+                local=(lambda m, x, out: 1 / m.sqrt(x**2 - 1),),
+                idea="arccosh gate")
 ARCTANH = _gate("arctanh", "arctanh", "arctanh gate: local gradient 1/(1 − x²)", "arctanh({0})",
-                local=(lambda m, x, out: 1 / (1 - x**2),))
+                local=(lambda m, x, out: 1 / (1 - x**2),),
+                idea="arctanh gate")
 DEG2RAD = _gate("deg2rad", "deg2rad", "deg2rad gate: multiplies the gradient by π/180", "deg2rad({0})",
                 local=(lambda m, x, out: math.pi / 180,), numpy=("deg2rad", "radians"))
 RAD2DEG = _gate("rad2deg", "rad2deg", "rad2deg gate: multiplies the gradient by 180/π", "rad2deg({0})",
                 local=(lambda m, x, out: 180 / math.pi,), numpy=("rad2deg", "degrees"))
 SINC = _gate("sinc", "sinc", "sinc gate: ∂(sin πx/πx)/∂x = (cos πx − sinc x)/x (0 at 0)", "sinc({0})",
-             local=(_sinc_d,))
+             local=(_sinc_d,),
+             idea="sinc gate")
 
 # ---- choosing between inputs ---------------------------------------------------------------------
 
@@ -178,7 +211,8 @@ GUARD = _gate("guard", "where", "guard gate: the value x itself, with a harmless
 
 SIGMOID = _gate("sigmoid", _sigmoid, "sigmoid gate: local gradient σ(x)·(1 − σ(x)), from its own output", "σ({0})",
                 local=(lambda m, x, out: out * (1 - out),), expand=lambda m, x: m.reciprocal(1 + m.exp(-x)),
-                numpy=())
+                numpy=(),
+                idea="sigmoid gate: its local gradient comes from its own output")
 RELU = _gate("relu", _relu, "relu gate: passes the gradient where the input was positive, blocks it elsewhere",
              "relu({0})", local=(lambda m, x, out: x > 0,), expand=lambda m, x: m.maximum(x, 0), numpy=())
 

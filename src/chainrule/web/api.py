@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ..expr import ExprError, Expression, parse, parse_value
+from ..expr import ExprError, Expression, parse, parse_program, parse_value
 from ..gates import FAN_OUT
-from ..graph import Graph, Node, equation_text, fmt_value, trace
+from ..graph import Graph, Node, equation_text, fmt_value, local_equation, trace
+from ..render import GRAD_COLOR, VALUE_COLOR
 
 __all__ = ["ApiError", "Limits", "handle", "info", "examples", "worksheet_examples", "EXTRA_EXAMPLES", "encode_json"]
 
@@ -41,6 +42,8 @@ class Limits:
     max_shown_elements: int = 16  # an array longer than this is summarized (shape, first and last 3) per node
     max_response_bytes: int = 2_000_000  # one answer, encoded; past it a 413 error instead
     max_queue: int = 16  # computations waiting for a busy worker; past it a 429 error at once
+    max_code_chars: int = 10_000  # a pasted forward+backward function ("check my backward")
+    max_program_elements: int = 100_000  # elements of any array such a function makes while it is checked
 
 
 class ApiError(Exception):
@@ -83,6 +86,12 @@ EXTRA_EXAMPLES: list[dict[str, Any]] = [
     {"title": "fan-out: x used twice, x·x + x", "expression": "x * x + x", "values": {"x": 3}},
     {"title": "arrays: mean squared error of w·x against y", "expression": "mean((w*x - y)^2)",
      "values": {"w": 0.5, "x": "[1, 2, 3]", "y": "[2, 4, 6]"}, "lr": 0.05},
+    {"title": "CS231n  staged: (x + σ(y)) / (σ(x) + (x + y)²)",
+     "expression": "sigy = 1/(1 + exp(-y)); num = x + sigy; sigx = 1/(1 + exp(-x)); xpy = x + y; "
+                   "xpysqr = xpy^2; den = sigx + xpysqr; invden = 1/den; f = num * invden",
+     "values": {"x": 3, "y": -4}, "practice": True},
+    {"title": "CS231n  a neuron: σ(w₀x₀ + w₁x₁ + w₂)", "expression": "sigmoid(w[0]*x[0] + w[1]*x[1] + w[2])",
+     "values": {"w": "[2, -3, -3]", "x": "[-1, -2]"}, "practice": True},
 ]
 
 
@@ -96,10 +105,13 @@ def worksheet_examples() -> list[dict[str, Any]]:
 def examples() -> list[dict[str, Any]]:
     """The examples menu: title, expression, variables (in order), values, expand, lr."""
     out = []
-    for ex in [*worksheet_examples(), *EXTRA_EXAMPLES]:
+    worksheet = worksheet_examples()
+    for ex in [*worksheet, *EXTRA_EXAMPLES]:
+        practice = ex.get("practice", any(ex is w for w in worksheet))  # the worksheet asks to find the answers
         out.append({"title": ex["title"], "expression": ex["expression"],
-                    "variables": parse(ex["expression"]).variables, "values": dict(ex["values"]),
-                    "expand": ex.get("expand", False), "lr": ex.get("lr", 0.1)})
+                    "variables": parse(ex["expression"]).signature(list(ex["values"])), "values": dict(ex["values"]),
+                    "expand": ex.get("expand", False), "lr": ex.get("lr", 0.1),
+                    "practice": practice})
     return out
 
 
@@ -120,6 +132,8 @@ _FIELDS = {
     "parse": {"expression"},
     "trace": {"expression", "values", "expand"},
     "step": {"expression", "values", "expand", "lr"},
+    "check": {"expression", "values", "code"},
+    "value": {"text"},
 }
 
 
@@ -139,11 +153,15 @@ def _handle(kind: str, payload: Any, limits: Limits) -> dict[str, Any]:
     if unknown:
         raise ApiError(400, "unknown_field", f"unknown field {unknown[0]!r} (this request takes "
                        f"{', '.join(sorted(_FIELDS[kind]))})", field=unknown[0])
+    if kind == "value":
+        return _typed_value(payload.get("text"), limits)
     expression = _expression(payload, limits)
     if kind == "parse":
         return {"expression": expression.text, "variables": list(expression.variables),
-                "output": expression.output, "normalized": expression.normalized}
+                "output": expression.output, "normalized": expression.normalized, "declared": expression.name}
     values = _values(payload.get("values", {}), expression, limits)
+    if kind == "check":
+        return _check(expression, values, payload.get("code"), limits)
     expand = payload.get("expand", False)
     if not isinstance(expand, bool):
         raise ApiError(400, "bad_request", f"'expand' must be true or false, not {_json_kind(expand)}",
@@ -166,6 +184,59 @@ def _handle(kind: str, payload: Any, limits: Limits) -> dict[str, Any]:
     out["step"] = {"lr": lr, "before": {k: _json(v) for k, v in values.items()},
                    "grads": {k: _json(grads[k]) for k in values}, "after": {k: _json(v) for k, v in after.items()},
                    "output_before": _json(graph.value)}
+    return out
+
+
+def _typed_value(text: Any, limits: Limits) -> dict[str, Any]:
+    """A value typed on the page (an answer in practice mode: ``0.25``, ``1/e``, ``[1, 2]``), read by
+    the command line's value parser."""
+    if not isinstance(text, str):
+        raise ApiError(400, "bad_request", f"'text' must be text, not {_json_kind(text)}", field="text")
+    if len(text) > limits.max_value_chars:
+        raise ApiError(413, "value_too_long", f"the value is {len(text)} characters long; the limit is "
+                       f"{limits.max_value_chars}", field="text")
+    if not text.strip():
+        raise ApiError(422, "missing_value", "type a number, like 0.25, 1/4 or e^2", field="text")
+    try:
+        v = parse_value(text, limits.max_array_size)
+    except ExprError as e:
+        raise ApiError(422, "invalid_value", e.message, field="text", position=e.position, detail=e.render()) \
+            from None
+    return {"text": text, "value": _json(v)}
+
+
+def _check(expression: Expression, values: dict[str, np.ndarray], code: Any, limits: Limits) -> dict[str, Any]:
+    """A pasted combined forward+backward function, interpreted (never run as Python) and checked
+    against the expression like ``chainrule check``: the report, with the lines to mark."""
+    from ..check import check_program
+
+    if not isinstance(code, str):
+        raise ApiError(400, "bad_request", f"'code' must be text, not {_json_kind(code)}", field="code")
+    if len(code) > limits.max_code_chars:
+        raise ApiError(413, "code_too_long", f"the function is {len(code)} characters long; the limit is "
+                       f"{limits.max_code_chars}", field="code", position=limits.max_code_chars)
+    if not code.strip():
+        raise ApiError(422, "empty_code", "paste a function: def f(x, y, z): ... return out, dx, dy, dz",
+                       field="code", position=0)
+    try:
+        program = parse_program(code)
+    except ExprError as e:
+        raise ApiError(422, "invalid_code", e.message, field="code", position=e.position, detail=e.render()) \
+            from None
+    try:
+        report = check_program(program, lambda order: expression.function(params=order), values,
+                               max_elements=limits.max_program_elements)
+    except ValueError as e:
+        raise ApiError(422, "code_inputs", str(e), field="code") from None
+    out = report.to_json()
+    out["params"] = list(program.params)
+    # the lines to mark: the first wrong step's, else those that assign a wrong returned value
+    lines = [report.line] if report.line is not None else []
+    assigned = program.assignments()
+    for m in report.wrong:
+        if not lines and m.name in assigned:
+            lines.append(assigned[m.name][-1][0])
+    out["lines"] = lines
     return out
 
 
@@ -225,7 +296,8 @@ def _values(raw: Any, expression: Expression, limits: Limits) -> dict[str, np.nd
             raise ApiError(422, "missing_value", f"no value for '{name}'", field=f"values.{name}",
                            position=expression.positions.get(name))
         out[name] = _value(name, raw[name], limits)
-    return out
+    # the function takes its inputs in the order the page's boxes give them (a declared g(x, y) wins)
+    return {k: out[k] for k in expression.signature(list(raw))}
 
 
 def _value(name: str, v: Any, limits: Limits) -> np.ndarray:
@@ -311,7 +383,7 @@ def _check_deadline(deadline: float, limits: Limits) -> None:
 
 
 def _trace(expression: Expression, values: dict[str, np.ndarray], expand: bool, limits: Limits) -> Graph:
-    fn = expression.function()
+    fn = expression.function(params=list(values))
     try:
         graph = trace(fn, expand=expand, **values)
     except ExprError as e:  # raised while evaluating: the operation at fault is at e.position
@@ -392,9 +464,11 @@ def _forward_steps(graph: Graph, shown: int) -> list[dict[str, Any]]:
                           "value": _json(node.value, shown), "explain": ""})
         elif node.kind == "op":
             assert node.gate is not None
+            with_values = _with_values(node)
             steps.append({"node": node.name, "text": f"{node.name} = {equation_text(node)}",
-                          "detail": f"= {_with_values(node)}", "value": _json(node.value, shown),
-                          "explain": node.gate.explain})
+                          "detail": f"= {with_values}", "value": _json(node.value, shown),
+                          "explain": node.gate.explain,
+                          "hint": f"{node.gate.name} gate: {node.name} = {equation_text(node)} = {with_values}"})
     return steps
 
 
@@ -403,6 +477,7 @@ def _backward_steps(graph: Graph, shown: int) -> list[dict[str, Any]]:
     of the node, the upstream gradient of the op that used it, the gate's local gradient (its rule
     and value) and the gradient it sends back; the node's gradient (from the graph) is their sum."""
     terms: dict[int, list[dict[str, Any]]] = {}
+    out = graph.output.name
     for step in graph.backward_steps():
         c = step.node
         assert c.gate is not None
@@ -412,11 +487,22 @@ def _backward_steps(graph: Graph, shown: int) -> list[dict[str, Any]]:
             # x * x: one term per operand slot; the j-th part for x is x's j-th slot
             slots = [k for k, i in enumerate(c.inputs) if i is part.input]
             j = seen[id(part.input)] = seen.get(id(part.input), -1) + 1
+            up = fmt_value(step.upstream) if np.size(step.upstream) <= shown else f"∂{out}/∂{c.name}"
+            if part.rule is not None:
+                local = local_equation(c, part)
+                at = part.rule_at if part.rule_at is not None else part.rule
+                hint = (f"{c.gate.name} gate: the gradient of {part.input.name} through {c.name} is upstream × local "
+                        f"= ∂{out}/∂{c.name} × ∂{c.name}/∂{part.input.name} = {up} × {part.rule}"
+                        + (f" = {up} × {at}" if at != part.rule else ""))
+            else:
+                local = None
+                hint = f"{c.gate.explain}; the upstream gradient ∂{out}/∂{c.name} is {up}"
             terms.setdefault(id(part.input), []).append({
                 "via": c.name, "operand": slots[j] if len(slots) > 1 else None, "equation": equation,
-                "upstream": _json(step.upstream, shown), "rule": part.rule,
-                "local": None if part.rule is None else _json(part.local, shown),
-                "product": _json(part.grad, shown), "explain": c.gate.explain,
+                "upstream": _json(step.upstream, shown), "rule": part.rule, "rule_at": part.rule_at,
+                "local": None if part.rule is None else _json(part.local, shown), "local_equation": local,
+                "product": _json(part.grad, shown), "explain": c.gate.idea if part.rule is not None else c.gate.explain,
+                "hint": hint,
             })
     steps = []
     for node in reversed(graph.nodes):
@@ -424,12 +510,16 @@ def _backward_steps(graph: Graph, shown: int) -> list[dict[str, Any]]:
             continue
         if node is graph.output:
             steps.append({"node": node.name, "grad": _json(node.grad, shown), "seed": True, "terms": [],
-                          "explain": f"the backward pass starts at the output: ∂{node.name}/∂{node.name} = 1"})
+                          "explain": f"the backward pass starts at the output: ∂{node.name}/∂{node.name} = 1",
+                          "hint": f"how much does {node.name} change when {node.name} changes by a little?"})
             continue
         mine = terms.get(id(node), [])  # in the order the backward pass reached them
         explain = FAN_OUT if len(mine) > 1 else ("not used by the output: its gradient is 0" if not mine else "")
+        hint = " · ".join(t["hint"] for t in mine) if mine else explain
+        if len(mine) > 1:
+            hint = f"{node.name} is used {len(mine)} times: add up what comes back through each use. {hint}"
         steps.append({"node": node.name, "grad": _json(node.grad, shown), "seed": False, "terms": mine,
-                      "explain": explain})
+                      "explain": explain, "hint": hint})
     return steps
 
 
@@ -445,7 +535,10 @@ def _describe(expression: Expression, graph: Graph, values: dict[str, np.ndarray
     edges = [{"source": i.name, "target": n.name, "index": k} for n in graph.nodes for k, i in enumerate(n.inputs)]
     out: dict[str, Any] = {
         "expression": expression.text, "normalized": expression.normalized,
-        "variables": list(expression.variables), "expand": graph.expand,
+        "variables": list(expression.variables), "inputs": list(values), "declared": expression.name,
+        "signature": expression.signature_text(list(values)),
+        "colors": {"value": VALUE_COLOR, "grad": GRAD_COLOR},  # the picture's label colours, to hide them
+        "expand": graph.expand,
         "values": {k: _json(v) for k, v in values.items()},
         "output": graph.output.name, "value": _json(graph.value),
         "grads": {k: _json(v) for k, v in graph.grads.items()},

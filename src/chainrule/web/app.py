@@ -243,6 +243,8 @@ def create_app(limits: Limits | None = None, workers: int = 2,
         Route("/api/parse", json_route("parse"), methods=["POST"]),
         Route("/api/trace", json_route("trace"), methods=["POST"]),
         Route("/api/step", json_route("step"), methods=["POST"]),
+        Route("/api/check", json_route("check"), methods=["POST"]),
+        Route("/api/value", json_route("value"), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(Guard, allowed=allowed)],

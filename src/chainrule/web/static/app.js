@@ -13,6 +13,12 @@ const state = {
   computeSeq: 0,
   gdCount: 0,
   examples: [],
+  practice: false,   // practice mode: type each value and gradient before it is shown
+  score: null,       // {asked, first, revealed, expression} for the function being practised
+  tries: 0,          // wrong answers to the current question
+  feedback: null,    // {kind: "right"|"wrong"|"revealed", text, hint} about the last answer
+  showSource: false, // practice mode hides the generated function until asked or done
+  declared: false,   // the expression declares its own signature, g(x, y) = ...
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -143,11 +149,19 @@ function currentValues() {
   return values;
 }
 
+// the boxes keep the order they have (the generated function takes its inputs in this order): new
+// variables are added after the ones that stay; `given` (an example, a step) sets values and order
 function setVariables(variables, given = {}) {
   const box = $("#values");
   const old = {};
   for (const input of box.querySelectorAll("input")) old[input.dataset.var] = input.value;
+  if (Object.keys(given).length === 0) {
+    const kept = Object.keys(old).filter((v) => variables.includes(v));
+    variables = [...kept, ...variables.filter((v) => !kept.includes(v))];
+  }
   const names = variables.join("\u0000");
+  // the signature the generated function will have (a declared g(x, y) = ... says it itself)
+  $("#fname").textContent = state.declared ? "" : variables.length ? `f(${variables.join(", ")}) =` : "f =";
   if (box.dataset.names === names && Object.keys(given).length === 0) return;
   const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.var : null;
   box.replaceChildren();
@@ -189,6 +203,7 @@ async function onExpressionInput() {
     if (seq !== state.parseSeq) return;
     $("#expr-error").hidden = true;
     $("#expression").classList.remove("invalid");
+    state.declared = !!r.declared;
     setVariables(r.variables);
     await compute();
   } catch (err) {
@@ -233,13 +248,19 @@ function show(r, revealAll = false) {
   state.fwd = revealAll ? r.forward.length - 1 : -1;
   state.bwd = revealAll ? r.backward.length - 1 : -1;
   state.current = null;
+  state.feedback = null;
+  state.tries = 0;
+  if (!state.score || state.score.expression !== r.expression) {
+    state.score = { asked: 0, first: 0, revealed: 0, expression: r.expression };
+    state.showSource = false;
+  }
+  if (state.practice && !revealAll) startPractice();
+  state.declared = !!r.declared;
   markStale(false);
-  setVariables(r.variables);
+  setVariables(r.inputs || r.variables);
   renderGraph(r);
   renderSource(r);
-  renderTable();
-  renderStep();
-  updateButtons();
+  refresh();
 }
 
 function renderGraph(r) {
@@ -259,7 +280,10 @@ function renderGraph(r) {
   for (const bad of svg.querySelectorAll("script, foreignObject, iframe")) bad.remove();
   for (const node of svg.querySelectorAll("*")) {
     for (const attr of [...node.attributes]) {
-      if (/^on/i.test(attr.name) || /javascript:/i.test(attr.value)) node.removeAttribute(attr.name);
+      // tooltips hold every value and gradient: the picture shows them only as they are stepped
+      if (/^on/i.test(attr.name) || /javascript:/i.test(attr.value) || /(^|:)title$/i.test(attr.name)) {
+        node.removeAttribute(attr.name);
+      }
     }
   }
   // Graphviz sizes the picture in points; show it a little larger than that, scrolling if wide
@@ -278,6 +302,16 @@ function renderSource(r) {
   pre.replaceChildren();
   if (r.source) pre.textContent = r.source;
   else pre.append(el("span", { class: "muted", text: r.source_error || "no generated function" }));
+  updateSourceVisibility();
+}
+
+// in practice mode the generated function (the answer to part iii) waits until the passes are done
+function updateSourceVisibility() {
+  const d = state.data;
+  const done = d && state.bwd >= d.backward.length - 1;
+  const hidden = state.practice && !state.showSource && !done && !!d;
+  $("#source-hidden").hidden = !hidden;
+  $("#source").hidden = hidden;
 }
 
 function nodeByName(name) {
@@ -292,6 +326,35 @@ function revealed() {
   for (let i = 0; i <= state.fwd; i++) values.add(d.forward[i].node);
   for (let i = 0; i <= state.bwd; i++) grads.add(d.backward[i].node);
   return { values, grads };
+}
+
+// the picture shows a value once its node is stepped forward, a gradient once stepped backward
+function applyReveal() {
+  const d = state.data;
+  const box = $("#graph");
+  if (!d || !box.querySelector("svg")) return;
+  const { values, grads } = revealed();
+  const valueColor = (d.colors && d.colors.value || "").toLowerCase();
+  const gradColor = (d.colors && d.colors.grad || "").toLowerCase();
+  const setTexts = (group, showValue, showGrad) => {
+    for (const t of group.querySelectorAll("text")) {
+      const fill = (t.getAttribute("fill") || "").toLowerCase();
+      if (fill === valueColor) t.style.visibility = showValue ? "" : "hidden";
+      else if (fill === gradColor) t.style.visibility = showGrad ? "" : "hidden";
+    }
+  };
+  // an edge's numbers are drawn on the edge itself, or in a label of their own (label-<edge>)
+  const labelled = (id, showValue, showGrad) => {
+    for (const el of [document.getElementById(id), document.getElementById(id.replace("edge-", "label-"))]) {
+      if (el && box.contains(el)) setTexts(el, showValue, showGrad);
+    }
+  };
+  for (const e of d.edges) labelled(edgeId(e), values.has(e.source), grads.has(e.source));
+  labelled(`edge-${d.output}-result`, values.has(d.output), grads.has(d.output));
+  for (const n of d.nodes) {
+    const g = svgNode(n.name);
+    if (g) setTexts(g, values.has(n.name), grads.has(n.name));
+  }
 }
 
 function renderTable() {
@@ -373,47 +436,72 @@ function renderStep() {
   const box = $("#step-info");
   box.replaceChildren();
   const d = state.data;
-  highlight(state.current, stepEdges());
+  const target = state.practice ? nextTarget() : null;
+  highlight(target ? target.node : state.current, target ? [] : stepEdges());
+  applyReveal();
+  renderScore();
   if (!d) return;
-  if (state.fwd < 0 && state.bwd < 0) {
+  if (state.fwd < 0 && state.bwd < 0 && !target) {
     box.append(el("p", { class: "muted" }, "Press ", el("b", { text: "Forward step" }),
       " to compute one node at a time, then ", el("b", { text: "Backward step" }),
       " to push the gradient back through the graph."));
     return;
   }
-  if (state.bwd < 0) {
-    const s = d.forward[state.fwd];
-    box.append(el("p", { class: "phase", text: `forward pass · step ${state.fwd + 1} of ${d.forward.length}` }));
-    const input = s.text === s.node;
-    box.append(el("p", { class: "eq" }, input ? `${s.text}` : `${s.text} ${s.detail}`,
-      el("span", { class: "value", text: ` = ${fmt(s.value)}` }), input ? el("span", { class: "muted", text: "  (an input)" }) : null));
-    if (s.explain) box.append(el("p", { class: "explain", text: s.explain }));
+  if (state.practice) {
+    if (state.feedback) {
+      box.append(feedbackBox(state.feedback));
+      if (state.feedback.kind !== "wrong") box.append(...currentStepView());  // how the answer comes about
+    }
+    if (target) {
+      box.append(questionBox(target));
+      return;
+    }
+    box.append(el("p", { class: "phase", text: "done" }),
+      el("p", { text: `Every value and gradient of ${d.output} is found.` }));
     return;
+  }
+  box.append(...currentStepView());
+}
+
+// what the last revealed step shows: the equation and value, or the gradient with its terms
+function currentStepView() {
+  const d = state.data;
+  const out = [];
+  if (state.bwd < 0) {
+    if (state.fwd < 0) return out;
+    const s = d.forward[state.fwd];
+    out.push(el("p", { class: "phase", text: `forward pass · step ${state.fwd + 1} of ${d.forward.length}` }));
+    const input = s.text === s.node;
+    out.push(el("p", { class: "eq" }, input ? `${s.text}` : `${s.text} ${s.detail}`,
+      el("span", { class: "value", text: ` = ${fmt(s.value)}` }), input ? el("span", { class: "muted", text: "  (an input)" }) : null));
+    if (s.explain) out.push(el("p", { class: "explain", text: s.explain }));
+    return out;
   }
   const s = d.backward[state.bwd];
-  box.append(el("p", { class: "phase", text: `backward pass · step ${state.bwd + 1} of ${d.backward.length}` }));
-  box.append(el("p", { class: "eq" }, `∂${d.output}/∂${s.node}`,
-    el("span", { class: "grad", text: ` = ${fmt(s.grad)}` })));
+  out.push(el("p", { class: "phase", text: `backward pass · step ${state.bwd + 1} of ${d.backward.length}` }));
+  out.push(el("p", { class: "eq" }, `∂${d.output}/∂${s.node}`, el("span", { class: "grad", text: ` = ${fmt(s.grad)}` })));
   if (s.seed) {
-    box.append(el("p", { class: "explain", text: s.explain }));
-    return;
+    out.push(el("p", { class: "explain", text: s.explain }));
+    return out;
   }
   for (const t of s.terms) {
+    // upstream is the gradient of the node that used this one; local is that gate's own derivative
     const upstream = `upstream ∂${d.output}/∂${t.via} = ${fmt(t.upstream)}`;
-    const line = t.local === null || t.local === undefined
-      // not elementwise (sum, mean, max, ...): the gate's vector-Jacobian rule maps upstream to the gradient
+    const line = t.local_equation === null || t.local_equation === undefined
+      // not elementwise (sum, mean, indexing, ...): the gate's vector-Jacobian rule maps upstream to the gradient
       ? el("div", {}, `${upstream}  →  the ${t.via} gate's rule sends back`,
         el("span", { class: "grad", text: `  ${fmt(t.product)}` }))
-      : el("div", {}, `${upstream}  ×  local ∂${t.via}/∂${s.node} = ${t.rule && t.rule !== fmt(t.local) ? t.rule + " = " : ""}${fmt(t.local)}`,
-        el("span", { class: "grad", text: `  =  ${fmt(t.product)}` }));
+      : el("div", {}, `${upstream}  ×  local ${t.local_equation}`,
+        el("span", { class: "grad", text: `   →  ${fmt(t.product)}` }));
     const slot = t.operand === null || t.operand === undefined ? "" : ` (operand ${t.operand + 1})`;
-    box.append(el("div", { class: "term" }, el("div", { class: "muted", text: `through ${t.equation}${slot}` }), line));
-    if (t.explain) box.append(el("p", { class: "explain", text: t.explain }));
+    out.push(el("div", { class: "term" }, el("div", { class: "muted", text: `through ${t.equation}${slot}` }), line));
+    if (t.explain) out.push(el("p", { class: "explain", text: t.explain }));
   }
   if (s.terms.length > 1) {
-    box.append(el("p", { class: "eq" }, `sum of ${s.terms.length} paths (fan-out): `,
+    out.push(el("p", { class: "eq" }, `sum of ${s.terms.length} paths (fan-out): `,
       el("span", { class: "grad", text: fmt(s.grad) })));
   }
+  return out;
 }
 
 function updateButtons() {
@@ -431,6 +519,7 @@ function stepForward() {
   state.fwd += 1;
   state.bwd = -1;
   state.current = d.forward[state.fwd].node;
+  state.feedback = null;
   refresh();
 }
 
@@ -440,6 +529,7 @@ function stepBackward() {
   state.fwd = d.forward.length - 1; // the backward pass needs every forward value
   state.bwd += 1;
   state.current = d.backward[state.bwd].node;
+  state.feedback = null;
   refresh();
 }
 
@@ -449,10 +539,12 @@ function showAll() {
   state.fwd = d.forward.length - 1;
   state.bwd = d.backward.length - 1;
   state.current = null;
+  state.feedback = null;
   refresh();
 }
 
 function reset() {
+  if (state.practice) { setPractice(true); return; }  // a fresh round, with a fresh score
   state.fwd = -1;
   state.bwd = -1;
   state.current = null;
@@ -463,6 +555,28 @@ function refresh() {
   renderTable();
   renderStep();
   updateButtons();
+  updateSourceVisibility();
+}
+
+// one step on, whichever pass is next (the → key); one step back (the ← key)
+function stepNext() {
+  const d = state.data;
+  if (!d) return;
+  if (state.practice && nextTarget()) { reveal(); return; }
+  if (state.fwd < d.forward.length - 1) stepForward();
+  else stepBackward();
+}
+
+function stepPrevious() {
+  const d = state.data;
+  if (!d) return;
+  state.feedback = null;
+  state.tries = 0;
+  if (state.bwd >= 0) state.bwd -= 1;
+  else if (state.fwd >= 0) state.fwd -= 1;
+  else return;
+  state.current = state.bwd >= 0 ? d.backward[state.bwd].node : state.fwd >= 0 ? d.forward[state.fwd].node : null;
+  refresh();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -508,6 +622,7 @@ async function loadExamples() {
 function useExample(i) {
   const ex = state.examples[i];
   if (!ex) return;
+  setPractice(!!ex.practice);  // the worksheet's examples open in practice mode
   $("#expression").value = ex.expression;
   (ex.expand ? $("#mode-expanded") : $("#mode-fused")).checked = true;
   if (ex.lr !== undefined && ex.lr !== null) $("#lr").value = String(ex.lr);
@@ -517,6 +632,217 @@ function useExample(i) {
   $("#gd-log").replaceChildren();
   state.gdCount = 0;
   compute();
+}
+
+// ---------------------------------------------------------------------------------------------
+// practice mode: the student types each value (forward) and gradient (backward) before it is shown;
+// the server reads what they type (the command line's value parser) and sends each step's hint,
+// built from the gate's rule and the numbers at hand. Nothing here computes a gradient.
+// ---------------------------------------------------------------------------------------------
+
+function setPractice(on) {
+  state.practice = on;
+  $("#practice").checked = on;
+  state.showSource = false;
+  if (state.data) {
+    state.fwd = -1;
+    state.bwd = -1;
+    state.current = null;
+    state.feedback = null;
+    state.score = { asked: 0, first: 0, revealed: 0, expression: state.data.expression };
+    if (on) startPractice();
+    refresh();
+  }
+}
+
+// the inputs are given: practice starts at the first computed node
+function startPractice() {
+  const d = state.data;
+  state.fwd = -1;
+  state.bwd = -1;
+  while (state.fwd + 1 < d.forward.length && d.forward[state.fwd + 1].text === d.forward[state.fwd + 1].node) {
+    state.fwd += 1;
+  }
+  state.tries = 0;
+}
+
+// the next node to find: {phase, index, node, answer, step} (null when everything is shown)
+function nextTarget() {
+  const d = state.data;
+  if (!d) return null;
+  if (state.fwd < d.forward.length - 1) {
+    const step = d.forward[state.fwd + 1];
+    return { phase: "forward", index: state.fwd + 1, node: step.node, answer: step.value, step };
+  }
+  if (state.bwd < d.backward.length - 1) {
+    const step = d.backward[state.bwd + 1];
+    return { phase: "backward", index: state.bwd + 1, node: step.node, answer: step.grad, step };
+  }
+  return null;
+}
+
+function questionBox(target) {
+  const d = state.data;
+  const s = target.step;
+  const total = target.phase === "forward" ? d.forward.length : d.backward.length;
+  const ask = target.phase === "forward"
+    ? `${s.text} = ?`
+    : `∂${d.output}/∂${target.node} = ?`;
+  const input = el("input", { type: "text", id: "answer", spellcheck: false, autocomplete: "off" });
+  input.setAttribute("aria-label", `your answer for ${target.node}`);
+  const context = target.phase === "forward"
+    ? "the value of this node"
+    : (s.seed ? "the gradient of the output with respect to itself"
+      : `the gradient of ${d.output} with respect to ${target.node}` +
+        (s.terms.length > 1 ? ` (${target.node} is used ${s.terms.length} times)` : ""));
+  const summarized = typeof target.answer === "object" && target.answer !== null && target.answer.summary;
+  const box = el("div", { class: "question" },
+    el("p", { class: "phase", text: `${target.phase} pass · step ${target.index + 1} of ${total} · your turn` }),
+    el("p", { class: "ask", text: ask }),
+    el("p", { class: "muted", text: summarized ? "this array is long: reveal it" : `type ${context}` }),
+    el("div", { class: "row" }, summarized ? null : input,
+      summarized ? null : el("button", { type: "button", id: "answer-check", class: "primary", text: "Check",
+        onclick: submitAnswer }),
+      el("button", { type: "button", id: "answer-reveal", text: "Reveal", onclick: reveal })));
+  setTimeout(() => { if (document.getElementById("answer")) document.getElementById("answer").focus(); }, 0);
+  return box;
+}
+
+function feedbackBox(f) {
+  const box = el("div", { class: `feedback ${f.kind}`, id: "feedback" }, f.text);
+  if (f.hint) box.append(el("span", { class: "hint-text", text: `hint: ${f.hint}` }));
+  return box;
+}
+
+function renderScore() {
+  const box = $("#score");
+  const sc = state.score;
+  if (!state.practice || !sc || !state.data) { box.hidden = true; return; }
+  box.hidden = false;
+  box.textContent = `score ${sc.first} / ${sc.asked}` + (sc.revealed ? ` · ${sc.revealed} revealed` : "");
+  box.title = "right on the first try / questions so far";
+}
+
+// a typed answer is right within 1% (or 1e-6 near zero), element by element for arrays
+function close(typed, answer) {
+  if (Array.isArray(answer)) {
+    const t = Array.isArray(typed) ? typed : answer.map(() => typed);
+    return t.length === answer.length && answer.every((a, i) => close(t[i], a));
+  }
+  if (Array.isArray(typed)) return false;
+  if (typeof answer === "string" || typeof typed === "string") return String(answer) === String(typed);
+  return Math.abs(typed - answer) <= 1e-2 * Math.abs(answer) + 1e-6;
+}
+
+async function submitAnswer() {
+  const target = nextTarget();
+  const input = document.getElementById("answer");
+  if (!target || !input) return;
+  const text = input.value.trim();
+  if (text === "") return;
+  let typed;
+  try {
+    typed = (await api("/api/value", { text })).value;
+  } catch (err) {
+    state.feedback = { kind: "wrong", text: `I cannot read “${text}”: ${err.message}` };
+    renderStep();
+    return;
+  }
+  if (close(typed, target.answer)) {
+    state.score.asked += 1;
+    if (state.tries === 0) state.score.first += 1;
+    const what = target.phase === "forward" ? target.node : `∂${state.data.output}/∂${target.node}`;
+    state.feedback = { kind: "right", text: `Right: ${what} = ${fmt(target.answer)}` +
+      (state.tries ? ` (after ${state.tries} wrong ${state.tries === 1 ? "try" : "tries"})` : "") };
+    advance(target);
+  } else {
+    state.tries += 1;
+    state.feedback = { kind: "wrong", text: `Not ${text}: try again, or Reveal.`, hint: target.step.hint };
+    renderStep();
+  }
+}
+
+function reveal() {
+  const target = nextTarget();
+  if (!target) return;
+  state.score.asked += 1;
+  state.score.revealed += 1;
+  const what = target.phase === "forward" ? target.node : `∂${state.data.output}/∂${target.node}`;
+  state.feedback = { kind: "revealed", text: `${what} = ${fmt(target.answer)}`, hint: target.step.hint };
+  advance(target);
+}
+
+function advance(target) {
+  if (target.phase === "forward") state.fwd = target.index;
+  else { state.fwd = state.data.forward.length - 1; state.bwd = target.index; }
+  state.current = target.node;
+  state.tries = 0;
+  refresh();
+}
+
+function onKey(e) {
+  const t = e.target;
+  const typing = t && (t.tagName === "TEXTAREA" || t.tagName === "SELECT" || (t.tagName === "INPUT" && t.type === "text"));
+  if (t && t.id === "answer") {
+    if (e.key === "Enter") { e.preventDefault(); submitAnswer(); return; }
+    if (t.value !== "") return;  // the arrows move the caret in a typed answer
+  } else if (typing) {
+    return;
+  }
+  if (e.key === "ArrowRight") { e.preventDefault(); stepNext(); }
+  else if (e.key === "ArrowLeft") { e.preventDefault(); stepPrevious(); }
+}
+
+// ---------------------------------------------------------------------------------------------
+// check my backward pass: the pasted function is read by the server (never run as Python) and
+// checked like `chainrule check`; the first wrong line is marked
+// ---------------------------------------------------------------------------------------------
+
+function template() {
+  const d = state.data;
+  const names = d ? (d.inputs || d.variables) : ["x", "y", "z"];
+  const name = (d && d.signature ? d.signature.split("(")[0] : "f") || "f";
+  return `import numpy as np\n\n\ndef ${name}(${names.join(", ")}):\n    # forward pass\n\n    # backward pass\n\n` +
+    `    return out, ${names.map((n) => "d" + n).join(", ")}\n`;
+}
+
+async function checkCode() {
+  const box = $("#check-result");
+  box.replaceChildren(el("p", { class: "muted", text: "checking…" }));
+  const code = $("#code").value;
+  let r;
+  try {
+    r = await api("/api/check", { expression: $("#expression").value, values: currentValues(), code });
+  } catch (err) {
+    const info = err.info || {};
+    box.replaceChildren(el("p", { class: "verdict failed", text: "cannot check this yet" }),
+      el("p", { class: "error", text: err.message }));
+    if (info.field === "code" && typeof info.position === "number") {
+      box.append(listing(code, [lineOf(code, info.position)]));
+    }
+    return;
+  }
+  const verdict = r.status === "correct" ? "correct: the output and every gradient, at these values and 3 random ones"
+    : r.status === "wrong" ? "wrong" : "it failed";
+  box.replaceChildren(el("p", { class: `verdict ${r.status}`, id: "check-verdict", text: `${r.function}: ${verdict}` }));
+  if (r.feedback) box.append(el("p", { class: "feedback-sentence", id: "check-feedback" }, ...withCode(r.feedback)));
+  if (!r.ok) box.append(el("pre", { class: "report", text: r.report }));
+  box.append(listing(code, r.lines || []));
+}
+
+// `code` in a sentence as code (the rest as text: never markup)
+function withCode(text) {
+  return text.split("`").map((part, i) => (i % 2 ? el("code", { text: part }) : document.createTextNode(part)));
+}
+
+function lineOf(text, pos) { return text.slice(0, pos).split("\n").length; }
+
+function listing(code, bad) {
+  const ol = el("ol", { class: "listing", id: "check-listing" });
+  code.replace(/\n$/, "").split("\n").forEach((line, i) => {
+    ol.append(el("li", { class: bad.includes(i + 1) ? "bad" : "", "data-line": String(i + 1), text: line || " " }));
+  });
+  return ol;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -533,6 +859,11 @@ function init() {
   $("#gd-step").addEventListener("click", gradientStep);
   $("#lr").addEventListener("keydown", (e) => { if (e.key === "Enter") gradientStep(); });
   $("#examples").addEventListener("change", (e) => { if (e.target.value !== "") useExample(Number(e.target.value)); });
+  $("#practice").addEventListener("change", (e) => setPractice(e.target.checked));
+  $("#source-reveal").addEventListener("click", () => { state.showSource = true; updateSourceVisibility(); });
+  $("#check-run").addEventListener("click", checkCode);
+  $("#check-template").addEventListener("click", () => { $("#code").value = template(); $("#code").focus(); });
+  document.addEventListener("keydown", onKey);
   $("#copy").addEventListener("click", () => {
     if (state.data && state.data.source && navigator.clipboard) navigator.clipboard.writeText(state.data.source).catch(() => {});
   });
