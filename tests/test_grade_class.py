@@ -66,7 +66,8 @@ def _check_class(grades: Path, expect: dict[str, grading_class.Expect]) -> None:
     page = (grades / "feedback" / "m12_missing_factor.md").read_text()
     assert "q2b: 2.25 / 3, wrong" in page and "dx: expected 48, got 24" in page
     summary = (grades / "summary.md").read_text()
-    assert "| q2b: ∂/∂x wrong; first wrong step dx | 1 |" in summary
+    assert ("| q2b: ∂/∂x wrong (a constant factor is missing (2x written as x) or extra); first wrong step dx | 1 |"
+            in summary)  # the mistake named (issue 13's feedback), one row per kind
     assert "q2a, q2b, q2c: ran out of time" in summary
 
 

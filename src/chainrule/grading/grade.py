@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ..check import BackwardReport, Captured, _first_diff, judge
+from ..check import BackwardReport, Captured, _file_source, _first_diff, judge
+from ..feedback import MISTAKES, Run
 from ..sandbox import Job, Limits, Runner, RunResult
 from .problems import Problem, input_sets
 from .submissions import Submission, choose_files
@@ -105,7 +106,7 @@ def grade_submission(sub: Submission, plan: Plan, runner: Runner) -> dict[str, A
     for p in plan.problems:
         if p.name in results:
             f, res = results[p.name]
-            records.append(_score(p, plan, res, _shown(f, sub)))
+            records.append(_score(p, plan, res, _shown(f, sub), f))
         else:
             files = ", ".join(_shown(f, sub) for f in sub.files)
             records.append(_failed(p, "missing_function", f"no file defines {p.function} (files: {files})"))
@@ -153,7 +154,7 @@ def _failed(p: Problem, kind: str, reason: str, file: str | None = None) -> dict
             "wrong_at": None, "inputs": None, "wrong": [], "first_wrong_step": None, "mistake": None}
 
 
-def _score(p: Problem, plan: Plan, res: RunResult, shown: str) -> dict[str, Any]:
+def _score(p: Problem, plan: Plan, res: RunResult, shown: str, path: str | None = None) -> dict[str, Any]:
     if not res.ok:
         return _failed(p, res.kind or "failed", res.reason or "did not run", shown)
     order = res.order
@@ -163,6 +164,10 @@ def _score(p: Problem, plan: Plan, res: RunResult, shown: str) -> dict[str, Any]
     report: BackwardReport | None = None
     error: str | None = None
     checked: list[str] = []
+    # every input set's locals and the file's lines, so the feedback confirms a mistake at each set
+    runs = [Run([named[v] for v in order], None if call.error is not None else call.locals, call.result)
+            for (_, named), call in zip(sets, res.calls)]
+    source = _file_source(path, p.function) if path is not None else None
     for k, ((label, named), call) in enumerate(zip(sets, res.calls)):
         checked.append(label)
         inputs = [named[v] for v in order]
@@ -185,7 +190,7 @@ def _score(p: Problem, plan: Plan, res: RunResult, shown: str) -> dict[str, Any]
                     warnings.simplefilter("ignore")  # a student's complex locals, compared with real nodes
                     report = judge(p.function, p.reference_function(order), order, inputs, label,
                                    Captured(call.result, call.holders, call.locals), list(checked), plan.rtol,
-                                   plan.atol)
+                                   plan.atol, runs=runs, failing=k, source=source)
     n_right = sum(right)
     if error is not None:
         status, score = "failed", 0.0
@@ -244,5 +249,7 @@ def _mistake(p: Problem, names: list[str], right: list[bool], report: BackwardRe
         return f"{p.name}: raised an exception"
     wrong = [nm for nm, ok in zip(names, right) if not ok]
     text = f"{p.name}: returned the wrong number of values" if report.error else f"{p.name}: {', '.join(wrong)} wrong"
-    feedback = getattr(report, "feedback", None)
-    return f"{text} ({' '.join(str(feedback).split())[:160]})" if feedback else text
+    kind = getattr(report, "mistake", None)  # the kind, not the sentence: one row for every student who made it
+    if kind and kind not in ("wrong_value", "wrong_forward"):
+        return f"{text} ({MISTAKES.get(kind, kind)})"
+    return text
