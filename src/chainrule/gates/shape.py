@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import SHAPE, Gate, apply_in, normalize_axis, register, unbroadcast
+from .core import SHAPE, Gate, apply_in, register, unbroadcast
 
 
 def _gate(name: str, forward: Any, explain: str, fmt: str, **kw: Any) -> Gate:
@@ -376,8 +376,3 @@ def normalize_pad_width(pad_width: Any, ndim: int) -> tuple[tuple[int, int], ...
     """``np.pad``'s pad_width in every form it accepts, as one (before, after) pair per axis."""
     widths = np.broadcast_to(np.asarray(pad_width, dtype=np.intp), (ndim, 2))
     return tuple((int(a), int(b)) for a, b in widths)
-
-
-def normalize_window_axis(axis: Any, ndim: int) -> tuple[int, ...] | None:
-    return None if axis is None else normalize_axis(axis, ndim) if isinstance(axis, int) else tuple(
-        a % ndim for a in axis)
