@@ -314,15 +314,40 @@ def test_fused_agrees_with_the_numpy_backend(f, n, rng):
         assert all(not np.shares_memory(g, a) for a in args)
 
 
-def test_fused_keeps_transcendentals_in_numpy(rng):
-    """exp and log run as NumPy's SIMD calls between the loops; arithmetic and sqrt inside them."""
+def test_fused_program_is_one_loop_with_vector_transcendentals(rng):
+    """exp and log run inside the fused loop as vector calls: the whole program is one kernel on the
+    whole arrays, reading its inputs and writing its results once."""
     pytest.importorskip("numba")
+    from chainrule.compile import vecmath
+
     fast = cr.compile(complex_layer_staged, argnums=(0, 1), backend="numba")
-    fast(*[rng.uniform(0.5, 2.0, size=5000) for _ in range(2)])
+    args = [rng.uniform(0.5, 2.0, size=5000) for _ in range(2)]
+    res = fast(*args)
+    if "exp" not in vecmath.VECTOR_UFUNCS:
+        pytest.skip("no vector math library here: exp stays a NumPy call")
+    kernels, driver = fast.source.split("def _compiled")
+    assert "def _block" not in kernels and kernels.count("def _kernel") == 1
+    assert "_log(" in kernels and kernels.count("_exp(") == 2 and "np.sqrt(" in kernels
+    assert "np.exp" not in driver and "np.log" not in driver and driver.count("_k0(") == 1
+    _close(res, _numpy_plan(complex_layer_staged, (0, 1), *args), rtol=1e-14)
+
+
+def test_fused_without_vector_math_calls_numpy_between_loops(monkeypatch, rng):
+    """Where a ufunc has no vector form (or no libmvec), it runs as a NumPy call between kernels,
+    block by block; the answers are the same."""
+    pytest.importorskip("numba")
+    from chainrule.compile import vecmath
+
+    assert vecmath.available()
+    monkeypatch.setattr(vecmath, "VECTOR_UFUNCS", {})
+    args = [rng.uniform(0.5, 2.0, size=compiler.TILE + 4321) for _ in range(2)]
+    fast = cr.compile(complex_layer_staged, argnums=(0, 1), backend="numba")
+    res = fast(*args)
     block = fast.source.split("def _block")[1].split("def _compiled")[0]
     assert "np.log(x, " in block and block.count("np.exp(") == 2
     kernels = fast.source.split("def _block")[0]
     assert "np.sqrt(" in kernels and "np.exp(" not in kernels and "np.log(" not in kernels
+    _close(res, _numpy_plan(complex_layer_staged, (0, 1), *args), rtol=1e-14)
 
 
 def test_fused_random_expressions(rng):
@@ -371,10 +396,10 @@ def test_fused_falls_back_where_the_program_is_not_elementwise(rng):
 
 
 def test_numba_backend_warns_once_without_numba(monkeypatch, rng):
-    from chainrule import fused
+    from chainrule.compile import emit_numba, vecmath
 
-    monkeypatch.setattr(fused, "_NUMBA", False)          # as if numba were not installed
-    monkeypatch.setattr(compiler, "_warned_numba", False)
+    monkeypatch.setattr(vecmath, "_numba", False)        # as if numba were not installed
+    monkeypatch.setattr(emit_numba, "_warned", False)
     args = [rng.uniform(0.5, 2, 5000) for _ in range(2)]
     with pytest.warns(RuntimeWarning, match="needs numba"):
         fast = cr.compile(complex_layer, argnums=(0, 1), backend="numba")
