@@ -298,6 +298,16 @@ def _numpy_plan(f, argnums, *args):
     return cr.compile(f, argnums=argnums, backend="numpy")(*args)
 
 
+def _close_to_scale(res, ref, rtol=1e-13):
+    """Equal to ``rtol`` relative to each result's largest magnitude: the fused loops' exp, log, sin
+    differ from NumPy's by an ulp or two, and a difference of such values (exp(x) - exp(x) * y) keeps
+    that absolute error while the result itself may be tiny."""
+    for g, r in zip([res[0], *res[1]], [ref[0], *ref[1]]):
+        assert np.shape(g) == np.shape(r) and np.asarray(g).dtype == np.asarray(r).dtype
+        scale = float(np.max(np.abs(r), initial=0.0, where=np.isfinite(r)))
+        np.testing.assert_allclose(g, r, rtol=rtol, atol=rtol * scale)
+
+
 @pytest.mark.parametrize("f, n", FUNCS[:5], ids=[f.__name__ for f, _ in FUNCS[:5]])
 def test_fused_agrees_with_the_numpy_backend(f, n, rng):
     """The worksheet's five functions: fused loops == the NumPy plan (to float64 rounding) ==
@@ -365,7 +375,7 @@ def test_fused_random_expressions(rng):
         fast = cr.compile(f, argnums=(0, 1, 2), backend="numba")
         res = fast(*args)
         assert fast.backend_used == "numba"
-        _close(res, _numpy_plan(f, (0, 1, 2), *args), rtol=1e-13)
+        _close_to_scale(res, _numpy_plan(f, (0, 1, 2), *args))
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -378,7 +388,7 @@ def test_fused_hypothesis_corpus(steps, seed):
     args = [rng.uniform(-1.5, 1.5, size=2500) + 0.01 for _ in range(3)]
     with np.errstate(all="ignore"):
         res = cr.compile(f, argnums=(0, 1, 2), backend="numba")(*args)
-        _close(res, _numpy_plan(f, (0, 1, 2), *args), rtol=1e-13)
+        _close_to_scale(res, _numpy_plan(f, (0, 1, 2), *args))
 
 
 def test_fused_falls_back_where_the_program_is_not_elementwise(rng):

@@ -41,6 +41,8 @@ FUSED_MIN_SIZE = 2048
 BLOCK = 512
 #: values computed from the inputs by at most this many loop operations are recomputed, not stored
 REMAT_COST = 6
+#: operations too slow to compute twice (a division or square root costs more than a store and a load)
+_EXPENSIVE = {"divide", "true_divide", "reciprocal", "sqrt", "power"}
 
 #: ufuncs evaluated as scalar statements inside the loops (exactly rounded, or cheap, and vectorized by LLVM)
 KERNEL_UFUNCS: dict[str, str] = {
@@ -126,7 +128,8 @@ def schedule(ins: list[Ins], inner: Callable[[Ins], bool], sources: set[str]) ->
     """Steps ``O0, I0, O1, I1, ...``: each "outer" instruction a step of its own, the "inner" ones
     of a stage one loop, every instruction as early as its operands allow. A loop value computed
     from ``sources`` by a few operations is recomputed where a later loop needs it rather than
-    stored and loaded again (x + y, sqrt(y)). Returns ``(is_inner, instructions)`` per step."""
+    stored and loaded again (x + y, x * x; never a division or a square root). Returns
+    ``(is_inner, instructions)`` per step."""
     where: dict[str, tuple[bool, int]] = {p: (False, 0) for p in sources}
     stage: dict[str, int] = {}
     for i in ins:
@@ -141,7 +144,8 @@ def schedule(ins: list[Ins], inner: Callable[[Ins], bool], sources: set[str]) ->
     cost: dict[str, int] = {}
     for i in ins:
         if inner(i) and all(a in sources or a in cost for a in _deps(i)):
-            cost[i.target] = 1 + sum(cost.get(a, 0) for a in _deps(i))
+            own = REMAT_COST + 1 if i.kind == "ufunc" and i.fn in _EXPENSIVE else 1
+            cost[i.target] = own + sum(cost.get(a, 0) for a in _deps(i))
     steps: list[tuple[bool, list[Ins]]] = []
     for s in range(max(stage.values(), default=-1) + 1):
         steps += [(False, [i]) for i in ins if where[i.target] == (False, s)]
