@@ -619,3 +619,38 @@ def test_fused_and_numpy_plan_agree_on_every_special_value(f, n):
     assert fast.backend_used == "numba"
     for g, w in zip([got[0], *got[1]], [want[0], *want[1]]):
         _same_specials(g, w, rtol=1e-12)
+
+
+def test_large_fused_calls_split_among_as_many_threads_as_cpus(monkeypatch, rng):
+    """A large call runs one contiguous range per CPU the process may use (its affinity), each on
+    a thread of its own; the results are those of one thread, bit for bit."""
+    pytest.importorskip("numba")
+    import os
+    import threading
+
+    from chainrule.compile import blocks
+
+    if hasattr(os, "sched_getaffinity"):
+        assert blocks.cpus() == len(os.sched_getaffinity(0))
+    n = 3 * blocks.PARALLEL_MIN_SIZE + 77
+    args = [rng.uniform(0.5, 2.0, n) for _ in range(2)]
+    monkeypatch.setattr(blocks, "cpus", lambda: 1)
+    fast = cr.compile(complex_layer, argnums=(0, 1), backend="numba")
+    one = fast(*args)
+    calls = []
+    real = blocks._blocks
+
+    def spy(block, flat, lo, hi, tile, bufs):
+        calls.append((lo, hi, threading.get_ident()))
+        real(block, flat, lo, hi, tile, bufs)
+
+    monkeypatch.setattr(blocks, "_blocks", spy)
+    monkeypatch.setattr(blocks, "cpus", lambda: 3)
+    three = fast(*args)
+    ranges = sorted((lo, hi) for lo, hi, _ in calls)
+    assert len(ranges) == 3 and ranges[0][0] == 0 and ranges[-1][1] == n
+    assert all(a[1] == b[0] and a[1] % 64 == 0 for a, b in zip(ranges, ranges[1:]))
+    assert len({t for *_, t in calls}) == 3
+    for a, b in zip([one[0], *one[1]], [three[0], *three[1]]):
+        np.testing.assert_array_equal(a, b)
+    _close_to_scale(three, _numpy_plan(complex_layer, (0, 1), *args))

@@ -26,7 +26,7 @@ PARALLEL_MIN_SIZE = 1 << 17
 #: no thread gets fewer elements than this
 _MIN_CHUNK = 1 << 16
 
-_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None
 _POOL_LOCK = threading.Lock()
 
 
@@ -38,16 +38,17 @@ def cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _pool() -> ThreadPoolExecutor:
-    """The worker threads (made anew in a forked child, whose parent's threads do not exist)."""
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """At least ``workers`` worker threads (made anew in a forked child, whose parent's threads do
+    not exist, and when more CPUs are available than there are workers)."""
     global _POOL
     pid = os.getpid()
-    if _POOL is None or _POOL[0] != pid:
-        with _POOL_LOCK:
-            if _POOL is None or _POOL[0] != pid:
-                _POOL = (pid, ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
-                                                 thread_name_prefix="chainrule-compile"))
-    return _POOL[1]
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != pid or _POOL[1] < workers:
+            if _POOL is not None and _POOL[0] == pid:
+                _POOL[2].shutdown(wait=False)
+            _POOL = (pid, workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chainrule-compile"))
+        return _POOL[2]
 
 
 class Buffers:
@@ -96,8 +97,9 @@ def run(block: Callable[..., Any], flat: Sequence[np.ndarray], size: int, tile: 
         _blocks(block, flat, 0, size, step, sets[0])
         return
     ranges = split(size, n, tile or 64)
+    pool = _pool(len(ranges) - 1)
     jobs: list[Future[None]] = [
-        _pool().submit(_blocks, block, flat, lo, hi, tile or hi - lo, sets[t])
+        pool.submit(_blocks, block, flat, lo, hi, tile or hi - lo, sets[t])
         for t, (lo, hi) in enumerate(ranges[1:], 1)]
     lo, hi = ranges[0]
     _blocks(block, flat, lo, hi, tile or hi - lo, sets[0])
