@@ -622,8 +622,9 @@ def test_fused_and_numpy_plan_agree_on_every_special_value(f, n):
 
 
 def test_large_fused_calls_split_among_as_many_threads_as_cpus(monkeypatch, rng):
-    """A large call runs one contiguous range per CPU the process may use (its affinity), each on
-    a thread of its own; the results are those of one thread, bit for bit."""
+    """A large call runs one contiguous range per CPU the process may use (its affinity), the
+    caller's thread one of them, worker threads the rest; the results are those of one thread,
+    bit for bit."""
     pytest.importorskip("numba")
     import os
     import threading
@@ -650,7 +651,8 @@ def test_large_fused_calls_split_among_as_many_threads_as_cpus(monkeypatch, rng)
     ranges = sorted((lo, hi) for lo, hi, _ in calls)
     assert len(ranges) == 3 and ranges[0][0] == 0 and ranges[-1][1] == n
     assert all(a[1] == b[0] and a[1] % 64 == 0 for a, b in zip(ranges, ranges[1:]))
-    assert len({t for *_, t in calls}) == 3
+    me = threading.get_ident()     # the caller runs one range, the pool's threads the others
+    assert sum(t == me for *_, t in calls) == 1 and len({t for *_, t in calls}) >= 2
     for a, b in zip([one[0], *one[1]], [three[0], *three[1]]):
         np.testing.assert_array_equal(a, b)
     _close_to_scale(three, _numpy_plan(complex_layer, (0, 1), *args))

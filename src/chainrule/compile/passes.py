@@ -74,6 +74,13 @@ def defer_reciprocals(code: Code) -> Code:
     return code.evolve(out, canon=canon, env=env)
 
 
+#: a sum with negated operands: (op, a negated, b negated) -> (op computed, operands swapped, result negated)
+_SUMS = {("add", True, True): ("add", False, True), ("add", False, True): ("subtract", False, False),
+         ("add", True, False): ("subtract", True, False), ("add", False, False): ("add", False, False),
+         ("subtract", True, True): ("subtract", True, False), ("subtract", False, True): ("add", False, False),
+         ("subtract", True, False): ("add", False, True), ("subtract", False, False): ("subtract", False, False)}
+
+
 def propagate_signs(code: Code) -> Code:
     """Carry negations forward instead of computing them: ``-a * b`` is ``-(a * b)``, ``x - (-y)`` is
     ``x + y``, ``-(-a)`` is ``a``; a sign that meets a number is folded into it (``2 * -a`` is
@@ -150,26 +157,8 @@ def propagate_signs(code: Code) -> Code:
                         break
             emit(i.target, fn, base, flip, single)
             continue
-        a, b = base
-        na, nb = negs
-        if fn == "add":
-            if na and nb:
-                emit(i.target, "add", [a, b], True, single)
-            elif nb:
-                emit(i.target, "subtract", [a, b], False, single)
-            elif na:
-                emit(i.target, "subtract", [b, a], False, single)
-            else:
-                emit(i.target, "add", [a, b], False, single)
-        else:  # subtract
-            if na and nb:
-                emit(i.target, "subtract", [b, a], False, single)
-            elif nb:
-                emit(i.target, "add", [a, b], False, single)
-            elif na:
-                emit(i.target, "add", [a, b], True, single)
-            else:
-                emit(i.target, "subtract", [a, b], False, single)
+        fn, swap, flip = _SUMS[(i.fn, negs[0], negs[1])]
+        emit(i.target, fn, base[::-1] if swap else base, flip, single)
     return code.evolve(out, canon=canon, env=env)
 
 
