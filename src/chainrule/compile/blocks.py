@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .ir import lit
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 #: elementwise programs on large arrays run in blocks of this many elements (buffers stay in cache)
 TILE = 65536
@@ -42,6 +44,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     """At least ``workers`` worker threads (made anew in a forked child, whose parent's threads do
     not exist, and when more CPUs are available than there are workers)."""
     global _POOL
+    from concurrent.futures import ThreadPoolExecutor
+
     pid = os.getpid()
     with _POOL_LOCK:
         if _POOL is None or _POOL[0] != pid or _POOL[1] < workers:
