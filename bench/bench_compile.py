@@ -8,7 +8,7 @@ the NumPy back end, the fused numba back end, the numexpr back end), the peers t
 the CPUs given, with the peer harness's allocator settings. Each function's **streaming limit** is
 measured in the same process: the minimal bytes moved once (each input read once, the output and
 every gradient written once, by ``np.copyto`` into preallocated arrays). Every figure is the median
-over ``--repeat`` rounds; the table gives each time's ratio to hand-written NumPy and to the limit.
+over ``--repeat`` rounds (7 samples each); the table gives each time's ratio to hand-written NumPy and to the limit.
 
 ``--errors`` adds the worst relative error of the fused loops against the NumPy plan per function;
 ``--compile-times`` the first call's time (trace + lowering + numba) in a fresh process with an
@@ -44,8 +44,8 @@ def _reexec() -> None:
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
-def timeit(call, min_time: float = 0.15, repeats: int = 7) -> float:
-    """Median seconds per call over ``repeats`` rounds of at least ``min_time / repeats`` each."""
+def timeit(call, min_time: float = 0.15, repeats: int = 7) -> list[float]:
+    """Seconds per call in each of ``repeats`` rounds of at least ``min_time / repeats`` each."""
     call()
     number = 1
     while True:
@@ -62,7 +62,7 @@ def timeit(call, min_time: float = 0.15, repeats: int = 7) -> float:
         for _ in range(number):
             call()
         samples.append((time.perf_counter() - t) / number)
-    return statistics.median(samples)
+    return samples
 
 
 def streaming_limit(arrays, nout: int):
@@ -208,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeat):
             for name in names:
                 for k, call in calls[name].items():
-                    cells.setdefault((name, k), []).append(timeit(call, args.min_time))
+                    cells.setdefault((name, k), []).extend(timeit(call, args.min_time))
         med = {k: statistics.median(v) for k, v in cells.items()}
+        best = {k: min(v) for k, v in cells.items()}
         print(f"\nN = {n}")
         print(f"{'function':14s} {'hand-numpy':>10s} {'limit':>8s} " + " ".join(f"{e:>26s}" for e in engines))
         ratios: dict[str, list[float]] = {e: [] for e in engines}
@@ -221,10 +222,13 @@ def main(argv: list[str] | None = None) -> int:
                 ratios[e].append(t / hand)
                 row += f" {t * 1e3:9.4f} ({t / hand:5.2f}x) [{t / lim:5.2f}x]"
                 record.append({"n": n, "function": name, "engine": e, "seconds": t, "hand": hand, "limit": lim,
-                               "rounds": cells[(name, e)]})
+                               "samples": cells[(name, e)], "limit_samples": cells[(name, "limit")]})
             print(row)
         geo = "  ".join(f"{e} {_geomean(r):.3f}x" for e, r in ratios.items())
         print(f"geomean ratio to hand-written NumPy at N={n}: {geo}")
+        print("best of all rounds (the least disturbed by other processes), ratio to the best limit: "
+              + "; ".join(f"{name} " + " ".join(f"{e.split('-')[0]} {best[(name, e)] / best[(name, 'limit')]:.2f}x"
+                                              for e in engines) for name in names))
         if args.errors and has_nb:
             eps = float(np.finfo(np.float64).eps)
             print("worst relative error, fused loops vs the NumPy plan, over every element of the output and "
