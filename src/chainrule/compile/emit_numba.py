@@ -179,6 +179,30 @@ def _traffic(steps: list[tuple[bool, list[Ins]]], final: list[str]) -> tuple[lis
     return reads, writes
 
 
+def _fold_negations(code: Code, group: list[Ins], writes: list[str]) -> tuple[list[Ins], set[str]]:
+    """``exp(-x)`` (a sigmoid's): the vector call negates its argument in registers, so ``-x`` needs
+    no loop of its own. Applies where the negation is used by that one call only. Returns the group
+    (the call reading ``x``, the negation gone) and the targets of the calls that negate."""
+    counts: dict[str, int] = {}
+    for i in group:
+        for a in uses(i):
+            counts[a] = counts.get(a, 0) + 1
+    producer = {i.target: i for i in group}
+    negated: set[str] = set()
+    dropped: set[str] = set()
+    out = []
+    for i in group:
+        p = producer.get(i.args[0]) if i.args and isinstance(i.args[0], str) else None
+        if (_vector(code, i) and vecmath.VECTOR_UFUNCS[i.fn][2] == 1 and p is not None and p.kind == "ufunc"
+                and p.fn == "negative" and isinstance(p.args[0], str) and counts[p.target] == 1
+                and p.target not in writes):
+            i = Ins(i.target, i.kind, i.fn, [p.args[0]], i.params)
+            negated.add(i.target)
+            dropped.add(p.target)
+        out.append(i)
+    return [i for i in out if i.target not in dropped], negated
+
+
 def _scalar_text(i: Ins, args: list[str]) -> str:
     if i.kind == "ufunc":
         return KERNEL_UFUNCS[i.fn].format(*args)
@@ -194,6 +218,7 @@ def kernel_source(code: Code, group: list[Ins], reads: list[str], writes: list[s
     to several) from ``reads`` (``p`` arrays): the group's scalar instructions as elementwise loops,
     its transcendental calls as vector calls between them, block by block. Returns the source and
     the libmvec functions it calls."""
+    group, negated = _fold_negations(code, group, writes)
     vector = {i.target for i in group if _vector(code, i)}
     steps = schedule(group, lambda i: i.target not in vector, set(reads))
     produced = {i.target for i in group}
@@ -225,7 +250,7 @@ def kernel_source(code: Code, group: list[Ins], reads: list[str], writes: list[s
     for k, (inner, group_k) in enumerate(steps):
         if not inner:
             i = group_k[0]
-            sym = vecmath.VECTOR_UFUNCS[i.fn][0]
+            sym = vecmath.VECTOR_UFUNCS[i.fn][0] + ("_neg" if i.target in negated else "")
             if sym not in functions:
                 functions.append(sym)
             args = [where[a] if isinstance(a, str) else f"({lit(float(a))})" for a in i.args]

@@ -108,13 +108,15 @@ def _setup_libmvec(numba: Any) -> None:
                 VECTOR_UFUNCS[ufunc] = (sym, lanes, arity)
 
 
-def vector_function(symbol: str, lanes: int, arity: int) -> Any:
+def vector_function(symbol: str, lanes: int, arity: int, negate: bool = False) -> Any:
     """A numba intrinsic ``f(x, [y,] out, m)``: ``out[k] = symbol(x[k], y[k])`` for ``k < m``, over
     contiguous float64 arrays (``y`` may be a number), calling the libmvec ``symbol`` on ``lanes``
-    elements at a time; a last partial chunk goes through a padded vector on the stack."""
+    elements at a time; a last partial chunk goes through a padded vector on the stack. ``negate``
+    (one argument): ``symbol(-x[k])``, the negation done in registers (``exp(-x)`` of a sigmoid)."""
+    key = symbol + ("_neg" if negate else "")
     with _lock:
-        if symbol in _intrinsics:
-            return _intrinsics[symbol]
+        if key in _intrinsics:
+            return _intrinsics[key]
         from llvmlite import ir
         from numba import types
         from numba.core import cgutils
@@ -144,9 +146,12 @@ def vector_function(symbol: str, lanes: int, arity: int) -> Any:
             def vptr(p: Any, k: Any) -> Any:
                 return builder.bitcast(builder.gep(p, [k]), vty.as_pointer())
 
+            def operands(loaded: list[Any]) -> list[Any]:
+                return [builder.fneg(v) for v in loaded] if negate else loaded
+
             with cgutils.for_range_slice(builder, i64(0), full, i64(lanes)) as (k, _):
                 ops = [builder.load(vptr(p, k), align=8) if p is not None else vec for p, vec in srcs]
-                builder.store(builder.call(fn, ops), vptr(dst, k), align=8)
+                builder.store(builder.call(fn, operands(ops)), vptr(dst, k), align=8)
             rest = builder.sub(m, full)
             with builder.if_then(builder.icmp_signed(">", rest, i64(0)), likely=False):
                 tmps = []
@@ -163,7 +168,7 @@ def vector_function(symbol: str, lanes: int, arity: int) -> Any:
                     tmps.append(tmp)
                 ops = [builder.load(t) if t is not None else vec for t, (_, vec) in zip(tmps, srcs)]
                 res = cgutils.alloca_once(builder, vty)
-                builder.store(builder.call(fn, ops), res)
+                builder.store(builder.call(fn, operands(ops)), res)
                 rp = builder.bitcast(res, dbl.as_pointer())
                 with cgutils.for_range(builder, rest) as loop:
                     k = builder.add(full, loop.index)
@@ -186,7 +191,7 @@ def vector_function(symbol: str, lanes: int, arity: int) -> Any:
             def binary(typingctx: Any, x: Any, y: Any, out: Any, m: Any) -> Any:
                 return typer(typingctx, x, y, out, m)
             f = intrinsic(binary)
-        _intrinsics[symbol] = f
+        _intrinsics[key] = f
         return f
 
 
@@ -211,9 +216,10 @@ def kernel_file_text(body: str, functions: list[str]) -> str:
              "import numpy as np",
              "from numba import njit",
              "from chainrule.compile.vecmath import vector_function", ""]
-    for sym in functions:
+    for name in functions:   # a libmvec symbol, or one with _neg: called on the negated argument
+        sym = name.removesuffix("_neg")
         _, lanes, arity = next(v for v in VECTOR_UFUNCS.values() if v[0] == sym)
-        lines.append(f"{sym} = vector_function({sym!r}, {lanes}, {arity})")
+        lines.append(f"{name} = vector_function({sym!r}, {lanes}, {arity}{', True' if name != sym else ''})")
     lines += ["", "", "@njit(error_model='numpy', nogil=True, cache=CACHE)", body]
     return "\n".join(lines)
 
