@@ -656,3 +656,43 @@ def test_large_fused_calls_split_among_as_many_threads_as_cpus(monkeypatch, rng)
     for a, b in zip([one[0], *one[1]], [three[0], *three[1]]):
         np.testing.assert_array_equal(a, b)
     _close_to_scale(three, _numpy_plan(complex_layer, (0, 1), *args))
+
+
+_CHILD = """
+import numpy as np, chainrule as cr
+fast = cr.compile(lambda x: 1 / (1 + np.exp(-x)))
+fast(np.linspace(-2.0, 2.0, 5000))
+kernels = [v for k, v in fast._last.fn.__globals__.items() if k.startswith("_k")]
+print(fast.backend_used, sum(sum(k.stats.cache_hits.values()) for k in kernels))
+"""
+
+
+def test_a_second_process_loads_the_kernels_from_the_disk_cache(tmp_path):
+    """numba's machine code for a kernel is written beside the kernel's file in the cache folder, and
+    a second process loads it instead of compiling (numba counts a cache hit)."""
+    pytest.importorskip("numba")
+    import os
+    import subprocess
+
+    env = dict(os.environ, CHAINRULE_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(cr.__file__)),
+                                           os.environ.get("PYTHONPATH", "")]))
+    runs = [subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True,
+                           timeout=120).stdout.split() for _ in range(2)]
+    assert runs[0] == ["numba", "0"] and runs[1] == ["numba", "1"]
+    assert any(p.suffix == ".nbc" for p in (tmp_path / "kernels" / "__pycache__").iterdir())
+
+
+def test_without_a_writable_cache_folder_kernels_compile_in_memory(monkeypatch, tmp_path, rng):
+    pytest.importorskip("numba")
+    from chainrule.compile import vecmath
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("CHAINRULE_CACHE_DIR", str(blocker))   # a file: no folder can be made there
+    assert vecmath.cache_dir() is None
+    f = lambda x: cr.sin(x) * x + 0.25  # noqa: E731 - a kernel this test alone compiles
+    args = [rng.uniform(0.5, 2.0, 5000)]
+    fast = cr.compile(f, argnums=(0,), backend="numba")
+    _close_to_scale(fast(*args), _numpy_plan(f, (0,), *args))
+    assert fast.backend_used == "numba"

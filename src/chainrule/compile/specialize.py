@@ -268,14 +268,14 @@ class Compiled:
                         "cr.maximum / cr.abs), or use cr.value_and_grad, which handles all of these")
 
 
-
-
 def compile(f: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "auto") -> Compiled:  # noqa: A001
     """``value_and_grad(f, argnums)`` as generated, compiled code: traced on the first call and again
     for each new input signature (shapes, dtypes). Returns ``(out, grads)`` like value_and_grad.
 
     ``backend``: ``"auto"`` (default) runs float64 elementwise programs on large arrays as fused
-    numba loops when numba is installed (extra ``fast``), everything else as planned NumPy code;
+    numba loops when numba is installed (extra ``fast``): one loop reading each input and writing each
+    result once, its exp/log/sin... vector calls of glibc's libmvec, large calls split among the
+    CPUs the process may use; everything else as planned NumPy code;
     ``"numba"`` is the same but warns once when numba is missing; ``"numpy"`` never fuses;
     ``"numexpr"`` fuses elementwise chains with numexpr. ``fast.backend_used`` tells which ran.
     """
