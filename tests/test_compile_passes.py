@@ -222,3 +222,29 @@ def test_planner_never_overwrites_a_value_still_read(spec, nret):
     slots, _ = output_slots(returns, produced)
     plan = plan_memory(steps, keys.get, returns=returns, slots=slots)
     simulate(steps, plan, returns, keys.get)
+
+
+# ---- back ends ----------------------------------------------------------------------------------
+
+
+def test_every_emit_module_is_a_back_end_tried_in_priority_order():
+    import pkgutil
+
+    import chainrule.compile as package
+    from chainrule.compile import backends
+
+    modules = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("emit_"))
+    found = backends.emitters()
+    assert sorted(f"emit_{e.name}" for e in found) == modules
+    assert [e.name for e in found] == ["numba", "numexpr", "tiled", "numpy"]
+    assert [e.priority for e in found] == sorted(e.priority for e in found)
+
+
+def test_the_numpy_emitter_applies_to_every_program():
+    from chainrule.compile.backends import Options, emit
+
+    m = {"m": RNG.normal(size=(4, 3))}
+    code = make([Ins("s", "call", "sum", ["m"], {"axis": 0}), U("out", "exp", "s")], ["out"], **m)
+    for backend in ("auto", "numpy", "numba", "numexpr"):
+        out = emit(code, Options(backend, 12))
+        assert out.backend in ("numpy", "numexpr") and "def _compiled(m):" in out.source
