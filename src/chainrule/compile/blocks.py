@@ -9,6 +9,7 @@ CPU set is followed). Each thread gets a set of block buffers of its own.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -25,8 +26,10 @@ if TYPE_CHECKING:
 TILE = 65536
 #: calls on at least this many elements run on several threads where several CPUs are available
 PARALLEL_MIN_SIZE = 1 << 17
-#: no thread gets fewer elements than this
+#: no range handed to a thread is shorter than this
 _MIN_CHUNK = 1 << 16
+#: ranges per thread: threads that finish early take more
+_RANGES_PER_THREAD = 4
 
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None
 _POOL_LOCK = threading.Lock()
@@ -92,21 +95,25 @@ def split(size: int, n: int, align: int) -> list[tuple[int, int]]:
 def run(block: Callable[..., Any], flat: Sequence[np.ndarray], size: int, tile: int | None,
         buffers: Buffers | None, parallel: bool = False) -> None:
     """Run ``block`` over ``flat`` (the flattened inputs and outputs) in blocks of ``tile`` elements
-    (None: one block per thread), on as many threads as CPUs are available when ``parallel``."""
-    n = min(cpus(), size // _MIN_CHUNK) if parallel else 1
-    n = max(1, n)
+    (None: one block per range), on as many threads as CPUs are available when ``parallel``: the
+    arrays are cut into a few ranges per thread, which the threads (the caller's among them) take
+    in turn, so a CPU busy with another process simply takes fewer of them."""
+    n = max(1, min(cpus(), size // _MIN_CHUNK)) if parallel else 1
     sets = buffers.get(n) if buffers is not None else [()] * n
-    step = tile or size
     if n == 1:
-        _blocks(block, flat, 0, size, step, sets[0])
+        _blocks(block, flat, 0, size, tile or size, sets[0])
         return
-    ranges = split(size, n, tile or 64)
-    pool = _pool(len(ranges) - 1)
-    jobs: list[Future[None]] = [
-        pool.submit(_blocks, block, flat, lo, hi, tile or hi - lo, sets[t])
-        for t, (lo, hi) in enumerate(ranges[1:], 1)]
-    lo, hi = ranges[0]
-    _blocks(block, flat, lo, hi, tile or hi - lo, sets[0])
+    ranges = split(size, min(_RANGES_PER_THREAD * n, max(n, size // _MIN_CHUNK)), tile or 64)
+    turn = itertools.count()   # next() on a count is atomic: each range is taken by one thread
+
+    def work(bufs: tuple[np.ndarray, ...]) -> None:
+        while (k := next(turn)) < len(ranges):
+            lo, hi = ranges[k]
+            _blocks(block, flat, lo, hi, tile or hi - lo, bufs)
+
+    pool = _pool(n - 1)
+    jobs: list[Future[None]] = [pool.submit(work, sets[t]) for t in range(1, n)]
+    work(sets[0])
     for j in jobs:
         j.result()
 
