@@ -112,8 +112,9 @@ class Lowerer:
             return self.emit("call", "full", [tuple(e.params["shape"]), float(args[0])],
                              {"dtype": self.program.dtype}, target=target)
         gate = GATES.get(name)
-        if gate is None:
-            raise ValueError(f"compile: {name!r} is neither a gate nor a helper of the program")
+        if gate is None or gate.kind == "custom":
+            raise ValueError(f"compile: {name!r} belongs to a gate you defined (cr.gate); compile runs the gate "
+                             "table's own rules only: use cr.value_and_grad, or write the function with NumPy")
         # array-valued params (indices) become named constants, as getitem's index does
         params = {k: ConstRef(self.const_name(v)) if holds_array(v) else v for k, v in e.params.items()}
         if gate.arity is None:
