@@ -17,6 +17,15 @@ settings.register_profile("explore")
 settings.load_profile(os.environ.get("CHAINRULE_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "explore"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Fused kernels compiled by the tests are cached in a folder of the test session, not in the
+    user's cache (the random-expression tests make new ones every run); CHAINRULE_CACHE_DIR set
+    by the caller wins."""
+    if "CHAINRULE_CACHE_DIR" not in os.environ:
+        os.environ["CHAINRULE_CACHE_DIR"] = str(tmp_path_factory.mktemp("chainrule-cache"))
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A fresh, seeded generator per test (deterministic, independent of test order)."""

@@ -14,7 +14,7 @@ from . import backend
 from . import functions as _functions
 from .autodiff import AnomalyError, GraphFreedError, detect_anomaly, grad, value_and_grad, vjp
 from .check import BackwardReport, GradcheckError, check_backward, gradcheck
-from .compiler import Compiled, compile
+from .compile import Compiled, compile  # the package chainrule.compile; the name is the function
 from .custom import gate
 from .forward import hessian, hvp, jacobian, jvp
 from .functions import *  # noqa: F403 - every NumPy-named function (cr.exp, cr.var, cr.einsum, ...)

@@ -1,0 +1,283 @@
+"""The public ``cr.compile``: the signature cache, specialization, and the validation probes.
+
+``compile(f, argnums)`` is ``value_and_grad(f, argnums)`` as generated, compiled code. Each new
+input signature (shapes, dtypes; integer arrays by value) is traced once through the eager engine,
+its program (the one ``Graph.to_source`` prints) lowered by :mod:`.pipeline`, and the new code is
+checked on moved inputs against the engine before it is cached (a trace records array operations
+only: a Python ``if`` on values would be frozen into it). Later calls with the same signature go
+straight to the cached function.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..codegen import Program, build_program
+from .backends import BACKENDS
+from .pipeline import lower
+
+__all__ = ["compile", "Compiled"]
+
+
+@dataclass(frozen=True)
+class _Static:
+    """An integer or boolean array argument (labels, indices, masks): compiled by value."""
+
+    value: np.ndarray
+
+
+@dataclass
+class _Specialization:
+    fn: Callable[..., tuple[Any, ...]]
+    source: str
+    program: Program
+    backend: str
+
+
+class Compiled:
+    """A compiled ``value_and_grad``: ``fast(*args) -> (out, grads)``, specialized per input signature.
+
+    ``fast.source`` is the code that runs for the latest signature, ``fast.program_source`` the
+    readable combined function it was lowered from (the same text ``Graph.to_source`` prints).
+    Not reentrant across threads (the buffers of one signature are shared by its calls).
+    """
+
+    def __init__(self, f: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "auto") -> None:
+        from ..autodiff import _argnums
+
+        if not callable(f):
+            raise TypeError(f"compile needs a function, not {type(f).__name__}")
+        if backend not in BACKENDS:
+            raise ValueError(f"compile: backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
+        self.f = f
+        self.nums, self.single = _argnums(argnums)
+        self.backend = backend
+        self._cache: dict[Any, _Specialization] = {}
+        self._last: _Specialization | None = None
+        functools.update_wrapper(self, f)  # type: ignore[arg-type]
+
+    @property
+    def source(self) -> str:
+        """The code that runs for the latest input signature (call the function once first)."""
+        if self._last is None:
+            raise RuntimeError("compile: call the function once; it is traced and compiled on its first call")
+        return self._last.source
+
+    @property
+    def program_source(self) -> str:
+        """The readable combined forward+backward function of the latest input signature."""
+        if self._last is None:
+            raise RuntimeError("compile: call the function once; it is traced and compiled on its first call")
+        return self._last.program.source(getattr(self.f, "__name__", "f").replace("<lambda>", "f"))
+
+    @property
+    def backend_used(self) -> str:
+        """The backend that runs the latest input signature: ``"numba"`` (fused loops), ``"numpy"``
+        or ``"numexpr"``; small, non-elementwise or non-float64 programs run as NumPy code."""
+        if self._last is None:
+            raise RuntimeError("compile: call the function once; it is traced and compiled on its first call")
+        return self._last.backend
+
+    @property
+    def signatures(self) -> int:
+        """How many input signatures (shapes, dtypes, static arguments) have been compiled."""
+        return len({id(s.program) for s in self._cache.values()})  # Tensor calls share their arrays' code
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        if not kwargs:
+            try:
+                key = tuple([(type(a), a.shape, a.dtype, a.tobytes() if a.dtype.kind in "biu" else None)
+                             for a in args])
+            except AttributeError:
+                key = None
+            if key is not None:
+                spec = self._cache.get(key)
+                if spec is not None:
+                    res = spec.fn(*args)
+                    return (res[0], res[1]) if self.single else (res[0], res[1:])
+        return self._slow_call(args, kwargs)
+
+    def _slow_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        from ..autodiff import as_float_array
+        from ..tensor import Tensor
+
+        if kwargs:
+            try:
+                bound = inspect.signature(self.f).bind(*args, **kwargs)
+            except TypeError as e:
+                raise TypeError(f"compile: the arguments do not fit {getattr(self.f, '__name__', 'f')}: {e}") \
+                    from None
+            args = bound.args
+            if bound.kwargs:
+                raise TypeError("compile: pass keyword-only arguments positionally")
+        n = len(args)
+        nums = tuple(i % n if -n <= i < n else i for i in self.nums)
+        for i in nums:
+            if not 0 <= i < n:
+                raise ValueError(f"argnums names argument {i}, but the function was called with {n} positional "
+                                 f"argument{'s' if n != 1 else ''}")
+        conv: list[Any] = []
+        key: list[Any] = []
+        unwrapped = True   # every array argument is an ndarray or a Tensor's own .data, unconverted
+        for i, a in enumerate(args):
+            orig = a
+            if isinstance(a, Tensor):
+                a = a.data
+            elif not isinstance(a, np.ndarray):
+                unwrapped = False
+            if i in nums:
+                a = as_float_array(a, f"argument {i}")
+            elif isinstance(a, (np.ndarray, list)) and not isinstance(a, bool):
+                a = np.asarray(a)
+                if a.dtype.kind in "biu":
+                    # labels, indices, masks: they pick elements rather than flow through arithmetic,
+                    # so the code is specialized to their values (new values compile anew)
+                    a = _Static(a)
+                    key.append((np.ndarray, a.value.shape, a.value.dtype, a.value.tobytes()))
+                    conv.append(a)
+                    unwrapped = False
+                    continue
+            if isinstance(a, np.ndarray):
+                key.append((np.ndarray, a.shape, a.dtype, None))
+                unwrapped = unwrapped and (a is orig or a is getattr(orig, "data", None))
+            else:
+                try:
+                    hash(a)
+                except TypeError:
+                    raise TypeError(f"compile: argument {i} ({type(a).__name__}) is neither an array nor a "
+                                    "hashable constant") from None
+                key.append(("static", type(a), a))
+            conv.append(a)
+        k = tuple(key)
+        spec = self._cache.get(k)
+        if spec is None:
+            spec = self._specialize(conv, nums)
+            if any(isinstance(a, _Static) for a in conv):
+                # called with every array argument, statics included (as the fast path does)
+                keep = [j for j, a in enumerate([a for a in conv if isinstance(a, (np.ndarray, _Static))])
+                        if isinstance(a, np.ndarray)]
+                inner = spec.fn
+                spec = _Specialization(lambda *xs: inner(*[xs[j] for j in keep]), spec.source, spec.program,
+                                       spec.backend)
+            self._cache[k] = spec
+        self._last = spec
+        if unwrapped and not kwargs and any(isinstance(a, Tensor) for a in args):
+            # the same code, for calls with these Tensors (parameters) again: unwrap their .data
+            fn = spec.fn
+
+            def on_tensors(*targs: Any) -> tuple[Any, ...]:
+                return fn(*[a.data if isinstance(a, Tensor) else a for a in targs])
+
+            self._cache[tuple((type(a), a.shape, a.dtype, None) for a in args)] = _Specialization(
+                on_tensors, spec.source, spec.program, spec.backend)
+        if any(isinstance(a, _Static) for a in conv):
+            res = spec.fn(*[a.value if isinstance(a, _Static) else a for a in conv
+                            if isinstance(a, (np.ndarray, _Static))])
+        else:
+            res = spec.fn(*[a for a in conv if isinstance(a, np.ndarray)])
+        return (res[0], res[1]) if self.single else (res[0], res[1:])
+
+    def _specialize(self, args: list[Any], nums: tuple[int, ...]) -> _Specialization:
+        from ..graph import _build, _call_naming_locals
+        from ..tensor import Tensor, enable_grad
+
+        try:
+            pnames = [p.name for p in inspect.signature(self.f).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        except (TypeError, ValueError):
+            pnames = []
+        call_args: list[Any] = []
+        leaves: list[Tensor] = []
+        for i, a in enumerate(args):
+            if isinstance(a, np.ndarray):
+                name = pnames[i] if i < len(pnames) and pnames[i].isidentifier() else f"x{i + 1}"
+                t = Tensor(a, requires_grad=a.dtype.kind in "fc", name=name)
+                leaves.append(t)
+                call_args.append(t)
+            else:
+                call_args.append(a.value if isinstance(a, _Static) else a)
+        with enable_grad():
+            out, local_names = _call_naming_locals(self.f, call_args, {})
+        if not isinstance(out, Tensor):
+            if isinstance(out, (tuple, list, dict)):
+                raise TypeError(f"compile: {getattr(self.f, '__name__', 'f')} must return one array or tensor, "
+                                f"not a {type(out).__name__}")
+            out = Tensor(out)
+        graph = _build(out, [t for t in leaves if t.requires_grad], local_names, False)
+        order = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
+        input_nodes = {id(n.tensor): n for n in graph.inputs}
+        wrt = [input_nodes[id(leaves[order.index(i)])].name for i in nums]
+        program = build_program(graph, wrt=wrt, fold_seed=True)  # results never alias inputs: see the emitters
+        # every array argument is a parameter of the generated function, in argument order
+        params = [input_nodes[id(t)].name if id(t) in input_nodes else f"_unused{j}" for j, t in enumerate(leaves)]
+        arrays = [a for a in args if isinstance(a, np.ndarray)]
+        source, fn, backend = lower(program, params, dict(zip(params, arrays)), self.backend)
+        self._validate(fn, args, nums)
+        return _Specialization(fn, source, program, backend)
+
+    def _validate(self, fn: Callable[..., Any], args: list[Any], nums: tuple[int, ...]) -> None:
+        """Run the new code on other inputs and compare with the eager engine.
+
+        A trace records array operations only: an ``if`` on values, ``.data`` read in Python, or a
+        boolean-mask index computed from the inputs (``a[a > 0]``, whose result's shape depends on the
+        values) would be frozen into the code. (Masks used as values, ``cr.where(x > 0, ...)`` or
+        ``z * (z > 0)``, are recorded as forward-only nodes and recomputed on every call.) Two probes
+        move the values: the inputs' elements shuffled (each input keeps its range, so logs stay
+        defined) and the inputs negated (which catches ``if x > 0`` on a scalar); entries where the
+        engine's answer is not finite are not compared."""
+        from ..autodiff import value_and_grad
+
+        rng = np.random.default_rng(0)
+        probes = [
+            [rng.permutation(a.ravel()).reshape(a.shape) if isinstance(a, np.ndarray) and a.size > 1 else a
+             for a in args],
+            [np.asarray(-a) if isinstance(a, np.ndarray) and a.dtype.kind in "fc" else a for a in args],
+        ]
+        for probe in probes:
+            if all(p is a for p, a in zip(probe, args)):
+                continue
+            plain = [a.value if isinstance(a, _Static) else a for a in probe]
+            with np.errstate(all="ignore"):
+                try:
+                    expected = value_and_grad(self.f, argnums=nums)(*plain)
+                except (ValueError, TypeError, ArithmeticError, IndexError):
+                    continue  # the function is not defined there: nothing to compare
+                got = fn(*[a for a in probe if isinstance(a, np.ndarray)])
+            out, grads = expected
+            for g, e in zip(got, [out, *(grads if isinstance(grads, tuple) else (grads,))]):
+                e = np.asarray(e.data if hasattr(e, "data") and not isinstance(e, np.ndarray) else e)
+                e = e.astype(np.result_type(e, np.float16))
+                rtol = 1e-6 if np.finfo(e.dtype).eps < 1e-10 else 1e-3  # float32 rounding is coarser
+                ok = np.isfinite(e)  # where the engine overflows, rewritten algebra may differ: skip those
+                finite = np.abs(e[ok])
+                atol = rtol * (float(finite.max()) if finite.size else 1.0)
+                if np.shape(g) != np.shape(e) or not np.allclose(np.asarray(g)[ok], e[ok], rtol=rtol, atol=atol):
+                    raise ValueError(
+                        f"compile: {getattr(self.f, '__name__', 'f')} does not trace to one fixed computation: "
+                        "its result depends on the input values in a way the graph does not record: a Python "
+                        "`if` or float() on values, .data read in Python, or boolean-mask indexing with a mask "
+                        "computed from the inputs (a[a > 0]: the result's shape depends on the values), which "
+                        "compile does not support. Masks as values are fine: write a[a > 0] as "
+                        "cr.where(a > 0, a, 0.0), an `if` as cr.where(cond, then, else) (or cr.relu / "
+                        "cr.maximum / cr.abs), or use cr.value_and_grad, which handles all of these")
+
+
+def compile(f: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "auto") -> Compiled:  # noqa: A001
+    """``value_and_grad(f, argnums)`` as generated, compiled code: traced on the first call and again
+    for each new input signature (shapes, dtypes). Returns ``(out, grads)`` like value_and_grad.
+
+    ``backend``: ``"auto"`` (default) runs float64 elementwise programs on large arrays as fused
+    numba loops when numba is installed (extra ``fast``): one loop reading each input and writing each
+    result once, its exp/log/sin... vector calls of glibc's libmvec, large calls split among the
+    CPUs the process may use; everything else as planned NumPy code;
+    ``"numba"`` is the same but warns once when numba is missing; ``"numpy"`` never fuses;
+    ``"numexpr"`` fuses elementwise chains with numexpr. ``fast.backend_used`` tells which ran.
+    """
+    return Compiled(f, argnums, backend)
+

@@ -1,0 +1,272 @@
+"""The fused loops' runtime: numba, vectorized transcendental functions, and kernels cached on disk.
+
+**Vectorized exp, log, sin...** numba compiles ``np.exp(x[i])`` in a loop to one scalar libm call
+per element (its SVML route needs an LLVM patch that numba 0.62+ no longer carries), while NumPy's
+own loops are SIMD. glibc's libmvec is the vector math library of every x86-64 Linux (the functions
+GCC calls under ``-ftree-loop-vectorize -ffast-math``; derived from Intel's SVML, at most 4 ulp,
+special values per C99): :func:`vector_function` returns a numba intrinsic that calls its 8-lane
+(AVX-512), 4-lane (AVX2) or 2-lane (SSE2) variant over a block, so a fused loop evaluates its
+transcendentals in registers-sized chunks without a pass over memory. Where libmvec or a function
+is missing, :data:`VECTOR_UFUNCS` lacks the function and the fused back end calls NumPy instead.
+
+**Cached kernels.** :func:`kernel` writes a kernel's source to a file named by its hash in the
+cache folder (``$CHAINRULE_CACHE_DIR``, else ``$XDG_CACHE_HOME/chainrule``, else
+``~/.cache/chainrule``) and compiles it with ``numba.njit(cache=True)``: a second process loads the
+machine code numba stored beside it instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+#: NumPy ufunc -> libmvec function (one argument)
+_UNARY = {"exp": "exp", "log": "log", "sin": "sin", "cos": "cos", "tan": "tan", "arcsin": "asin",
+          "arccos": "acos", "arctan": "atan", "sinh": "sinh", "cosh": "cosh", "tanh": "tanh",
+          "arcsinh": "asinh", "arccosh": "acosh", "arctanh": "atanh", "exp2": "exp2", "expm1": "expm1",
+          "log2": "log2", "log10": "log10", "log1p": "log1p", "cbrt": "cbrt"}
+#: NumPy ufunc -> libmvec function (two arguments)
+_BINARY = {"power": "pow", "arctan2": "atan2", "hypot": "hypot"}
+#: the variants: ISA letter, lanes, and the CPU feature the caller needs for its vector ABI
+_VARIANTS = (("e", 8, "avx512f"), ("d", 4, "avx2"), ("b", 2, None))
+
+_lock = threading.RLock()
+_numba: Any = None
+_libmvec: Any = None
+_variant: tuple[str, int] | None = None
+#: ufunc name -> (libmvec symbol, lanes, arity) for the functions vectorized here
+VECTOR_UFUNCS: dict[str, tuple[str, int, int]] = {}
+_intrinsics: dict[str, Any] = {}
+_kernels: dict[str, Callable[..., None]] = {}
+
+
+@functools.lru_cache(maxsize=1)
+def _runtime_hash() -> str:
+    """A hash of this module: cached kernels are compiled anew when the runtime they call changes."""
+    with open(__file__, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:16]
+
+
+def available() -> bool:
+    """Whether numba can be imported (imported once, on the first large fusable program); the
+    vector functions are set up at the same time."""
+    global _numba
+    if _numba is None:
+        with _lock:
+            if _numba is None:
+                try:
+                    import numba
+                except ImportError:
+                    _numba = False
+                else:
+                    _setup_libmvec(numba)
+                    _numba = numba
+    return _numba is not False
+
+
+def _setup_libmvec(numba: Any) -> None:
+    """Load libmvec into the process (numba's JIT links against it) and list its functions."""
+    global _libmvec, _variant
+    import ctypes
+    import ctypes.util
+
+    if platform.machine() not in ("x86_64", "AMD64") or not sys.platform.startswith("linux"):
+        return
+    path = ctypes.util.find_library("mvec") or "libmvec.so.1"
+    try:
+        lib = ctypes.CDLL(path)
+        import llvmlite.binding as llvm
+
+        llvm.load_library_permanently(path)
+    except OSError:
+        return
+    _libmvec = lib
+    # the vector ABI of the wider variants needs the caller compiled with those registers: the
+    # CPU numba compiles for (the host's, unless NUMBA_CPU_NAME names another)
+    if numba.config.CPU_NAME or numba.config.CPU_FEATURES:
+        features = set()
+    else:
+        import llvmlite.binding as llvm
+
+        features = {f[1:] for f in llvm.get_host_cpu_features().flatten().split(",") if f.startswith("+")}
+    for letter, lanes, need in _VARIANTS:
+        if need is None or need in features:
+            _variant = (letter, lanes)
+            break
+    assert _variant is not None
+    letter, lanes = _variant
+    for table, arity in ((_UNARY, 1), (_BINARY, 2)):
+        for ufunc, name in table.items():
+            sym = f"_ZGV{letter}N{lanes}{'v' * arity}_{name}"
+            if hasattr(lib, sym):
+                VECTOR_UFUNCS[ufunc] = (sym, lanes, arity)
+
+
+def vector_function(symbol: str, lanes: int, arity: int, negate: bool = False) -> Any:
+    """A numba intrinsic ``f(x, [y,] out, m)``: ``out[k] = symbol(x[k], y[k])`` for ``k < m``, over
+    contiguous float64 arrays (``y`` may be a number), calling the libmvec ``symbol`` on ``lanes``
+    elements at a time; a last partial chunk goes through a padded vector on the stack. ``negate``
+    (one argument): ``symbol(-x[k])``, the negation done in registers (``exp(-x)`` of a sigmoid)."""
+    key = symbol + ("_neg" if negate else "")
+    with _lock:
+        if key in _intrinsics:
+            return _intrinsics[key]
+        from llvmlite import ir
+        from numba import types
+        from numba.core import cgutils
+        from numba.extending import intrinsic
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            dbl = ir.DoubleType()
+            i64 = ir.IntType(64)
+            vty = ir.VectorType(dbl, lanes)
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * arity), symbol)
+            m = args[-1]
+            if sig.args[-1] != types.int64:
+                m = context.cast(builder, m, sig.args[-1], types.int64)
+            srcs = []   # (pointer, None) for an array operand, (None, splat vector) for a number
+            for ty, v in zip(sig.args[:arity], args[:arity]):
+                if isinstance(ty, types.Array):
+                    srcs.append((context.make_array(ty)(context, builder, v).data, None))
+                else:
+                    x = context.cast(builder, v, ty, types.float64)
+                    vec = ir.Constant(vty, ir.Undefined)
+                    for k in range(lanes):
+                        vec = builder.insert_element(vec, x, i64(k))
+                    srcs.append((None, vec))
+            dst = context.make_array(sig.args[arity])(context, builder, args[arity]).data
+            full = builder.mul(builder.sdiv(m, i64(lanes)), i64(lanes))
+
+            def vptr(p: Any, k: Any) -> Any:
+                return builder.bitcast(builder.gep(p, [k]), vty.as_pointer())
+
+            def operands(loaded: list[Any]) -> list[Any]:
+                return [builder.fneg(v) for v in loaded] if negate else loaded
+
+            with cgutils.for_range_slice(builder, i64(0), full, i64(lanes)) as (k, _):
+                ops = [builder.load(vptr(p, k), align=8) if p is not None else vec for p, vec in srcs]
+                builder.store(builder.call(fn, operands(ops)), vptr(dst, k), align=8)
+            rest = builder.sub(m, full)
+            with builder.if_then(builder.icmp_signed(">", rest, i64(0)), likely=False):
+                tmps = []
+                for p, _ in srcs:
+                    if p is None:
+                        tmps.append(None)
+                        continue
+                    tmp = cgutils.alloca_once(builder, vty)
+                    builder.store(ir.Constant(vty, [1.0] * lanes), tmp)   # harmless lanes past the end
+                    tp = builder.bitcast(tmp, dbl.as_pointer())
+                    with cgutils.for_range(builder, rest) as loop:
+                        k = builder.add(full, loop.index)
+                        builder.store(builder.load(builder.gep(p, [k])), builder.gep(tp, [loop.index]))
+                    tmps.append(tmp)
+                ops = [builder.load(t) if t is not None else vec for t, (_, vec) in zip(tmps, srcs)]
+                res = cgutils.alloca_once(builder, vty)
+                builder.store(builder.call(fn, operands(ops)), res)
+                rp = builder.bitcast(res, dbl.as_pointer())
+                with cgutils.for_range(builder, rest) as loop:
+                    k = builder.add(full, loop.index)
+                    builder.store(builder.load(builder.gep(rp, [loop.index])), builder.gep(dst, [k]))
+            return context.get_dummy_value()
+
+        def typer(typingctx: Any, *args: Any) -> Any:
+            operands, out, m = args[:arity], args[arity], args[arity + 1]
+            ok = all((isinstance(a, types.Array) and a.dtype == types.float64 and a.ndim == 1)
+                     or isinstance(a, (types.Float, types.Integer)) for a in operands)
+            if ok and isinstance(out, types.Array) and out.dtype == types.float64 and isinstance(m, types.Integer):
+                return types.void(*args), codegen
+            return None
+
+        if arity == 1:
+            def unary(typingctx: Any, x: Any, out: Any, m: Any) -> Any:
+                return typer(typingctx, x, out, m)
+            f = intrinsic(unary)
+        else:
+            def binary(typingctx: Any, x: Any, y: Any, out: Any, m: Any) -> Any:
+                return typer(typingctx, x, y, out, m)
+            f = intrinsic(binary)
+        _intrinsics[key] = f
+        return f
+
+
+def cache_dir() -> str | None:
+    """The folder kernels are cached in (made if missing), or None where none can be written."""
+    base = os.environ.get("CHAINRULE_CACHE_DIR")
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        base = os.path.join(xdg, "chainrule")
+    path = os.path.join(base, "kernels")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
+def kernel_file_text(body: str, functions: list[str]) -> str:
+    """The module a kernel is compiled from: the vector functions it calls, then its source."""
+    lines = ["# generated by chainrule.compile (a fused loop of one compiled program); numba caches its",
+             f"# machine code beside this file. runtime {_runtime_hash()}",
+             "import numpy as np",
+             "from numba import njit",
+             "from chainrule.compile.vecmath import vector_function", ""]
+    for name in functions:   # a libmvec symbol, or one with _neg: called on the negated argument
+        sym = name.removesuffix("_neg")
+        _, lanes, arity = next(v for v in VECTOR_UFUNCS.values() if v[0] == sym)
+        lines.append(f"{name} = vector_function({sym!r}, {lanes}, {arity}{', True' if name != sym else ''})")
+    lines += ["", "", "@njit(error_model='numpy', nogil=True, cache=CACHE)", body]
+    return "\n".join(lines)
+
+
+def kernel(body: str, functions: list[str]) -> Callable[..., None]:
+    """The compiled kernel ``_kernel`` of ``body`` (calling the libmvec ``functions``), compiled once
+    per process and cached on disk across processes (in memory only where no cache folder can be
+    written)."""
+    import importlib.util
+    import tempfile
+
+    text = kernel_file_text(body, functions)
+    with _lock:
+        k = _kernels.get(text)
+        if k is not None:
+            return k
+        folder = cache_dir()
+        digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+        name = f"chainrule_kernel_{digest}"
+        namespace: dict[str, Any]
+        if folder is not None:
+            path = os.path.join(folder, f"k_{digest}.py")
+            if not _same_text(path, text):
+                fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(text)
+                os.replace(tmp, path)
+            spec = importlib.util.spec_from_file_location(name, path)
+            assert spec is not None and spec.loader is not None
+            module = sys.modules.get(name)
+            if module is None:   # numba's cache finds a kernel's globals by its module's name
+                module = importlib.util.module_from_spec(spec)
+                module.CACHE = True  # type: ignore[attr-defined]
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+            namespace = vars(module)
+        else:
+            namespace = {"CACHE": False}
+            exec(compile(text, f"<chainrule kernel {digest}>", "exec"), namespace)  # noqa: S102 - generated
+        k = namespace["_kernel"]
+        _kernels[text] = k
+        return k
+
+
+def _same_text(path: str, text: str) -> bool:
+    try:
+        with open(path) as fh:
+            return fh.read() == text
+    except OSError:
+        return False
