@@ -42,6 +42,9 @@ FUSED_MIN_SIZE = 2048
 #: elements per block inside a kernel: its scratch arrays stay in L1 cache, and its stores and loads
 #: interleave with the vector calls finely enough to overlap (measured: 128 beats 512 by 10-30%)
 BLOCK = 128
+#: elements per block of a one-loop kernel calling sin or cos: a block with an argument beyond their
+#: inline range is computed again with libm's (long enough that starting a block costs nothing)
+GUARDED_BLOCK = 4096
 #: values computed from the inputs by at most this many loop operations are recomputed, not stored
 REMAT_COST = 6
 #: operations too slow to compute twice (a division or square root costs more than a store and a load)
@@ -301,14 +304,16 @@ def kernel_source(code: Code, group: list[Ins], reads: list[str], writes: list[s
     used = "\n".join(fast)
     arrays = [(s, p) for s, p in [(f"x{j}", f"p{j}") for j in range(len(reads))]
               + [(f"y{j}", f"q{j}") for j in range(len(writes))] if s in used]
+    block = BLOCK
     if len(steps) == 1 and not memory.buffers:
-        # one loop and no block call: it runs over the whole arrays (one vectorized loop, no blocks)
-        lines += [f"    {s} = {p}" for s, p in arrays] + ["    m = n"] + ["    " + b for b in fast]
-        return "\n".join(lines) + "\n", functions
+        if not guarded:   # one loop and no block call: over the whole arrays, one vectorized loop
+            lines += [f"    {s} = {p}" for s, p in arrays] + ["    m = n"] + ["    " + b for b in fast]
+            return "\n".join(lines) + "\n", functions
+        block = GUARDED_BLOCK
     lines += [f"    s{j} = np.empty({BLOCK}{'' if dt == np.float64 else ', dtype=np.bool_'})"
               for j, dt in enumerate(memory.buffers)]
-    lines.append(f"    for st in range(0, n, {BLOCK}):")
-    lines.append(f"        m = min({BLOCK}, n - st)")
+    lines.append(f"    for st in range(0, n, {block}):")
+    lines.append(f"        m = min({block}, n - st)")
     lines += [f"        {s} = {p}[st:st + m]" for s, p in arrays]
     lines += ["        " + b for b in fast]
     return "\n".join(lines) + "\n", functions
