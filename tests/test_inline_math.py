@@ -150,6 +150,25 @@ def test_sin_and_cos_beyond_their_range_in_a_fused_program(size, rng):
             np.testing.assert_allclose(g[ok], w[ok], rtol=1e-14, atol=1e-14)
 
 
+def test_log_outside_its_normal_domain_in_a_fused_program(rng):
+    """log's inline form holds for positive normal numbers: a block with a zero, a negative number,
+    a subnormal, inf or NaN is computed again with the full log, and matches the NumPy plan."""
+    x = rng.uniform(0.1, 3, TILE + 77)
+    x[[5, 6, 7, 8, 9, 10, 5000]] = [0.0, -0.0, -1.0, 1e-310, np.inf, np.nan, 5e-324]
+    f = lambda x: cr.log(x) * x + cr.exp(-x)  # noqa: E731
+    fast = cr.compile(f, backend="numba")
+    with np.errstate(all="ignore"):
+        got = fast(x)
+        want = cr.compile(f, backend="numpy")(x)
+    assert "_log_outside(" in fast.source
+    for g, w in zip(got, want):   # the value and the gradient
+        assert np.array_equal(np.isnan(g), np.isnan(w)) and np.array_equal(np.isinf(g), np.isinf(w))
+        ok = np.isfinite(w)   # a gradient log(x) + 1 - exp(-x) is a difference: an ulp of its terms
+        np.testing.assert_allclose(g[ok], w[ok], rtol=1e-14, atol=1e-14 * np.abs(w[ok]).max())
+    assert [im.log_outside(v) for v in (1.0, 2.2250738585072014e-308, 1.7976931348623157e308)] == [False] * 3
+    assert all(im.log_outside(v) for v in (0.0, -0.0, -1.0, 1e-310, np.inf, -np.inf, np.nan))
+
+
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="reads x86 assembly")
 @pytest.mark.parametrize("name", ["exp", "log", "sin", "cos"])
 def test_the_loop_around_them_is_vectorized(name):

@@ -42,8 +42,9 @@ FUSED_MIN_SIZE = 2048
 #: elements per block inside a kernel: its scratch arrays stay in L1 cache, and its stores and loads
 #: interleave with the vector calls finely enough to overlap (measured: 128 beats 512 by 10-30%)
 BLOCK = 128
-#: elements per block of a one-loop kernel calling sin or cos: a block with an argument beyond their
-#: inline range is computed again with libm's (long enough that starting a block costs nothing)
+#: elements per block of a one-loop kernel calling a guarded function (log, sin, cos): a block with an
+#: argument outside its inline form's domain is computed again with the full forms (long enough that
+#: starting a block costs nothing)
 GUARDED_BLOCK = 4096
 #: values computed from the inputs by at most this many loop operations are recomputed, not stored
 REMAT_COST = 6
@@ -254,8 +255,8 @@ def kernel_source(code: Code, group: list[Ins], reads: list[str], writes: list[s
     functions: list[str] = []
 
     def body(exact: bool) -> list[str]:
-        """The block's steps; ``exact``: sin and cos by their ``_exact`` forms (libm beyond the
-        inline range), else by the inline ones, counting in ``g`` the arguments beyond it."""
+        """The block's steps; ``exact``: the guarded functions by their forms that hold everywhere,
+        else by the inline ones, counting in ``g`` the arguments where those do not hold."""
         out: list[str] = []
         for k, (inner, group_k) in enumerate(steps):
             if not inner:
@@ -271,17 +272,20 @@ def kernel_source(code: Code, group: list[Ins], reads: list[str], writes: list[s
             for n, a in enumerate(traffic_reads[k]):
                 local[a] = f"a{n}"
                 lines.append(f"a{n} = {where[a]}[j]")
-            guards: list[str] = []
+            guards: list[str] = []   # the calls that count arguments outside an inline form's domain
             for n, i in enumerate(group_k):
                 args = [(local.get(a, "None") if isinstance(a, str) else f"({lit(a)})") for a in i.args]
                 local[i.target] = f"v{n}"
                 if i.kind == "ufunc" and i.fn in vecmath.INLINE_UFUNCS:
                     name = "_" + vecmath.INLINE_UFUNCS[i.fn]
                     if i.fn in vecmath.GUARDED:
+                        outside, everywhere = vecmath.GUARDED[i.fn]
                         if exact:
-                            name += "_exact"
-                        elif args[0] not in guards:
-                            guards.append(args[0])
+                            name = "_" + everywhere
+                        elif f"_{outside}({args[0]})" not in guards:
+                            guards.append(f"_{outside}({args[0]})")
+                            if f"_{outside}" not in functions:
+                                functions.append(f"_{outside}")
                     if name not in functions:
                         functions.append(name)
                     lines.append(f"v{n} = {name}({', '.join(args)})")
@@ -289,7 +293,7 @@ def kernel_source(code: Code, group: list[Ins], reads: list[str], writes: list[s
                     lines.append(f"v{n} = {_scalar_text(i, args)}")
             lines += [f"{where[w]}[j] = {local[w]}" for w in traffic_writes[k]]
             lines += [f"{dest}[j] = {local[r]}" for r, dest in extra.get(k, [])]
-            lines += [f"g += abs({a}) > {vecmath.GUARD_MAX!r}" for a in guards]
+            lines += [f"g += {c}" for c in guards]
             if len(lines) > len(traffic_reads[k]):
                 out.append("for j in range(m):")
                 out += ["    " + b for b in lines]
@@ -297,7 +301,7 @@ def kernel_source(code: Code, group: list[Ins], reads: list[str], writes: list[s
 
     fast = body(exact=False)
     guarded = any("g += " in b for b in fast)
-    if guarded:   # an argument beyond the inline sin/cos's range: the block again, with libm's for it
+    if guarded:   # an argument outside an inline function's domain: the block again, with the full ones
         fast = ["g = 0", *fast, "if g:"] + ["    " + b for b in body(exact=True)]
     params = [f"p{j}" for j in range(len(reads))] + [f"q{j}" for j in range(len(writes))]
     lines = [f"def _kernel({', '.join(params)}):", f"    n = {params[0]}.shape[0]"]

@@ -23,13 +23,16 @@ Sources (algorithms and coefficients; the code is written anew here):
   (1 + f)`` with ``1 + f`` in ``[sqrt(2)/2, sqrt(2))``, ``s = f / (2 + f)``, ``log(1 + f) = f - (hfsq -
   s (hfsq + R(s^2)))``, ``Lg1..Lg7`` and ln 2 split in ``ln2_hi`` (``k * ln2_hi`` exact) and
   ``ln2_lo``; the reduction done on the whole 64-bit word as in musl's ``log.c`` (MIT).
+  :func:`log` holds everywhere; :func:`log_normal` is its core for positive normal finite numbers,
+  which a fused loop uses, counting the other arguments with :func:`log_outside` and computing a
+  block again with :func:`log` where there is one.
 * ``sin``, ``cos``: Cody-Waite reduction ``r = x - n pi/2`` with pi/2 in three doubles, by fused
   multiply-adds (the first exact), then FreeBSD's ``k_sin.c`` / ``k_cos.c`` (Sun's notice as above;
   ``S1..S6``, ``C1..C6``, Bruce Evans's form of the cosine kernel that keeps the error of
   ``1 - r^2/2``) on ``|r| <= pi/4``, both computed (one ``sincos``) and chosen by the quadrant.
   Beyond ``|x| < 2^20 pi/2`` the reduction needs more bits of pi than it has: a fused loop counts
-  such arguments, and where there is one it computes its block again with :func:`sin_exact` and
-  :func:`cos_exact` (libm's ``sin``/``cos`` for those elements).
+  such arguments (:func:`trig_outside`), and where there is one it computes its block again with
+  :func:`sin_exact` and :func:`cos_exact` (libm's ``sin``/``cos`` for those elements).
 
 Where the CPU has AVX-512 and LLVM lowers ``llvm.ldexp`` to ``vscalefpd`` (LLVM 22 does), exp's
 scaling by ``2^k`` is that one instruction (exact, overflowing and underflowing gradually as IEEE
@@ -48,7 +51,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["exp", "log", "sin", "cos", "sincos", "sin_exact", "cos_exact", "VARIANT", "TRIG_MAX"]
+__all__ = ["exp", "log", "log_normal", "log_outside", "sin", "cos", "sincos", "sin_exact", "cos_exact",
+           "trig_outside", "VARIANT", "TRIG_MAX"]
 
 _DBL = ir.DoubleType()
 _I64 = ir.IntType(64)
@@ -96,10 +100,9 @@ def _ldexp(typingctx: Any, x: Any, k: Any) -> Any:
         return None
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_DBL, [_DBL, i32]), "llvm.ldexp.f64.i32")
-        k64 = context.cast(builder, args[1], sig.args[1], types.int64)
-        return builder.call(fn, [args[0], builder.trunc(k64, i32)])
+        # an int64 exponent: one conversion (vcvtqq2pd) feeds vscalefpd, where an int32 takes two
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_DBL, [_DBL, _I64]), "llvm.ldexp.f64.i64")
+        return builder.call(fn, [args[0], context.cast(builder, args[1], sig.args[1], types.int64)])
     return types.float64(x, k), codegen
 
 
@@ -193,13 +196,11 @@ _MIN_NORMAL = 2.2250738585072014e-308
 
 
 @njit(**_JIT)
-def log(x: float) -> float:
-    """log(x) for a float64 x: below 1 ulp; -inf at ±0, NaN below 0 and at NaN, inf at inf."""
-    tiny = x < _MIN_NORMAL                     # subnormal: scaled into the normal range first
-    y = x * _TWO54 if tiny else x
+def _log_reduced(y: float, k: int) -> float:
+    """log(y) + k ln2 for a positive normal finite y."""
     # 1 + f in [sqrt(2)/2, sqrt(2)): move the mantissa's bits so the exponent steps at sqrt(2)/2
     ix = _bits(y) + (0x3ff0000000000000 - 0x3fe6a09e00000000)
-    k = (ix >> 52) - (1023 + 54 if tiny else 1023)
+    k = k + (ix >> 52) - 1023
     f = _from_bits((ix & 0x000fffffffffffff) + 0x3fe6a09e00000000) - 1.0
     dk = _from_bits(k + _SHIFT_BITS) - _SHIFT     # float(k), exact, without a conversion
     hfsq = 0.5 * f * f
@@ -209,7 +210,39 @@ def log(x: float) -> float:
     t1 = w * _fma(w, _fma(w, _LG6, _LG4), _LG2)
     t2 = z * _fma(w, _fma(w, _fma(w, _LG7, _LG5), _LG3), _LG1)
     r = t2 + t1
-    res = _fma(dk, _LN2_HI, -((hfsq - _fma(s, hfsq + r, dk * _LN2_LO)) - f))
+    return _fma(dk, _LN2_HI, -((hfsq - _fma(s, hfsq + r, dk * _LN2_LO)) - f))
+
+
+@njit(**_JIT)
+def log_normal(x: float) -> float:
+    """log(x) for a positive normal finite x (below 1 ulp); :func:`log_outside` says where not."""
+    return _log_reduced(x, 0)
+
+
+@intrinsic
+def _ult(typingctx: Any, a: Any, b: Any) -> Any:
+    """``a < b`` with both int64 read as unsigned (one comparison for a range test)."""
+    if not (isinstance(a, types.Integer) and isinstance(b, types.Integer)):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        a64 = context.cast(builder, args[0], sig.args[0], types.int64)
+        b64 = context.cast(builder, args[1], sig.args[1], types.int64)
+        return builder.icmp_unsigned("<", a64, b64)
+    return types.boolean(a, b), codegen
+
+
+@njit(**_JIT)
+def log_outside(x: float) -> bool:
+    """Whether x is not a positive normal finite number (:func:`log_normal` does not hold)."""
+    return not _ult(_bits(x) - 0x0010000000000000, 0x7fe0000000000000)
+
+
+@njit(**_JIT)
+def log(x: float) -> float:
+    """log(x) for every float64 x (below 1 ulp): -inf at ±0, NaN below 0 and at NaN, inf at inf."""
+    tiny = x < _MIN_NORMAL                     # subnormal: scaled into the normal range first
+    res = _log_reduced(x * _TWO54 if tiny else x, -54 if tiny else 0)
     res = res if x < np.inf else x             # inf and NaN: themselves
     if not x > 0.0:                            # ±0: -inf; below 0: NaN
         res = -np.inf if x == 0.0 else np.nan
@@ -286,6 +319,12 @@ def sincos(x: float) -> tuple[float, float]:
     s = -s if (n & 2) != 0 else s
     c = -c if ((n + 1) & 2) != 0 else c
     return s, c
+
+
+@njit(**_JIT)
+def trig_outside(x: float) -> bool:
+    """Whether :func:`sincos` does not hold at x (beyond :data:`TRIG_MAX`, or inf: libm's then)."""
+    return abs(x) > TRIG_MAX
 
 
 @njit(**_JIT)

@@ -5,8 +5,10 @@ element (its SVML route needs an LLVM patch that numba 0.62+ no longer carries),
 loops are SIMD. The fused loops compute ``exp``, ``log``, ``sin`` and ``cos`` with the inline
 functions of :mod:`.inline_math` (:data:`INLINE_UFUNCS`): scalar code LLVM vectorizes with the loop
 around it, so they cost a few vector instructions beside the loop's other arithmetic, and no pass
-over memory. ``sin`` and ``cos`` (:data:`GUARDED`) hold for ``|x| <= GUARD_MAX``: a loop counts the
-arguments beyond, and runs again with their ``_exact`` forms (libm's there) where there is one.
+over memory. Some (:data:`GUARDED`) hold on the usual part of their domain only (``sin`` and ``cos``
+for ``|x| <= 2^20 pi/2``, ``log`` for positive normal numbers): a loop counts the arguments outside,
+and where there is one it runs again with the functions that hold everywhere (libm's ``sin`` and
+``cos`` beyond that range; ``log`` with its subnormals, zeros, negatives, inf and NaN).
 Chosen over libmvec by measurement (``bench/README.md``); :func:`libmvec_only` lowers programs the
 old way, for measuring one against the other.
 
@@ -54,11 +56,12 @@ _variant: tuple[str, int] | None = None
 VECTOR_UFUNCS: dict[str, tuple[str, int, int]] = {}
 #: ufuncs computed in the loops by :mod:`.inline_math` (ufunc -> its function there)
 INLINE_UFUNCS: dict[str, str] = {}
-#: those whose inline form holds for ``|x| <= GUARD_MAX`` only (``name_exact`` holds everywhere)
-GUARDED = frozenset({"sin", "cos"})
-GUARD_MAX = 0.0
+#: those whose inline form holds on part of the domain only: ufunc -> (the function that says where
+#: it does not, the function that holds everywhere)
+GUARDED: dict[str, tuple[str, str]] = {"sin": ("trig_outside", "sin_exact"), "cos": ("trig_outside", "cos_exact"),
+                                       "log": ("log_outside", "log")}
 #: what :mod:`.inline_math` provides, installed into INLINE_UFUNCS when numba loads
-_INLINE = {"exp": "exp", "log": "log", "sin": "sin", "cos": "cos"}
+_INLINE = {"exp": "exp", "log": "log_normal", "sin": "sin", "cos": "cos"}
 _variant_name = ""
 _intrinsics: dict[str, Any] = {}
 _kernels: dict[str, Callable[..., None]] = {}
@@ -133,13 +136,12 @@ def _setup_libmvec(numba: Any) -> None:
 
 def _setup_inline() -> None:
     """Install the inline functions (where :mod:`.inline_math` loads: it needs numba's intrinsics)."""
-    global _variant_name, GUARD_MAX
+    global _variant_name
     try:
         from . import inline_math
     except ImportError:   # an llvmlite or numba without what it uses: libmvec (or NumPy) computes them
         return
     _variant_name = inline_math.VARIANT
-    GUARD_MAX = inline_math.TRIG_MAX
     INLINE_UFUNCS.update(_INLINE)
 
 
