@@ -220,6 +220,19 @@ def _scalar_text(i: Ins, args: list[str]) -> str:
     return f"float({args[1]})"  # full_like(x, value), full(shape, value)
 
 
+def _sincos_pairs(group: list[Ins]) -> dict[str, str]:
+    """sin and cos of one value in a loop (both inline): each one's target -> the other's."""
+    seen: dict[tuple[str, Any], str] = {}
+    pairs: dict[str, str] = {}
+    for i in group:
+        if i.kind == "ufunc" and i.fn in ("sin", "cos") and i.fn in vecmath.INLINE_UFUNCS:
+            key = ("cos" if i.fn == "sin" else "sin", tuple(i.args))
+            if key in seen and seen[key] not in pairs:
+                pairs[i.target], pairs[seen[key]] = seen[key], i.target
+            seen.setdefault((i.fn, tuple(i.args)), i.target)
+    return pairs
+
+
 def kernel_source(code: Code, group: list[Ins], reads: list[str], writes: list[str]) -> tuple[str, list[str]]:
     """One kernel ``_kernel(p0.., q0..)`` computing ``writes`` (``q`` arrays, a value may be written
     to several) from ``reads`` (``p`` arrays): the group's scalar instructions as elementwise loops,
@@ -273,9 +286,24 @@ def kernel_source(code: Code, group: list[Ins], reads: list[str], writes: list[s
                 local[a] = f"a{n}"
                 lines.append(f"a{n} = {where[a]}[j]")
             guards: list[str] = []   # the calls that count arguments outside an inline form's domain
+            pairs = _sincos_pairs(group_k)
             for n, i in enumerate(group_k):
                 args = [(local.get(a, "None") if isinstance(a, str) else f"({lit(a)})") for a in i.args]
+                if i.target in local:   # the cosine of a sine's argument: computed with it
+                    continue
                 local[i.target] = f"v{n}"
+                if i.target in pairs:   # sin(v) and cos(v): one reduction, both polynomials
+                    other = pairs[i.target]
+                    local[other] = f"v{group_k.index(next(j for j in group_k if j.target == other))}"
+                    sin_cos = [local[i.target], local[other]][:: 1 if i.fn == "sin" else -1]
+                    name = "_sincos_exact" if exact else "_sincos"
+                    if not exact and f"_trig_outside({args[0]})" not in guards:
+                        guards.append(f"_trig_outside({args[0]})")
+                    for fn_name in (name, *(() if exact else ("_trig_outside",))):
+                        if fn_name not in functions:
+                            functions.append(fn_name)
+                    lines.append(f"{', '.join(sin_cos)} = {name}({args[0]})")
+                    continue
                 if i.kind == "ufunc" and i.fn in vecmath.INLINE_UFUNCS:
                     name = "_" + vecmath.INLINE_UFUNCS[i.fn]
                     if i.fn in vecmath.GUARDED:

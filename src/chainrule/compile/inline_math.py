@@ -52,7 +52,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = ["exp", "log", "log_normal", "log_outside", "sin", "cos", "sincos", "sin_exact", "cos_exact",
-           "trig_outside", "VARIANT", "TRIG_MAX"]
+           "sincos_exact", "trig_outside", "VARIANT", "TRIG_MAX"]
 
 _DBL = ir.DoubleType()
 _I64 = ir.IntType(64)
@@ -338,6 +338,12 @@ def sin(x: float) -> float:
 def cos(x: float) -> float:
     """cos(x) for |x| <= :data:`TRIG_MAX` (below 1 ulp)."""
     return sincos(x)[1]
+
+
+@njit(error_model="numpy")
+def sincos_exact(x: float) -> tuple[float, float]:
+    """(sin x, cos x) for every x: libm's beyond :data:`TRIG_MAX` (a branch: not for the vectorized loops)."""
+    return (math.sin(x), math.cos(x)) if abs(x) > TRIG_MAX else sincos(x)
 
 
 @njit(error_model="numpy")
