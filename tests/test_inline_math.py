@@ -150,6 +150,20 @@ def test_sin_and_cos_beyond_their_range_in_a_fused_program(size, rng):
             np.testing.assert_allclose(g[ok], w[ok], rtol=1e-14, atol=1e-14)
 
 
+def test_sin_and_cos_of_one_value_are_one_sincos(rng):
+    """q2c's sin(y) and cos(y) (its gradient): one reduction in the loop, and the results are the
+    NumPy plan's."""
+    f = lambda x, y: (cr.log(x) + cr.sin(y)) ** 2 + 4 * x  # noqa: E731
+    args = [rng.uniform(0.5, 2.0, 5000) for _ in range(2)]
+    fast = cr.compile(f, argnums=(0, 1), backend="numba")
+    got = fast(*args)
+    loop = fast.source.split("if g:")[0]
+    assert loop.count("= _sincos(") == 1 and "_sin(" not in loop and "_cos(" not in loop
+    want = cr.compile(f, argnums=(0, 1), backend="numpy")(*args)
+    for g, w in zip([got[0], *got[1]], [want[0], *want[1]]):
+        np.testing.assert_allclose(g, w, rtol=1e-14)
+
+
 def test_log_outside_its_normal_domain_in_a_fused_program(rng):
     """log's inline form holds for positive normal numbers: a block with a zero, a negative number,
     a subnormal, inf or NaN is computed again with the full log, and matches the NumPy plan."""
