@@ -160,8 +160,8 @@ def test_sin_and_cos_of_one_value_are_one_sincos(rng):
     loop = fast.source.split("if g:")[0]
     assert loop.count("= _sincos(") == 1 and "_sin(" not in loop and "_cos(" not in loop
     want = cr.compile(f, argnums=(0, 1), backend="numpy")(*args)
-    for g, w in zip([got[0], *got[1]], [want[0], *want[1]]):
-        np.testing.assert_allclose(g, w, rtol=1e-14)
+    for g, w in zip([got[0], *got[1]], [want[0], *want[1]]):   # log x + sin y may cancel: its scale
+        np.testing.assert_allclose(g, w, rtol=1e-14, atol=1e-14 * np.abs(w).max())
 
 
 def test_log_outside_its_normal_domain_in_a_fused_program(rng):
