@@ -346,7 +346,19 @@ class Dask(NumPyLike):
         return self.gather(x, _positions(tuple(x.shape))[idx])
 
     def gate_scatter(self, g: Any, index: Any = None, shape: tuple[int, ...] = ()) -> Any:
-        return Standard.gate_scatter(self, g, index, shape)
+        idx = index if isinstance(index, tuple) else (index,)
+        if not any(isinstance(i, self.lib.array_type) for i in idx):
+            return Standard.gate_scatter(self, g, index, shape)
+        # index arrays that are Dask arrays themselves (a lazy argsort's order): the flat positions
+        # computed lazily, one integer array per axis, then a bincount
+        if len(idx) != len(shape) or any(_basic(i) for i in idx):
+            raise IndexError("scatter on Dask: with Dask index arrays, give one integer array per axis")
+        strides = np.cumprod((1,) + tuple(shape[:0:-1]))[::-1]
+        flat = sum(i * int(st) for i, st in zip(idx, strides))
+        flat = self.native.broadcast_to(flat, tuple(g.shape)).rechunk(g.chunks)
+        n = int(np.prod(shape, dtype=np.int64))
+        out = self.native.bincount(flat.reshape((-1,)), weights=g.reshape((-1,)), minlength=n)
+        return out.astype(g.dtype).reshape(tuple(shape))
 
     def gate_setitem(self, x: Any, v: Any, index: Any = None) -> Any:
         return Standard.gate_setitem(self, x, v, index)
@@ -365,6 +377,11 @@ class Dask(NumPyLike):
 
     def gate_take_along_axis(self, x: Any, indices: Any = None, axis: int = -1) -> Any:
         ax = axis % x.ndim
+        if isinstance(indices, self.lib.array_type):  # lazy indices: per block, the axis in one chunk
+            x = x.rechunk({ax: -1})
+            chunks = tuple(c if i != ax else (indices.shape[ax],) for i, c in enumerate(x.chunks))
+            indices = indices.rechunk(chunks)
+            return self.native.map_blocks(np.take_along_axis, x, indices, axis=ax, dtype=x.dtype, chunks=chunks)
         idx = np.asarray(self.numpy_index(indices))
         full = tuple(np.broadcast_to(np.arange(s).reshape((-1,) + (1,) * (x.ndim - 1 - i)), idx.shape)
                      if i != ax else idx for i, s in enumerate(x.shape))

@@ -314,6 +314,10 @@ class _LibraryOps:
         self.asarray = lib.constant
         self.mask = lib.adapter.mask
 
+    def apply_gate(self, gate: Any, *inputs: Any, **params: Any) -> Any:
+        """The gate on this library's arrays with its own convention (inputs, then params)."""
+        return self._lib.forward(gate)(*inputs, **params)
+
     def eye(self, n: int, m: int | None = None, k: int = 0, dtype: Any = None) -> Any:
         return self._lib.xp.eye(n, m, k=k, dtype=dtype or self._lib.float_dtype())
 

@@ -1128,8 +1128,12 @@ class Compiled:
         return self._slow_call(args, kwargs)
 
     def _slow_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        from . import compile_libraries
         from .autodiff import as_float_array
         from .tensor import Tensor
+
+        if not kwargs and compile_libraries.uses_dask(args):  # Dask: the kernel per chunk (see there)
+            return compile_libraries.call(self, args)
 
         if kwargs:
             try:

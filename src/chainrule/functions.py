@@ -423,7 +423,7 @@ def take(x: ArrayLike, indices: Any, axis: int | None = None, **kw: Any) -> Tens
 
 def take_along_axis(x: ArrayLike, indices: Any, axis: int | None = -1) -> Tensor:
     """Elements picked by ``indices`` along ``axis`` (what argsort's order picks)."""
-    idx = backend.to_numpy(_values(indices))
+    idx = _values(indices)
     if axis is None:
         return _index(ravel(x), idx)
     return apply(_G["take_along_axis"], x, indices=idx, axis=int(axis) % _ndim(x))
@@ -437,8 +437,8 @@ def sort(x: ArrayLike, axis: int | None = -1, **kw: Any) -> Tensor:
     data = _values(x)
     if data.__class__ is np.ndarray:
         order = np.argsort(data, axis=axis, kind="stable")
-    else:  # another library: its argsort, the positions taken to NumPy (a constant of the gather)
-        order = backend.to_numpy(backend.namespace_of(data).argsort(data, axis=axis, stable=True))
+    else:  # another library's argsort (on Dask, lazy like the values)
+        order = backend.namespace_of(data).argsort(data, axis=axis, stable=True)
     return take_along_axis(x, order, axis)
 
 

@@ -232,9 +232,9 @@ def _nansum_jvp(m, tangents, x, out, axis=None, keepdims=False):
 
 
 def _nanmean_jvp(m, tangents, x, out, axis=None, keepdims=False):
-    present = mask(m, m.logical_not(m.isnan(x)))
+    present = m.logical_not(m.isnan(x))
     return m.sum(m.where(present, tangents[0], 0.0), axis=axis, keepdims=keepdims) / \
-        m.sum(present, axis=axis, keepdims=keepdims)
+        m.sum(mask(m, present), axis=axis, keepdims=keepdims)
 
 
 def _logsumexp_jvp(m, tangents, x, out, axis=None, keepdims=False):
