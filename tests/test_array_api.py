@@ -321,3 +321,60 @@ def test_compile_of_a_reduction_on_dask_is_the_eager_graph() -> None:
         out, g = cr.compile(lambda x: (np.sin(x) * x).sum())(dx)
     np.testing.assert_allclose(out.compute(scheduler="sync"), (np.sin(x) * x).sum(), rtol=1e-12)
     np.testing.assert_allclose(g.compute(scheduler="sync"), np.cos(x) * x + np.sin(x), rtol=1e-12)
+
+
+# ---- models and compiled code on other libraries ------------------------------------------------------
+
+
+def _mlp() -> Any:
+    return cr.nn.Sequential(cr.nn.Linear(6, 5, rng=1, dtype=np.float64), cr.nn.ReLU(),
+                            cr.nn.Linear(5, 3, rng=2, dtype=np.float64))
+
+
+def test_a_model_moved_to_a_library_trains_like_on_numpy(lib: Library, lazy_only: None) -> None:
+    """model.to(module) moves the parameters (still nn.Parameters); the loss, its backward pass and the
+    parameters' gradients equal NumPy's; model.to(np) brings them back."""
+    import importlib
+
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((8, 6)), rng.integers(0, 3, 8)
+    moved, ref = _mlp(), _mlp()
+    moved.to(importlib.import_module(lib.name))
+    assert all(isinstance(p, cr.nn.Parameter) and isinstance(p.data, lib.array_type) for p in moved.parameters())
+    loss = cr.nn.cross_entropy(moved(lib.convert(X)), lib.convert(y))
+    loss.backward()
+    loss0 = cr.nn.cross_entropy(ref(X), y)
+    loss0.backward()
+    _check(lib, [loss.data, *[p.grad for p in moved.parameters()]], [loss0.data, *[p.grad for p in ref.parameters()]],
+           "loss and parameter gradients")
+    import dask
+
+    with dask.config.set(scheduler="sync"):  # (back to NumPy computes: that is what it is asked to do)
+        moved.to(np)
+    assert all(type(p) is cr.nn.Parameter and isinstance(p.data, np.ndarray) for p in moved.parameters())
+
+
+def test_compile_on_a_numpy_like_library_runs_the_numpy_plan_there() -> None:
+    """The path CuPy takes (tests/test_cupy.py runs it on a GPU): the NumPy plan's code with ``np``
+    standing for the library's module, traced and checked on host copies, run on the library's arrays.
+    Dask's module mirrors NumPy's too, so it stands in for CuPy here (cr.compile itself gives Dask
+    arrays the kernel per chunk instead)."""
+    from chainrule import backend, compile_libraries
+
+    x, y, dx, dy = _chunked(5_000, 1_000)
+    fast = cr.compile(complex_layer, argnums=(0, 1))
+    out, (fx, fy) = compile_libraries.call_numpy_like(fast, (dx, dy), backend.library_of(dx))
+    assert fast.backend_used == "numpy" and "np.log(x)" in fast.source
+    assert all(isinstance(a, type(dx)) for a in (out, fx, fy))
+    out0, (fx0, fy0) = cr.value_and_grad(complex_layer, argnums=(0, 1))(x, y)
+    for a, b in zip((out, fx, fy), (out0, fx0, fy0)):
+        np.testing.assert_allclose(a.compute(scheduler="sync"), b, rtol=1e-12)
+
+
+def test_compile_on_array_api_strict_runs_the_eager_engine() -> None:
+    """A library with nothing beyond the standard has no NumPy plan to run: compile answers with the
+    eager engine on its arrays (the same values, the same library)."""
+    x, y = np.array([0.5, 1.5, 2.0]), np.array([0.25, 1.0, 3.0])
+    out, (fx, fy) = cr.compile(complex_layer, argnums=(0, 1))(strict.asarray(x), strict.asarray(y))
+    out0, (fx0, fy0) = cr.value_and_grad(complex_layer, argnums=(0, 1))(x, y)
+    _check(_strict(), [out, fx, fy], [out0, fx0, fy0], "compiled on array-api-strict")

@@ -50,6 +50,12 @@ def adapter_for(lib: Any) -> Standard:
     return Standard(lib)
 
 
+def backend_kind(a: Any) -> str:
+    from .backend import kind
+
+    return kind(a.dtype) if hasattr(a, "dtype") else "?"
+
+
 def _basic(i: Any) -> bool:
     return i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice))
 
@@ -291,8 +297,18 @@ class NumPyLike(Standard):
     def getitem(self, x: Any, index: Any) -> Any:
         return x[self.index(index)]
 
+    def _add_at(self) -> Any:
+        if self.lib.name == "cupy":
+            try:
+                import cupyx
+
+                return cupyx.scatter_add  # CuPy's own scatter-add (its add.at is younger)
+            except ImportError:
+                pass
+        return getattr(getattr(self.native, "add", None), "at", None)
+
     def gate_scatter(self, g: Any, index: Any = None, shape: tuple[int, ...] = ()) -> Any:
-        add_at = getattr(getattr(self.native, "add", None), "at", None)
+        add_at = self._add_at()
         if add_at is None:
             return super().gate_scatter(g, index, shape)
         z = self.xp.zeros(tuple(shape), dtype=g.dtype)
@@ -330,6 +346,8 @@ class Dask(NumPyLike):
         idx = index if isinstance(index, tuple) else (index,)
         if all(_basic(i) for i in idx):
             return x[index]
+        if any(isinstance(i, self.lib.array_type) for i in idx):
+            return self._lazy_gather(x, idx)
         # a NumPy mask as the positions it keeps (chunk sizes stay known); several index arrays, which
         # Dask does not index with, as a gather
         spelled: list[Any] = []
@@ -344,6 +362,19 @@ class Dask(NumPyLike):
             except (NotImplementedError, IndexError, ValueError, TypeError):
                 pass
         return self.gather(x, _positions(tuple(x.shape))[idx])
+
+    def _lazy_gather(self, x: Any, idx: tuple[Any, ...]) -> Any:
+        """``x[idx]`` where index arrays are Dask arrays (labels of a lazy loss): one along one axis as
+        Dask indexes, one integer array per axis through the flat positions, computed lazily."""
+        arrays = [i for i in idx if not _basic(i)]
+        if len(arrays) == 1 and arrays[0].ndim == 1 and backend_kind(arrays[0]) in "iu":
+            return x[idx]
+        if len(idx) != x.ndim or any(_basic(i) or backend_kind(i) not in "iu" for i in idx):
+            raise IndexError("indexing a Dask array with Dask index arrays: give one integer array for one "
+                             "axis, or one for every axis")
+        strides = np.cumprod((1,) + tuple(x.shape[:0:-1]))[::-1]
+        flat = sum(i * int(st) for i, st in zip(idx, strides))
+        return x.reshape((-1,), merge_chunks=True)[flat.reshape((-1,))].reshape(flat.shape)
 
     def gate_scatter(self, g: Any, index: Any = None, shape: tuple[int, ...] = ()) -> Any:
         idx = index if isinstance(index, tuple) else (index,)

@@ -1132,8 +1132,9 @@ class Compiled:
         from .autodiff import as_float_array
         from .tensor import Tensor
 
-        if not kwargs and compile_libraries.uses_dask(args):  # Dask: the kernel per chunk (see there)
-            return compile_libraries.call(self, args)
+        lib = None if kwargs else compile_libraries.library_of_args(args)
+        if lib is not None:  # another array library than NumPy (Dask: the kernel per chunk; see there)
+            return compile_libraries.call(self, args, lib)
 
         if kwargs:
             try:
@@ -1253,10 +1254,11 @@ class Compiled:
             except ImportError:
                 use_ne = False
         arrays = [a for a in args if isinstance(a, np.ndarray)]
+        xp = self.__dict__.get("array_module", np)  # another NumPy-like library (see compile_libraries)
         use_numba = (self.backend in ("auto", "numba") and max([a.size for a in arrays] + [0]) >= FUSED_MIN_SIZE
-                     and _numba_available(warn=self.backend == "numba"))
-        source, fn, backend = lower(program, params, dict(zip(params, arrays)), use_numexpr=use_ne,
-                                    use_numba=use_numba)
+                     and xp is np and _numba_available(warn=self.backend == "numba"))
+        source, fn, backend = lower(program, params, dict(zip(params, arrays)), use_numexpr=use_ne and xp is np,
+                                    use_numba=use_numba, xp=xp)
         self._validate(fn, args, nums)
         return _Specialization(fn, source, program, backend)
 
@@ -1270,8 +1272,10 @@ class Compiled:
         move the values: the inputs' elements shuffled (each input keeps its range, so logs stay
         defined) and the inputs negated (which catches ``if x > 0`` on a scalar); entries where the
         engine's answer is not finite are not compared."""
+        from . import backend
         from .autodiff import value_and_grad
 
+        xp = self.__dict__.get("array_module", np)
         rng = np.random.default_rng(0)
         probes = [
             [rng.permutation(a.ravel()).reshape(a.shape) if isinstance(a, np.ndarray) and a.size > 1 else a
@@ -1287,7 +1291,9 @@ class Compiled:
                     expected = value_and_grad(self.f, argnums=nums)(*plain)
                 except (ValueError, TypeError, ArithmeticError, IndexError):
                     continue  # the function is not defined there: nothing to compare
-                got = fn(*[a for a in probe if isinstance(a, np.ndarray)])
+                got = fn(*[_on(xp, a) for a in probe if isinstance(a, np.ndarray)])
+                if xp is not np:
+                    got = [backend.to_numpy(g) for g in got]
             out, grads = expected
             for g, e in zip(got, [out, *(grads if isinstance(grads, tuple) else (grads,))]):
                 e = np.asarray(e.data if hasattr(e, "data") and not isinstance(e, np.ndarray) else e)
@@ -1308,10 +1314,11 @@ class Compiled:
 
 
 def lower(program: Program, params: list[str], inputs: dict[str, np.ndarray], use_numexpr: bool = False,
-          use_numba: bool = False) -> tuple[str, Callable[..., tuple[Any, ...]], str]:
+          use_numba: bool = False, xp: Any = np) -> tuple[str, Callable[..., tuple[Any, ...]], str]:
     """Lower a program to planned code for inputs like ``inputs``; returns (source, function, backend),
     the backend being the one that ran: ``"numba"`` where the program was fused, else ``"numexpr"``
-    or ``"numpy"``."""
+    or ``"numpy"``. ``xp``: a NumPy-like module (CuPy) the code's ``np`` stands for; its code is the
+    plain operator code (no buffers), its constants are that library's arrays."""
     lowerer = _Lowerer(program)
     ins = lowerer.run()
     consts = dict(lowerer.consts)
@@ -1328,14 +1335,14 @@ def lower(program: Program, params: list[str], inputs: dict[str, np.ndarray], us
     ins = _fold_constants(ins, canon, params, env, consts)
     ins = _dead_code(ins, canon, program.returns)
     size = max([v.size for v in inputs.values()] + [1])
-    plan = size >= PLAN_MIN_SIZE
+    plan = size >= PLAN_MIN_SIZE and xp is np
     emitter = _Emitter(ins, canon, params, program.returns, env, consts, plan=plan,
                        use_numexpr=use_numexpr and size >= NUMEXPR_MIN_SIZE,
                        use_numba=use_numba and size >= FUSED_MIN_SIZE)
     src = emitter.emit()
-    namespace: dict[str, Any] = {"np": np}
+    namespace: dict[str, Any] = {"np": xp}
     namespace.update({helper_name(GATES[i.fn]): GATES[i.fn].forward for i in ins if i.kind == "helper"})
-    namespace.update(consts)
+    namespace.update(consts if xp is np else {k: _on(xp, v) for k, v in consts.items()})
     namespace.update(emitter.globals)
     header = "".join(f"# {name}: {_describe(v)}\n" if not name.startswith("_fill") else
                      f"# {name}: constant {v.dtype} {v.shape} of {v.flat[0].item() if v.size else 0!r} (a number, "
@@ -1374,6 +1381,17 @@ def _describe(v: Any) -> str:
     if type(v).__module__.startswith("numba"):
         return "the fused loop below, compiled by numba"
     return repr(v)
+
+
+def _on(xp: Any, value: Any) -> Any:
+    """A NumPy value (an array, or a tuple of them: an index) as ``xp``'s, for code run on that library."""
+    if xp is np:
+        return value
+    if isinstance(value, np.ndarray):
+        return xp.asarray(value)
+    if isinstance(value, tuple):
+        return tuple(_on(xp, v) for v in value)
+    return value
 
 
 def compile_source(src: str, namespace: dict[str, Any]) -> Callable[..., Any]:

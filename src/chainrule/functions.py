@@ -873,11 +873,15 @@ def check_class_labels(who: str, x: Any, y: Any, what: str = "scores") -> None:
     if y.shape != x.shape[:1]:
         raise ValueError(f"{who}: labels must have shape ({x.shape[0]},), one per row of the {what} "
                          f"{x.shape}, got shape {y.shape}")
-    if y.dtype.kind not in "iu":
+    if backend.kind(y.dtype) not in "iu":
         raise TypeError(f"{who}: labels must be integer class indices, got dtype {y.dtype}")
-    if y.size and (y.min() < 0 or y.max() >= x.shape[1]):
+    if backend.is_lazy(y):
+        return  # (their values are not known until the caller computes; Dask checks nothing either)
+    xp = _namespace(y)
+    low, high = (int(xp.min(y)), int(xp.max(y))) if y.size else (0, 0)
+    if low < 0 or high >= x.shape[1]:
         raise ValueError(f"{who}: labels must lie in 0..{x.shape[1] - 1} (the {what} have "
-                         f"{x.shape[1]} classes), got labels from {y.min()} to {y.max()}")
+                         f"{x.shape[1]} classes), got labels from {low} to {high}")
 
 
 def cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: str = "mean") -> Tensor:

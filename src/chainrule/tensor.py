@@ -185,6 +185,8 @@ def _holds_tensor(seq: Any) -> bool:
 
 
 _PLAIN = frozenset((int, float, np.ndarray, np.float64, np.float32))
+#: Tensor and its subclasses (nn.Parameter): tensors of NumPy values, which the operators' fast path takes
+_NUMPY_TENSORS: set[type] = set()
 _NATIVE = backend.NATIVE
 _EMPTY: dict[str, Any] = {}  # shared "no params" (never mutated)
 _next_seq = itertools.count().__next__  # creation order: a topological order of the graph
@@ -245,7 +247,7 @@ def apply(gate: Gate, *args: Any, **params: Any) -> Tensor:
             r = a.requires_grad
             needs.append(r)
             track = track or r
-            foreign = foreign or cls is LibraryTensor
+            foreign = foreign or cls not in _NUMPY_TENSORS
         else:
             d = _as_operand(a)
             needs.append(False)
@@ -315,6 +317,9 @@ def binary_op(gate: Gate, reflected: bool = False) -> Any:
         elif cls in _PLAIN:
             ad = a
             ra = False
+        elif cls in _NUMPY_TENSORS:  # nn.Parameter
+            ad = a.data
+            ra = a.requires_grad
         else:
             return apply(gate, a, b)
         cls = b.__class__
@@ -324,6 +329,9 @@ def binary_op(gate: Gate, reflected: bool = False) -> Any:
         elif cls in _PLAIN:
             bd = b
             rb = False
+        elif cls in _NUMPY_TENSORS:  # nn.Parameter
+            bd = b.data
+            rb = b.requires_grad
         else:
             return apply(gate, a, b)
         if ra or rb:
@@ -359,7 +367,7 @@ def binary_op(gate: Gate, reflected: bool = False) -> Any:
 
 def apply1(gate: Gate, a: Any) -> Tensor:
     """:func:`apply` for a unary gate without params."""
-    if a.__class__ is not Tensor:  # a number, an array, or a LibraryTensor
+    if a.__class__ is not Tensor and a.__class__ not in _NUMPY_TENSORS:  # a number, an array, a LibraryTensor
         return apply(gate, a)
     st = current()
     track = a.requires_grad and st.grad_enabled and gate.differentiable
@@ -481,7 +489,12 @@ class Tensor:
 
     def __new__(cls, data: Any = None, *args: Any, **kwargs: Any) -> Tensor:
         # values of another array library than NumPy make a LibraryTensor (see there)
-        return object.__new__(tensor_class(data) if cls is Tensor else cls)
+        return object.__new__(tensor_class(data, cls))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_numpy_class" not in cls.__dict__:  # (a library class names the NumPy class it is made for)
+            _NUMPY_TENSORS.add(cls)
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None):
         if isinstance(data, Tensor):
@@ -1047,22 +1060,38 @@ def array(obj: Any, dtype: Any = None) -> Tensor:
 _new_tensor = object.__new__  # the operators' allocation, without Tensor.__new__'s choice of class
 
 
+_NUMPY_TENSORS.add(Tensor)
+
+
 class LibraryTensor(Tensor):
     """A tensor whose values belong to another array library than NumPy (CuPy, Dask, ...). Made by
     ``Tensor(...)`` and by operations on such values; its operators take :func:`apply`'s path, which
-    finds the library, so the NumPy tensor's operators check for nothing."""
+    finds the library, so the NumPy tensor's operators check for nothing. A subclass of Tensor
+    (``nn.Parameter``) gets its own library class the same way: ``Library<Name>(<Name>, LibraryTensor)``."""
 
     __slots__ = ()
+    _numpy_class = Tensor
 
 
-def tensor_class(data: Any) -> type:
-    """The tensor class for values ``data``: :class:`Tensor` for NumPy's (and numbers, lists), else
-    :class:`LibraryTensor`."""
+_LIBRARY_CLASSES: dict[type, type] = {Tensor: LibraryTensor}
+
+
+def tensor_class(data: Any, base: type | None = None) -> type:
+    """The class of a tensor of ``base`` (Tensor, or a subclass such as ``nn.Parameter``) holding
+    ``data``: ``base`` itself for NumPy's values (and numbers, lists), else its library class."""
+    if base is None:
+        base = data.__class__ if isinstance(data, Tensor) else Tensor
     if isinstance(data, Tensor):
-        return data.__class__
+        data = data.data
+    base = base.__dict__.get("_numpy_class", base)
     if data.__class__ in _NATIVE or isinstance(data, (list, tuple)) or backend.library_of(data) is None:
-        return Tensor
-    return LibraryTensor
+        return base
+    lib_cls = _LIBRARY_CLASSES.get(base)
+    if lib_cls is None:
+        lib_cls = _LIBRARY_CLASSES[base] = type(f"Library{base.__name__}", (base, LibraryTensor),
+                                                {"__slots__": (), "_numpy_class": base,
+                                                 "__module__": base.__module__})
+    return lib_cls
 
 
 def _library_op(gate: Gate, reflected: bool = False) -> Any:
