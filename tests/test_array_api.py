@@ -63,8 +63,11 @@ def _dask() -> Library:
 
 
 LIBRARIES = {"strict": _strict, "dask": _dask}
-#: gates a library cannot serve (the standard has no einsum; array-api-strict has only the standard)
-UNSERVED = {"array_api_strict": {"einsum"}, "dask.array": set()}
+#: gates a library cannot serve: array-api-strict has only the standard, which has no einsum and none of
+#: SciPy's special functions (the gates of chainrule.gates.special, where that module exists)
+UNSERVED = {"array_api_strict": {"einsum"} | {n for n, g in cr.GATES.items()
+                                              if getattr(g.forward, "__module__", "") == "chainrule.gates.special"},
+            "dask.array": set()}
 
 
 @pytest.fixture(params=list(LIBRARIES), scope="module")
@@ -378,3 +381,36 @@ def test_compile_on_array_api_strict_runs_the_eager_engine() -> None:
     out, (fx, fy) = cr.compile(complex_layer, argnums=(0, 1))(strict.asarray(x), strict.asarray(y))
     out0, (fx0, fy0) = cr.value_and_grad(complex_layer, argnums=(0, 1))(x, y)
     _check(_strict(), [out, fx, fy], [out0, fx0, fy0], "compiled on array-api-strict")
+
+
+def test_an_elementwise_gate_beyond_the_standard_runs_chunk_by_chunk_on_dask() -> None:
+    """A gate whose forward only NumPy has (SciPy's special functions are such): on Dask, NumPy's
+    forward runs on each chunk, lazily; array-api-strict, with nothing beyond the standard, refuses it
+    by name. Its rule is written with other gates, so the gradient follows on both."""
+    import dask
+
+    from chainrule.gates import ELEMENTWISE, GATES, Gate, register
+    from chainrule.tensor import apply
+
+    def _gd(xp: Any, x: Any) -> Any:  # the Gudermannian, 2·atan(tanh(x/2)): a name only NumPy here knows
+        if xp is not np:
+            return xp.gudermannian(x)
+        return 2 * np.arctan(np.tanh(x / 2))
+
+    register(Gate("gudermannian", _gd, "gd gate: local gradient 1/cosh x", "gd({0})", kind=ELEMENTWISE,
+                  local=(lambda m, x, out: 1 / m.cosh(x),)))
+    try:
+        x = np.linspace(-1.0, 2.5, 9)
+
+        def f(t: Any) -> Any:
+            return apply(GATES["gudermannian"], t).sum()
+
+        dx = _dask().convert(x)
+        with dask.config.set(scheduler=_forbid):
+            value, g = cr.value_and_grad(f)(dx)
+        np.testing.assert_allclose(value.compute(scheduler="sync"), (2 * np.arctan(np.tanh(x / 2))).sum())
+        np.testing.assert_allclose(g.compute(scheduler="sync"), 1 / np.cosh(x), rtol=1e-12)
+        with pytest.raises(UnsupportedError, match="gudermannian: array_api_strict cannot serve this gate"):
+            cr.value_and_grad(f)(strict.asarray(x))
+    finally:
+        del GATES["gudermannian"]

@@ -24,6 +24,9 @@ cbrt, sinc, exp2, fmax,     native                 native                    com
 fmod, nansum, rint, ...                                                      functions
 bool arithmetic (x > 0      as NumPy               as NumPy                  converted to float
 times a gradient)                                                            (``mask``)
+any other elementwise gate  NumPy's forward, by    NumPy's forward on each   none: the gate raises
+(SciPy's special            NumPy's dispatch       chunk (``elemwise``)
+functions)                  (``__array_ufunc__``)
 ==========================  =====================  ========================  ==========================
 
 "Positions" are a NumPy array of the flat positions of the input's elements, put through the same
@@ -38,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from .gates.core import ELEMENTWISE, NONDIFF
 from .gates.shape import _pad_index, _positions, _strided_index, _window_index
 
 
@@ -72,6 +76,10 @@ class Standard:
         """The function serving ``gate`` on this library (called ``fn(*inputs, **params)``), or None
         where the standard's own function does."""
         return getattr(self, "gate_" + gate.name, None)
+
+    def fallback(self, gate: Any) -> Any:
+        """The last resort for a gate neither the standard nor this adapter has (None: it raises)."""
+        return None
 
     # ---- conveniences NumPy has and the standard leaves out ----------------------------------------
     def mask(self, b: Any) -> Any:
@@ -287,6 +295,24 @@ class NumPyLike(Standard):
     def mask(self, b: Any) -> Any:
         return b  # bool arithmetic as in NumPy
 
+    def fallback(self, gate: Any) -> Any:
+        # an elementwise gate: NumPy's forward on the library's arrays, which NumPy's ufuncs hand over
+        # to the library (its __array_ufunc__); anything but the library's array back is refused
+        if gate.kind not in (ELEMENTWISE, NONDIFF):
+            return None
+        lib = self.lib
+
+        def fn(*args: Any, **params: Any) -> Any:
+            out = gate.fn(*args, **params)
+            if not isinstance(out, lib.array_type):
+                from .backend import UnsupportedError
+
+                raise UnsupportedError(f"{gate.name}: {lib.name} cannot serve this gate (NumPy's forward gave "
+                                       f"a {type(out).__name__}, not a {lib.name} array)")
+            return out
+
+        return fn
+
     def index(self, index: Any) -> Any:
         """NumPy index arrays in ``index`` as this library's arrays."""
         def one(i: Any) -> Any:
@@ -333,6 +359,17 @@ class Dask(NumPyLike):
 
     def _take(self, flat: Any, positions: np.ndarray) -> Any:
         return self.native.take(flat, positions, axis=0)  # NumPy positions: chunk sizes stay known
+
+    def fallback(self, gate: Any) -> Any:
+        # an elementwise gate: NumPy's forward on each chunk (chunk-local by definition), lazily
+        if gate.kind not in (ELEMENTWISE, NONDIFF):
+            return None
+        from dask.array.core import elemwise
+
+        def fn(*args: Any, **params: Any) -> Any:
+            return elemwise(lambda *blocks: gate.fn(*blocks, **params), *args)
+
+        return fn
 
     def scatter_flat(self, g: Any, positions: np.ndarray, n: int) -> Any:
         da = self.native

@@ -263,16 +263,19 @@ def bind_library(gate: Gate, lib: Any) -> Callable[..., Any]:
     served = lib.adapter.serve(gate)
     if served is not None:
         return served
+    fallback = lib.adapter.fallback(gate)
     std = gate.std if gate.std is not None else gate.forward
     if not isinstance(std, str):
-        return _bind_standard(gate, std, lib)
+        return _bind_standard(gate, std, lib, fallback)
     try:
         return resolve(lib.xp, std)
     except AttributeError:
-        return _unsupported(gate, lib, f"the Array API standard has no {std}, and its adapter supplies none")
+        return fallback or _unsupported(gate, lib, f"the Array API standard has no {std}, and its adapter "
+                                                   "supplies none")
 
 
-def _bind_standard(gate: Gate, forward: Callable[..., Any], lib: Any) -> Callable[..., Any]:
+def _bind_standard(gate: Gate, forward: Callable[..., Any], lib: Any, fallback: Callable[..., Any] | None
+                   ) -> Callable[..., Any]:
     xp = lib.xp
     spaces = (xp, getattr(xp, "linalg", None))
 
@@ -282,6 +285,8 @@ def _bind_standard(gate: Gate, forward: Callable[..., Any], lib: Any) -> Callabl
         except AttributeError as e:
             obj = getattr(e, "obj", None)
             if obj is not None and any(obj is s for s in spaces):
+                if fallback is not None:  # (the adapter's last resort for gates beyond the standard)
+                    return fallback(*args, **params)
                 from ..backend import UnsupportedError
 
                 raise UnsupportedError(f"{gate.name}: {lib.name} cannot serve this gate (its Array API "
