@@ -184,7 +184,7 @@ def _holds_tensor(seq: Any) -> bool:
     return False
 
 
-_PLAIN = frozenset((int, float, np.ndarray, np.float64, np.float32))
+_PLAIN = frozenset((int, float, bool, np.ndarray, np.float64, np.float32, np.int64))
 #: Tensor and its subclasses (nn.Parameter): tensors of NumPy values, which the operators' fast path takes
 _NUMPY_TENSORS: set[type] = set()
 _NATIVE = backend.NATIVE
