@@ -65,7 +65,7 @@ def run_backward(
     (for :func:`chainrule.trace`). Intermediate buffers are dropped as soon as they are used
     unless ``retain_graph``.
     """
-    if backend.kind(root.data.dtype) == "c":
+    if getattr(root.data.dtype, "kind", "") == "c" or backend.kind(root.data.dtype) == "c":
         raise TypeError("backward() of a complex value: chainrule differentiates real functions; the function "
                         "produced complex numbers (take .real of a real-valued expression, or avoid complex math)")
     if not root.requires_grad:
@@ -269,10 +269,12 @@ def _make_leaves(
         if not -n <= i < n:
             raise ValueError(f"argnums names argument {i}, but the function was called with {n} positional "
                              f"argument{'s' if n != 1 else ''}")
-    if any(a.__class__ not in _ARGS_FAST for a in args):
-        # the arrays of one call come from one library (NumPy constants inside f are moved into it)
-        backend.common_library([a.data if isinstance(a, Tensor) else a for a in args],
-                               getattr(f, "__name__", "f"))
+    for a in args:
+        if a.__class__ not in _ARGS_FAST:
+            # the arrays of one call come from one library (NumPy constants inside f are moved into it)
+            backend.common_library([a.data if isinstance(a, Tensor) else a for a in args],
+                                   getattr(f, "__name__", "f"))
+            break
     args_l = list(args)
     leaves = []
     # inside an outer differentiation (its function is running, or an argument carries its graph)
@@ -341,7 +343,7 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> C
         out = _call(f, args_l, kwargs)
         if _PREVIOUS:  # an input changed by item assignment inside f: its first version is the input
             leaves = [original(leaf) for leaf in leaves]
-        if backend.kind(out.data.dtype) == "c":
+        if out.data.__class__ not in backend.NATIVE or out.data.dtype.kind == "c":  # (other libraries' dtypes)
             _refuse_complex_output(out, f)
         if out.requires_grad:
             got = run_backward(out, targets=leaves, accumulate=False, create_graph=nested)
