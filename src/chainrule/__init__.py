@@ -13,6 +13,7 @@ from __future__ import annotations
 from . import backend
 from . import functions as _functions
 from .autodiff import AnomalyError, GraphFreedError, detect_anomaly, grad, value_and_grad, vjp
+from .backend import MixedLibrariesError, UnsupportedError
 from .check import BackwardReport, GradcheckError, check_backward, gradcheck
 from .compile import Compiled, compile  # the package chainrule.compile; the name is the function
 from .custom import gate
@@ -21,7 +22,7 @@ from .functions import *  # noqa: F403 - every NumPy-named function (cr.exp, cr.
 from .gates import GATES, Gate
 from .graph import BackwardStep, Equation, Graph, LocalGrad, Node, trace
 from .render import GraphTooLargeError, RenderError
-from .tensor import ShapeError, Tensor, array, enable_grad, expanded, no_grad, tensor
+from .tensor import LibraryTensor, ShapeError, Tensor, array, enable_grad, expanded, no_grad, tensor
 
 backend.set_array_namespace(backend.get_array_namespace())
 
@@ -32,7 +33,8 @@ __all__ = [
     "AnomalyError", "Equation", "GATES", "Gate", "Graph", "Node", "trace", "GradcheckError", "GraphFreedError",
     "ShapeError", "Tensor", "array", "detect_anomaly", "enable_grad", "expanded", "grad", "gradcheck", "no_grad",
     "tensor", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "gate", "nn", "optim", "data",  # noqa: F405 - nn, optim, data load lazily
-    "BackwardStep", "LocalGrad", "GraphTooLargeError", "RenderError",
+    "BackwardStep", "LocalGrad", "GraphTooLargeError", "RenderError", "LibraryTensor", "MixedLibrariesError",
+    "UnsupportedError",
     *_functions.__all__,
 ]
 __all__ += ["special", "signal"]  # noqa: F405 - SciPy's special functions and convolution, loaded lazily

@@ -21,6 +21,7 @@ from .tensor import (
     _PREVIOUS,
     _WRITTEN,
     Tensor,
+    _new_tensor,
     apply,
     check_written,
     current,
@@ -29,10 +30,14 @@ from .tensor import (
     nested,
     original,
     parent_at,
+    tensor_class,
     user_frame,
 )
 
 __all__ = ["backward", "grad", "value_and_grad", "vjp", "detect_anomaly", "AnomalyError"]
+
+#: argument types that need no check for mixed array libraries
+_ARGS_FAST = frozenset((np.ndarray, float, int, bool, np.float64, np.float32))
 
 
 class AnomalyError(FloatingPointError):
@@ -60,7 +65,7 @@ def run_backward(
     (for :func:`chainrule.trace`). Intermediate buffers are dropped as soon as they are used
     unless ``retain_graph``.
     """
-    if root.data.dtype.kind == "c":
+    if getattr(root.data.dtype, "kind", "") == "c" or backend.kind(root.data.dtype) == "c":
         raise TypeError("backward() of a complex value: chainrule differentiates real functions; the function "
                         "produced complex numbers (take .real of a real-valued expression, or avoid complex math)")
     if not root.requires_grad:
@@ -70,13 +75,14 @@ def run_backward(
         )
     graph = create_graph
     retain = retain_graph or create_graph or keep_all
-    m = functions if graph else backend.array_ops
+    m = functions if graph else backend.ops_for(root.data)
+    xp = backend.namespace_of(root.data)
     if seed is None:
-        seed = backend.xp.ones_like(root.data)
+        seed = xp.ones_like(root.data)
         if graph:
             seed = Tensor(seed)
     else:
-        seed_data = seed.data if isinstance(seed, Tensor) else backend.xp.asarray(seed, dtype=root.data.dtype)
+        seed_data = seed.data if isinstance(seed, Tensor) else _as_like(seed, root.data)
         if seed_data.shape != root.shape:
             raise ValueError(f"backward: gradient of shape {seed_data.shape} given for a tensor of shape {root.shape}")
         seed = (seed if isinstance(seed, Tensor) else Tensor(seed_data)) if graph else seed_data
@@ -150,7 +156,9 @@ def _deliver(leaf: Tensor, g: Any, graph: bool, delivered: set[int]) -> None:
     """Accumulate ``g`` into a leaf's ``.grad`` without ever aliasing another leaf's gradient."""
     _refuse_complex(g, leaf.data)
     if not graph:
-        if id(g) in delivered or not isinstance(g, np.ndarray) or g.base is not None:
+        if leaf.data.__class__ is not np.ndarray and backend.library_of(leaf.data) is not None:
+            g = _library_grad(g, leaf.data, delivered)
+        elif id(g) in delivered or not isinstance(g, np.ndarray) or g.base is not None:
             # a copy, so .grad never aliases another leaf's gradient, the caller's seed, or a
             # read-only broadcast view (sum's gradient): optimizers update .grad in place
             g = backend.xp.array(g, dtype=leaf.data.dtype)
@@ -160,6 +168,30 @@ def _deliver(leaf: Tensor, g: Any, graph: bool, delivered: set[int]) -> None:
     leaf.grad = g if leaf.grad is None else leaf.grad + g
 
 
+def _library_grad(g: Any, like: Any, delivered: set[int]) -> Any:
+    """A gradient for a leaf of another library than NumPy: of the leaf's dtype, broadcast to its shape,
+    and a copy where it could alias another array (a Dask array is never written, so never copied)."""
+    lib = backend.library_of(like)
+    xp = lib.xp
+    if g.dtype != like.dtype:
+        g = xp.astype(g, like.dtype)
+    if tuple(g.shape) != tuple(like.shape):
+        g = xp.broadcast_to(g, tuple(like.shape))
+    if not lib.lazy and (id(g) in delivered or g is like):
+        g = xp.asarray(g, copy=True)
+    return g
+
+
+def _as_like(value: Any, like: Any) -> Any:
+    """``value`` (a seed, an upstream gradient) as an array of ``like``'s library and dtype."""
+    if like.__class__ in backend.NATIVE or backend.library_of(like) is None:
+        return backend.xp.asarray(value, dtype=like.dtype)
+    lib = backend.library_of(like)
+    if isinstance(value, np.ndarray):
+        value = lib.constant(value)
+    return lib.xp.asarray(value, dtype=like.dtype)
+
+
 def backward(root: Tensor, grad: Any = None, retain_graph: bool = False, create_graph: bool = False) -> None:
     """``root.backward(...)``: accumulate d(root)/d(leaf) into every leaf's ``.grad``."""
     run_backward(root, grad, retain_graph=retain_graph, create_graph=create_graph)
@@ -167,7 +199,8 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False, create_
 
 def _refuse_complex(g: Any, leaf_data: Any) -> None:
     data = g.data if isinstance(g, Tensor) else g
-    if getattr(data, "dtype", None) is not None and data.dtype.kind == "c" and leaf_data.dtype.kind != "c":
+    if getattr(data, "dtype", None) is not None and backend.kind(data.dtype) == "c" and \
+            backend.kind(leaf_data.dtype) != "c":
         raise TypeError("the gradient of a real input came out complex: the function went through complex "
                         "numbers, which chainrule does not differentiate (it differentiates real functions)")
 
@@ -181,16 +214,18 @@ def as_float_array(value: Any, what: str) -> Any:
     """An input as a floating-point array (ints and bools promoted to float64); clear error otherwise."""
     if isinstance(value, Tensor):
         value = value.data
+    xp = backend.namespace_of(value)
     try:
-        arr = backend.xp.asarray(value)
+        arr = xp.asarray(value)
     except (ValueError, TypeError) as e:
         raise TypeError(f"{what}: cannot be used as an array ({e})") from None
-    if arr.dtype.kind in "biu":
-        return arr.astype(np.float64)
-    if arr.dtype.kind == "c":
+    kind = backend.kind(arr.dtype)
+    if kind in "biu":
+        return arr.astype(np.float64) if xp is backend.xp else xp.astype(arr, xp.float64)
+    if kind == "c":
         raise TypeError(f"{what}: complex input: chainrule differentiates real functions (pass the real and "
                         "imaginary parts as separate real arguments)")
-    if arr.dtype.kind != "f":
+    if kind != "f":
         raise TypeError(f"{what}: unsupported input of type {type(value).__name__} (dtype {arr.dtype}); "
                         "pass numbers, lists of numbers or NumPy arrays")
     return arr
@@ -234,6 +269,12 @@ def _make_leaves(
         if not -n <= i < n:
             raise ValueError(f"argnums names argument {i}, but the function was called with {n} positional "
                              f"argument{'s' if n != 1 else ''}")
+    for a in args:
+        if a.__class__ not in _ARGS_FAST:
+            # the arrays of one call come from one library (NumPy constants inside f are moved into it)
+            backend.common_library([a.data if isinstance(a, Tensor) else a for a in args],
+                                   getattr(f, "__name__", "f"))
+            break
     args_l = list(args)
     leaves = []
     # inside an outer differentiation (its function is running, or an argument carries its graph)
@@ -249,11 +290,13 @@ def _make_leaves(
             with enable_grad():
                 leaf = apply(GATES["identity"], a)
         else:
-            leaf = Tensor.__new__(Tensor)
             if a.__class__ is np.ndarray and a.dtype.kind == "f":
+                leaf = _new_tensor(Tensor)
                 leaf.data = a  # the common case, without the conversions below
             else:
-                leaf.data = as_float_array(a, _arg_name(f, i % n))
+                data = as_float_array(a, _arg_name(f, i % n))
+                leaf = _new_tensor(tensor_class(data))
+                leaf.data = data
             leaf.grad = None
             leaf.requires_grad = True
             leaf.name = None
@@ -278,7 +321,7 @@ def _check_output(out: Any, f: Callable[..., Any]) -> Any:
 
 
 def _refuse_complex_output(out: Tensor, f: Callable[..., Any]) -> None:
-    if out.data.dtype.kind == "c":
+    if backend.kind(out.data.dtype) == "c":
         raise TypeError(f"{getattr(f, '__name__', 'f')} returned complex values: chainrule differentiates real "
                         "functions (return a real value, e.g. the real part or the squared magnitude)")
 
@@ -300,7 +343,7 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> C
         out = _call(f, args_l, kwargs)
         if _PREVIOUS:  # an input changed by item assignment inside f: its first version is the input
             leaves = [original(leaf) for leaf in leaves]
-        if out.data.dtype.kind == "c":
+        if out.data.__class__ not in backend.NATIVE or out.data.dtype.kind == "c":  # (other libraries' dtypes)
             _refuse_complex_output(out, f)
         if out.requires_grad:
             got = run_backward(out, targets=leaves, accumulate=False, create_graph=nested)
@@ -311,14 +354,17 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> C
         for leaf in leaves:
             g = got.get(id(leaf))
             if g is None:
-                g = backend.xp.zeros_like(leaf.data)
+                g = backend.namespace_of(leaf.data).zeros_like(leaf.data)
                 g = Tensor(g) if nested else g
             elif not nested:
-                g = backend.xp.asarray(g)
-                if g.dtype.kind == "c":
-                    _refuse_complex(g, leaf.data)
-                if id(g) in seen or g is leaf.data or g.base is not None or g.dtype != leaf.data.dtype:
-                    g = g.astype(leaf.data.dtype)  # a copy: gradients never alias each other or a view
+                if leaf.data.__class__ is not np.ndarray and backend.library_of(leaf.data) is not None:
+                    g = _library_grad(g, leaf.data, seen)
+                else:
+                    g = backend.xp.asarray(g)
+                    if g.dtype.kind == "c":
+                        _refuse_complex(g, leaf.data)
+                    if id(g) in seen or g is leaf.data or g.base is not None or g.dtype != leaf.data.dtype:
+                        g = g.astype(leaf.data.dtype)  # a copy: gradients never alias each other or a view
                 seen.add(id(g))
             grads.append(g)
         value = out if nested else out.data
@@ -353,7 +399,7 @@ def vjp(f: Callable[..., Any], *args: Any) -> tuple[Any, Callable[[Any], tuple[A
     _refuse_complex_output(out, f)
 
     def vjp_fn(g: Any) -> tuple[Any, ...]:
-        gdata = g.data if isinstance(g, Tensor) else backend.xp.asarray(g, dtype=out.data.dtype)
+        gdata = g.data if isinstance(g, Tensor) else _as_like(g, out.data)
         if gdata.shape != out.shape:
             raise ValueError(f"vjp: upstream gradient has shape {gdata.shape}, the output has shape {out.shape}")
         got = run_backward(out, g if nested else gdata, targets=leaves, accumulate=False,
@@ -361,7 +407,7 @@ def vjp(f: Callable[..., Any], *args: Any) -> tuple[Any, Callable[[Any], tuple[A
         res = []
         for leaf in leaves:
             gl = got.get(id(leaf))
-            res.append(backend.xp.zeros_like(leaf.data) if gl is None else gl)
+            res.append(backend.namespace_of(leaf.data).zeros_like(leaf.data) if gl is None else gl)
         return tuple(res)
 
     return (out if nested else out.data), vjp_fn
@@ -380,8 +426,9 @@ class detect_anomaly(detect_switch):
 
 def _finite(x: Any) -> bool:
     data = x.data if isinstance(x, Tensor) else x
+    xp = backend.namespace_of(data)
     try:
-        return bool(backend.xp.all(backend.xp.isfinite(data)))
+        return bool(xp.all(xp.isfinite(data)))
     except TypeError:
         return True
 

@@ -35,7 +35,7 @@ def run_forward(out: Tensor, seeds: dict[int, Any], create: bool = False,
     """Tangents of every node ``out`` depends on, from the tangents ``seeds`` of some leaves (by
     ``id``); a node none of whose inputs carries a tangent gets none. ``create``: compute with
     chainrule's functions (tangents are tensors with graphs)."""
-    m = functions if create else backend.array_ops
+    m = functions if create else backend.ops_for(out.data)
     tangent: dict[int, Any] = dict(seeds)
     with enable_grad() if create else contextlib.nullcontext():
         for t in order if order is not None else _topological(out):
@@ -68,6 +68,7 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]) 
     primals, tangents = _as_tuple(primals, "primals"), _as_tuple(tangents, "tangents")
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+    backend.common_library([getattr(v, "data", v) for v in (*primals, *tangents)], "jvp")
     args_l, leaves, create = _make_leaves(f, primals, tuple(range(len(primals))))
     seeds: dict[int, Any] = {}
     for i, (leaf, t) in enumerate(zip(leaves, tangents)):
@@ -75,8 +76,9 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]) 
             tdata = t.data
         else:
             tdata = as_float_array(t, f"tangent {i}")
-        if np.shape(tdata) != leaf.shape:
-            raise ValueError(f"jvp: tangent {i} has shape {np.shape(tdata)}, but argument {i} has shape {leaf.shape}")
+        if tuple(tdata.shape) != tuple(leaf.shape):
+            raise ValueError(f"jvp: tangent {i} has shape {tuple(tdata.shape)}, but argument {i} has shape "
+                             f"{leaf.shape}")
         seeds[id(leaf)] = (t if isinstance(t, Tensor) else Tensor(tdata)) if create else tdata
     outs, single = _call_outputs(f, args_l)
     if _PREVIOUS:  # an input changed by item assignment inside f: its first version is the input
@@ -84,13 +86,14 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]) 
     values, tangents_out = [], []
     for out in outs:
         tangent = run_forward(out, seeds, create).get(id(out)) if out.requires_grad else None
+        xp = backend.namespace_of(out.data)
         if tangent is None:
-            zero = backend.xp.zeros_like(out.data)
+            zero = xp.zeros_like(out.data)
             tangent = Tensor(zero) if create else zero
         elif not create:
-            tangent = backend.xp.asarray(tangent)
+            tangent = xp.asarray(tangent)
             if tangent.shape != out.shape:
-                tangent = backend.xp.broadcast_to(tangent, out.shape).copy()
+                tangent = xp.asarray(xp.broadcast_to(tangent, out.shape), copy=True)
         values.append(out if create else out.data)
         tangents_out.append(tangent)
     if single:

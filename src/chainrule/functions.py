@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import backend
 from .gates import GATES, Gate, normalize_axis, normalize_pad_width, on_register, resolve, split_call
 from .tensor import Tensor, apply, apply1, binary_op
 
@@ -33,7 +34,9 @@ apply_gate = apply
 
 
 def _values(x: ArrayLike) -> Any:
-    return x.data if isinstance(x, Tensor) else np.asarray(x)
+    if isinstance(x, Tensor):
+        return x.data
+    return x if x.__class__ not in backend.NATIVE and backend.library_of(x) is not None else np.asarray(x)
 
 
 def _shape(x: ArrayLike) -> tuple[int, ...]:
@@ -389,7 +392,7 @@ def as_strided(x: ArrayLike, shape: Sequence[int] | None = None, strides: Sequen
     data = _values(x)
     shape = tuple(int(s) for s in (data.shape if shape is None else shape))
     strides = tuple(int(s) for s in (_c_strides(data) if strides is None else strides))
-    item = data.itemsize
+    item = backend.numpy_dtype(data.dtype).itemsize
     if any(s % item for s in strides):
         raise ValueError(f"as_strided: strides {strides} are not multiples of the item size {item}")
     if any(s < 0 for s in strides):
@@ -402,7 +405,7 @@ def as_strided(x: ArrayLike, shape: Sequence[int] | None = None, strides: Sequen
 
 
 def _c_strides(data: Any) -> tuple[int, ...]:
-    out, step = [], data.itemsize
+    out, step = [], backend.numpy_dtype(data.dtype).itemsize
     for s in reversed(data.shape):
         out.append(step)
         step *= builtins.max(s, 1)
@@ -420,7 +423,7 @@ def take(x: ArrayLike, indices: Any, axis: int | None = None, **kw: Any) -> Tens
 
 def take_along_axis(x: ArrayLike, indices: Any, axis: int | None = -1) -> Tensor:
     """Elements picked by ``indices`` along ``axis`` (what argsort's order picks)."""
-    idx = np.asarray(_values(indices))
+    idx = _values(indices)
     if axis is None:
         return _index(ravel(x), idx)
     return apply(_G["take_along_axis"], x, indices=idx, axis=int(axis) % _ndim(x))
@@ -431,7 +434,12 @@ def sort(x: ArrayLike, axis: int | None = -1, **kw: Any) -> Tensor:
     _no_extras("np.sort", {k: v for k, v in kw.items() if k != "kind"})
     if axis is None:
         x, axis = ravel(x), -1
-    return take_along_axis(x, np.argsort(_values(x), axis=axis, kind="stable"), axis)
+    data = _values(x)
+    if data.__class__ is np.ndarray:
+        order = np.argsort(data, axis=axis, kind="stable")
+    else:  # another library's argsort (on Dask, lazy like the values)
+        order = backend.namespace_of(data).argsort(data, axis=axis, stable=True)
+    return take_along_axis(x, order, axis)
 
 
 def partition(x: ArrayLike, kth: Any, axis: int = -1, **kw: Any) -> Tensor:
@@ -735,19 +743,34 @@ def unwindow(g: ArrayLike, shape: tuple[int, ...] = (), window_shape: tuple[int,
     return apply(_G["unwindow"], g, shape=tuple(shape), window_shape=tuple(window_shape), axis=axis)
 
 
-def ones_like(a: ArrayLike, dtype: Any = None, **kw: Any) -> np.ndarray:
+def ones_like(a: ArrayLike, dtype: Any = None, **kw: Any) -> Any:
     data = _values(a)
-    return np.ones(data.shape, dtype=dtype or data.dtype)
+    return _namespace(data).ones(tuple(data.shape), dtype=dtype or data.dtype)
 
 
-def zeros_like(a: ArrayLike, dtype: Any = None, **kw: Any) -> np.ndarray:
+def zeros_like(a: ArrayLike, dtype: Any = None, **kw: Any) -> Any:
     data = _values(a)
-    return np.zeros(data.shape, dtype=dtype or data.dtype)
+    return _namespace(data).zeros(tuple(data.shape), dtype=dtype or data.dtype)
 
 
-def full_like(a: ArrayLike, fill_value: Any, dtype: Any = None, **kw: Any) -> np.ndarray:
+def full_like(a: ArrayLike, fill_value: Any, dtype: Any = None, **kw: Any) -> Any:
     data = _values(a)
-    return np.full(data.shape, fill_value, dtype=dtype or data.dtype)
+    return _namespace(data).full(tuple(data.shape), fill_value, dtype=dtype or data.dtype)
+
+
+def _namespace(data: Any) -> Any:
+    """NumPy for NumPy arrays; the standard namespace of another library's (constants stay in it)."""
+    return np if data.__class__ is np.ndarray else backend.namespace_of(data)
+
+
+def mask(b: ArrayLike) -> Any:
+    """A truth value (``x > 0``) as a number, in a rule that builds a graph: as it is, unless its values
+    belong to a library whose adapter converts bools for arithmetic (see :func:`chainrule.gates.mask`)."""
+    data = b.data if isinstance(b, Tensor) else b
+    if data.__class__ in backend.NATIVE or backend.library_of(data) is None:
+        return b
+    converted = backend.library_of(data).adapter.mask(data)
+    return b if converted is data else Tensor(converted)
 
 
 def convolve(a: ArrayLike, v: ArrayLike, mode: str = "full") -> Tensor:
@@ -767,7 +790,8 @@ inv, solve, det, cholesky, pinv = _f("inv"), _f("solve"), _f("det"), _f("cholesk
 
 def slogdet(a: ArrayLike) -> tuple[Any, Tensor]:
     """(sign, ln|det a|): the sign is a constant, the log-determinant a gate."""
-    return np.sign(np.linalg.det(_values(a))), apply(_G["logabsdet"], a)
+    data = _values(a)
+    return _namespace(data).sign(apply(_G["det"], data).data), apply(_G["logabsdet"], a)
 
 
 def eigh(a: ArrayLike, UPLO: str = "L") -> Any:  # noqa: N803 - NumPy's name
@@ -856,11 +880,15 @@ def check_class_labels(who: str, x: Any, y: Any, what: str = "scores") -> None:
     if y.shape != x.shape[:1]:
         raise ValueError(f"{who}: labels must have shape ({x.shape[0]},), one per row of the {what} "
                          f"{x.shape}, got shape {y.shape}")
-    if y.dtype.kind not in "iu":
+    if backend.kind(y.dtype) not in "iu":
         raise TypeError(f"{who}: labels must be integer class indices, got dtype {y.dtype}")
-    if y.size and (y.min() < 0 or y.max() >= x.shape[1]):
+    if backend.is_lazy(y):
+        return  # (their values are not known until the caller computes; Dask checks nothing either)
+    xp = _namespace(y)
+    low, high = (int(xp.min(y)), int(xp.max(y))) if y.size else (0, 0)
+    if low < 0 or high >= x.shape[1]:
         raise ValueError(f"{who}: labels must lie in 0..{x.shape[1] - 1} (the {what} have "
-                         f"{x.shape[1]} classes), got labels from {y.min()} to {y.max()}")
+                         f"{x.shape[1]} classes), got labels from {low} to {high}")
 
 
 def cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: str = "mean") -> Tensor:
@@ -913,9 +941,9 @@ on_register(_add_method)
 linalg = SimpleNamespace(inv=inv, solve=solve, det=det, slogdet=slogdet, cholesky=cholesky, eigh=eigh,
                          eigvalsh=eigvalsh, svd=svd, pinv=pinv, norm=norm)
 
-_NOT_PUBLIC = {"Tensor", "apply", "apply1", "apply_gate", "namespace_kind", "binary_op", "split_call", "resolve",
-               "normalize_axis", "normalize_pad_width", "on_register", "Gate", "namedtuple", "Sequence", "Any",
-               "SimpleNamespace", "gate_function", "check_class_labels"}
+_NOT_PUBLIC = {"Tensor", "apply", "mask", "backend", "apply1", "apply_gate", "namespace_kind", "binary_op",
+               "split_call", "resolve", "normalize_axis", "normalize_pad_width", "on_register", "Gate", "namedtuple",
+               "Sequence", "Any", "SimpleNamespace", "gate_function", "check_class_labels"}
 __all__ = sorted(n for n, v in list(globals().items())
                  if not n.startswith("_") and n not in _NOT_PUBLIC and (callable(v) or n == "linalg")
                  and not isinstance(v, type))

@@ -437,6 +437,8 @@ def _caller_names() -> dict[int, str]:
 def _is_numeric(val: Any) -> bool:
     if isinstance(val, (Tensor, numbers.Number, np.ndarray, np.generic)) and not isinstance(val, bool):
         return True
+    if backend.library_of(val) is not None:  # an array of another library (Dask, CuPy...)
+        return backend.kind(val.dtype) in "biuf"
     if isinstance(val, list):
         try:
             return np.asarray(val).dtype.kind in "biuf"
@@ -533,7 +535,9 @@ def _build(out: Tensor, input_tensors: list[Tensor] | None, local_names: dict[in
 
 def _grad_or_zero(grads: dict[int, Any], t: Tensor) -> Any:
     g = grads.get(id(t))
-    return np.zeros_like(t.data) if g is None else np.asarray(g)
+    if t.data.__class__ in backend.NATIVE or backend.library_of(t.data) is None:
+        return np.zeros_like(t.data) if g is None else np.asarray(g)
+    return backend.namespace_of(t.data).zeros_like(t.data) if g is None else g
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from . import backend
 from . import functions as F
 from .fileio import NpzError, atomic_open, read_npz
-from .tensor import Tensor
+from .tensor import Tensor, tensor_class
 
 # convolution, pooling and normalization layers live in chainrule.layers and are loaded on first use
 _LAYERS = ("Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Flatten",
@@ -209,6 +210,16 @@ class Module:
     def eval(self) -> Module:
         """Evaluation mode (dropout off, batch normalization with the running statistics); returns self."""
         return self.train(False)
+
+    def to(self, array_module: Any) -> Module:
+        """Move every parameter's values to the array library ``array_module`` (``model.to(cupy)``, and
+        back with ``model.to(numpy)``), in place: the parameters stay the same objects, so an optimizer
+        made before keeps working (make it after, or its running state stays where it was made)."""
+        for p in self.parameters():
+            data = backend.to_numpy(p.data) if array_module is np else array_module.asarray(p.data)
+            p.data, p.grad = data, None
+            p.__class__ = tensor_class(data, type(p))
+        return self
 
     # ---- saving and loading ------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:

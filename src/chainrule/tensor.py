@@ -194,14 +194,17 @@ def _holds_tensor(seq: Any) -> bool:
     return False
 
 
-_PLAIN = frozenset((int, float, np.ndarray, np.float64, np.float32))
+_PLAIN = frozenset((int, float, bool, np.ndarray, np.float64, np.float32, np.int64))
+#: Tensor and its subclasses (nn.Parameter): tensors of NumPy values, which the operators' fast path takes
+_NUMPY_TENSORS: set[type] = set()
+_NATIVE = backend.NATIVE
 _EMPTY: dict[str, Any] = {}  # shared "no params" (never mutated)
 _next_seq = itertools.count().__next__  # creation order: a topological order of the graph
 
 
 def _result(gate: Gate, out: Any, parents: tuple[Any, ...], needs: tuple[bool, ...], track: bool,
-            params: dict[str, Any], datas: Any, anomaly: bool) -> Tensor:
-    t = _new_tensor(Tensor)
+            params: dict[str, Any], datas: Any, anomaly: bool, cls: type | None = None) -> Tensor:
+    t = _new_tensor(cls or Tensor)
     t.data = out
     t.grad = None
     t.name = None
@@ -228,33 +231,56 @@ def _result(gate: Gate, out: Any, parents: tuple[Any, ...], needs: tuple[bool, .
 
 
 def apply(gate: Gate, *args: Any, **params: Any) -> Tensor:
-    """Run ``gate`` on tensors and/or constants; record the node when a gradient will be needed."""
+    """Run ``gate`` on tensors and/or constants; record the node when a gradient will be needed.
+
+    The operands' array library decides where it runs: NumPy's (``gate.fn``), or that of the other
+    library's arrays among them (:func:`chainrule.backend.operands`)."""
     st = current()
     datas = []
     needs = []
     track = False
+    foreign = False
     if any(isinstance(a, (list, tuple)) for a in args):  # a list holding tensors is stacked into one
         args = tuple(array(a) if isinstance(a, (list, tuple)) and _holds_tensor(a) else a for a in args)
     for a in args:
-        if isinstance(a, Tensor):
-            datas.append(a.data)
+        cls = a.__class__
+        if cls is Tensor:
+            d = a.data
             r = a.requires_grad
             needs.append(r)
             track = track or r
-        else:
-            datas.append(_as_operand(a))
+        elif cls in _PLAIN:
+            d = a
             needs.append(False)
+        elif isinstance(a, Tensor):  # a LibraryTensor: its values belong to another array library
+            d = a.data
+            r = a.requires_grad
+            needs.append(r)
+            track = track or r
+            foreign = foreign or cls not in _NUMPY_TENSORS
+        else:
+            d = _as_operand(a)
+            needs.append(False)
+            foreign = foreign or d.__class__ not in _NATIVE
+        datas.append(d)
     track = track and st.grad_enabled and gate.differentiable
     if track and st.expand and gate.expand is not None:
         from . import functions
 
         return gate.expand(functions, *args, **params)
+    fn = gate.fn
+    lib = None
+    if foreign:
+        lib, datas = backend.operands(gate, datas, needs if track else ())
+        if lib is not None:
+            fn = lib.forward(gate)
     try:
-        out = gate.fn(*datas, **params)
+        out = fn(*datas, **params)
     except (ValueError, IndexError, TypeError) as err:
         raise _op_error(gate, datas, err, params) from None
     parents = tuple(a if isinstance(a, Tensor) else d for a, d in zip(args, datas)) if track else ()
-    t = _result(gate, out, parents, tuple(needs), track, params or _EMPTY, datas, st.anomaly)
+    t = _result(gate, out, parents, tuple(needs), track, params or _EMPTY, datas, st.anomaly,
+                None if lib is None else LibraryTensor)
     if not track and st.record_masks and st.grad_enabled and any(
             isinstance(a, Tensor) and _depends(a) for a in args):
         _record_forward_only(t, gate, tuple(a if isinstance(a, Tensor) else d for a, d in zip(args, datas)),
@@ -292,18 +318,32 @@ def binary_op(gate: Gate, reflected: bool = False) -> Any:
     def op(a: Any, b: Any) -> Tensor:
         if reflected:
             a, b = b, a
-        if isinstance(a, Tensor):
+        # NumPy tensors and plain numbers and arrays here; everything else (a LibraryTensor, whose values
+        # belong to another array library, lists, other scalar types) takes apply's path
+        cls = a.__class__
+        if cls is Tensor:
+            ad = a.data
+            ra = a.requires_grad
+        elif cls in _PLAIN:
+            ad = a
+            ra = False
+        elif cls in _NUMPY_TENSORS:  # nn.Parameter
             ad = a.data
             ra = a.requires_grad
         else:
-            a = ad = a if a.__class__ in _PLAIN else _as_operand(a)
-            ra = False
-        if isinstance(b, Tensor):
+            return apply(gate, a, b)
+        cls = b.__class__
+        if cls is Tensor:
+            bd = b.data
+            rb = b.requires_grad
+        elif cls in _PLAIN:
+            bd = b
+            rb = False
+        elif cls in _NUMPY_TENSORS:  # nn.Parameter
             bd = b.data
             rb = b.requires_grad
         else:
-            b = bd = b if b.__class__ in _PLAIN else _as_operand(b)
-            rb = False
+            return apply(gate, a, b)
         if ra or rb:
             st = current()
             if st.plain and (differentiable or st.record_masks):
@@ -331,12 +371,13 @@ def binary_op(gate: Gate, reflected: bool = False) -> Any:
 
     differentiable = gate.differentiable
     op.__name__ = gate.name
+    op.gate, op.reflected = gate, reflected  # (LibraryTensor's operators are made from these)
     return op
 
 
 def apply1(gate: Gate, a: Any) -> Tensor:
     """:func:`apply` for a unary gate without params."""
-    if not isinstance(a, Tensor):
+    if a.__class__ is not Tensor and a.__class__ not in _NUMPY_TENSORS:  # a number, an array, a LibraryTensor
         return apply(gate, a)
     st = current()
     track = a.requires_grad and st.grad_enabled and gate.differentiable
@@ -476,16 +517,30 @@ class Tensor:
                  "_seq", "_args", "__weakref__")
     __array_priority__ = 1000.0
 
+    def __new__(cls, data: Any = None, *args: Any, **kwargs: Any) -> Tensor:
+        # values of another array library than NumPy make a LibraryTensor (see there)
+        return object.__new__(tensor_class(data, cls))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_numpy_class" not in cls.__dict__:  # (a library class names the NumPy class it is made for)
+            _NUMPY_TENSORS.add(cls)
+
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None):
         if isinstance(data, Tensor):
             data = data.data
         elif isinstance(data, (list, tuple)) and _holds_tensor(data):
             data = array(data).data
-        arr = backend.xp.asarray(data, dtype=dtype)
-        if arr.dtype.kind not in "f":
-            if arr.dtype.kind in "biu" and dtype is None and requires_grad:
-                arr = arr.astype(np.float64)  # gradients need floats: integer input is promoted
-            elif requires_grad and arr.dtype.kind == "c":
+        xp = backend.namespace_of(data)
+        if dtype is not None and xp is not backend.xp:
+            dtype = _library_dtype(xp, dtype)
+        arr = xp.asarray(data, dtype=dtype)
+        kind = backend.kind(arr.dtype)
+        if kind not in "f":
+            if kind in "biu" and dtype is None and requires_grad:
+                # gradients need floats: integer input is promoted
+                arr = arr.astype(np.float64) if xp is backend.xp else xp.astype(arr, xp.float64)
+            elif requires_grad and kind == "c":
                 raise TypeError("complex tensors cannot require gradients: chainrule differentiates real "
                                 "functions (split a complex value into its real and imaginary parts)")
             elif requires_grad:
@@ -520,16 +575,16 @@ class Tensor:
 
     @property
     def itemsize(self) -> int:
-        return self.data.itemsize
+        return backend.numpy_dtype(self.data.dtype).itemsize
 
     @property
     def nbytes(self) -> int:
-        return self.data.nbytes
+        return self.itemsize * self.size
 
     @property
     def strides(self) -> tuple[int, ...]:
         """The strides of a C-contiguous array of this shape (what ``as_strided`` on a tensor walks)."""
-        return _c_strides(self.shape, self.data.itemsize)
+        return _c_strides(self.shape, self.itemsize)
 
     @property
     def is_leaf(self) -> bool:
@@ -576,8 +631,10 @@ class Tensor:
         return id(self)
 
     def __repr__(self) -> str:
-        body = np.array2string(np.asarray(self.data), separator=", ", prefix="tensor(")
         extra = ", requires_grad=True" if self.requires_grad else ""
+        if self.data.__class__ not in _NATIVE and backend.library_of(self.data) is not None:
+            return f"tensor({self.data!r}{extra})"  # the library's own summary (a Dask array stays lazy)
+        body = np.array2string(np.asarray(self.data), separator=", ", prefix="tensor(")
         if self.data.dtype != np.float64 and self.data.dtype.kind == "f":
             extra = f", dtype={self.data.dtype}" + extra
         return f"tensor({body}{extra})"
@@ -601,15 +658,17 @@ class Tensor:
 
     # ---- conversions --------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
-        """The values as a NumPy array (shares memory with the tensor)."""
-        return np.asarray(self.data)
+        """The values as a NumPy array (shares memory with a NumPy tensor; a Dask array is computed, a
+        CuPy array copied from the GPU)."""
+        return backend.to_numpy(self.data)
 
     def item(self, *args: Any) -> Any:
         """The single value of a one-element tensor as a Python number."""
-        return self.data.item(*args)
+        data = self.data if self.data.__class__ in _NATIVE else backend.to_numpy(self.data)
+        return data.item(*args)
 
     def tolist(self) -> Any:
-        return self.data.tolist()
+        return backend.to_numpy(self.data).tolist()
 
     def detach(self) -> Tensor:
         """The same values, cut off from the graph (no gradient flows through the result)."""
@@ -618,7 +677,7 @@ class Tensor:
     def copy(self) -> Tensor:
         """A copy: a node of its own (changing it never changes this tensor)."""
         out = apply(GATES["identity"], self)
-        if out.data is self.data or np.shares_memory(out.data, self.data):
+        if out.data is self.data or (isinstance(self.data, np.ndarray) and np.shares_memory(out.data, self.data)):
             out.data = self.data.copy()
         return out
 
@@ -626,8 +685,8 @@ class Tensor:
         """Set ``requires_grad`` on a leaf in place; returns self."""
         if not self.is_leaf:
             raise RuntimeError("requires_grad_ can only be changed on leaf tensors")
-        if requires_grad and self.data.dtype.kind not in "fc":
-            self.data = self.data.astype(np.float64)
+        if requires_grad and backend.kind(self.data.dtype) not in "fc":
+            self.data = _cast(self.data, np.float64)
         if requires_grad and self._gate is not None:  # a forward-only node becomes a leaf of its own
             self._gate, self._parents, self._needs, self._params = None, (), (), None
         self.requires_grad = requires_grad
@@ -636,7 +695,7 @@ class Tensor:
     def astype(self, dtype: Any, copy: bool = True) -> Tensor:
         """A copy converted to ``dtype`` (the gradient flows back, converted to the input's dtype)."""
         if not self.requires_grad:
-            return Tensor(self.data.astype(dtype), requires_grad=False)
+            return Tensor(_cast(self.data, dtype), requires_grad=False)
         return _astype(self, dtype)
 
     # ---- autodiff --------------------------------------------------------------------------
@@ -699,10 +758,13 @@ class Tensor:
         if _records(current(), self, other):
             return apply(gate, self, other)
         other = other.data if isinstance(other, Tensor) else other
-        res = gate.fn(self.data, other)
+        res = apply(gate, self.data, other).data
         if res.shape != self.data.shape:
             raise ShapeError(f"{gate.name}=: in-place update of shape {self.shape} with shape {res.shape}")
-        self.data[...] = res
+        if backend.is_lazy(self.data):
+            self.data = res  # a Dask array is never written: the tensor takes the new one
+        else:
+            self.data[...] = res
         mark_written(self)
         return self
 
@@ -955,7 +1017,7 @@ def _is_mask_for(index: Any, x: Tensor) -> bool:
 
 def _clone(t: Tensor) -> Tensor:
     """A new object holding ``t``'s current version (values, node, name)."""
-    c = _new_tensor(Tensor)
+    c = _new_tensor(t.__class__)
     for slot in ("data", "grad", "requires_grad", "name", "_gate", "_parents", "_needs", "_params", "_src",
                  "_seq", "_args"):
         setattr(c, slot, getattr(t, slot, None if slot != "_seq" else -1))
@@ -970,6 +1032,8 @@ def _become(t: Tensor, new: Tensor, old: Tensor) -> None:
         setattr(t, slot, getattr(new, slot, None))
     t._seq = getattr(new, "_seq", _next_seq())
     t.grad = None
+    if t.__class__ is not new.__class__:
+        t.__class__ = new.__class__
     _PREVIOUS[t] = old
 
 
@@ -986,8 +1050,23 @@ def _plain_index(index: Any) -> Any:
 def _astype(t: Tensor, dtype: Any) -> Tensor:
     # converting precision: data converted, gradient converted back by the identity rule's chain
     out = apply(GATES["identity"], t)
-    out.data = out.data.astype(dtype)
+    out.data = _cast(out.data, dtype)
     return out
+
+
+def _cast(data: Any, dtype: Any) -> Any:
+    """``data.astype(dtype)`` for an array of any library (the standard's ``astype`` is a function)."""
+    if data.__class__ in _NATIVE or backend.library_of(data) is None:
+        return data.astype(dtype)
+    xp = backend.library_of(data).xp
+    return xp.astype(data, _library_dtype(xp, dtype))
+
+
+def _library_dtype(xp: Any, dtype: Any) -> Any:
+    """A NumPy dtype (``np.float32``, ``"float64"``) as the array module ``xp``'s dtype of that name."""
+    if isinstance(dtype, (type, str, np.dtype)):
+        return getattr(xp, np.dtype(dtype).name)
+    return dtype
 
 
 _ADD, _SUB, _MUL, _DIV, _POW, _NEG, _MATMUL = (
@@ -1011,11 +1090,58 @@ def array(obj: Any, dtype: Any = None) -> Tensor:
 
         out = stack([array(o) if isinstance(o, (list, tuple)) else o for o in obj])
         return out if dtype is None else out.astype(dtype)
-    return Tensor(backend.xp.asarray(obj, dtype=dtype))
+    return Tensor(obj, dtype=dtype)
 
 
-_new_tensor = Tensor.__new__
+_new_tensor = object.__new__  # the operators' allocation, without Tensor.__new__'s choice of class
+
+
+_NUMPY_TENSORS.add(Tensor)
+
+
+class LibraryTensor(Tensor):
+    """A tensor whose values belong to another array library than NumPy (CuPy, Dask, ...). Made by
+    ``Tensor(...)`` and by operations on such values; its operators take :func:`apply`'s path, which
+    finds the library, so the NumPy tensor's operators check for nothing. A subclass of Tensor
+    (``nn.Parameter``) gets its own library class the same way: ``Library<Name>(<Name>, LibraryTensor)``."""
+
+    __slots__ = ()
+    _numpy_class = Tensor
+
+
+_LIBRARY_CLASSES: dict[type, type] = {Tensor: LibraryTensor}
+
+
+def tensor_class(data: Any, base: type | None = None) -> type:
+    """The class of a tensor of ``base`` (Tensor, or a subclass such as ``nn.Parameter``) holding
+    ``data``: ``base`` itself for NumPy's values (and numbers, lists), else its library class."""
+    if base is None:
+        base = data.__class__ if isinstance(data, Tensor) else Tensor
+    if isinstance(data, Tensor):
+        data = data.data
+    base = base.__dict__.get("_numpy_class", base)
+    if data.__class__ in _NATIVE or isinstance(data, (list, tuple)) or backend.library_of(data) is None:
+        return base
+    lib_cls = _LIBRARY_CLASSES.get(base)
+    if lib_cls is None:
+        lib_cls = _LIBRARY_CLASSES[base] = type(f"Library{base.__name__}", (base, LibraryTensor),
+                                                {"__slots__": (), "_numpy_class": base,
+                                                 "__module__": base.__module__})
+    return lib_cls
+
+
+def _library_op(gate: Gate, reflected: bool = False) -> Any:
+    def op(a: Any, b: Any) -> Tensor:
+        return apply(gate, b, a) if reflected else apply(gate, a, b)
+
+    op.__name__ = gate.name
+    return op
+
+
+for _name, _value in list(Tensor.__dict__.items()):
+    if hasattr(_value, "reflected"):  # an operator made by binary_op
+        setattr(LibraryTensor, _name, _library_op(_value.gate, _value.reflected))
 
 # unused-by-name but part of the split_call import surface for functions.py
-__all__ = ["Tensor", "tensor", "array", "apply", "apply1", "binary_op", "no_grad", "enable_grad", "expanded",
-           "state", "current", "ShapeError", "split_call"]
+__all__ = ["Tensor", "LibraryTensor", "tensor", "array", "apply", "apply1", "binary_op", "no_grad", "enable_grad",
+           "expanded", "state", "current", "ShapeError", "split_call"]

@@ -19,26 +19,40 @@ from .passes import optimize
 
 
 def lower(program: Program, params: list[str], inputs: dict[str, np.ndarray], backend: str = "numpy",
-          use_numexpr: bool = False, use_numba: bool = False) -> tuple[str, Callable[..., tuple[Any, ...]], str]:
+          use_numexpr: bool = False, use_numba: bool = False, xp: Any = np,
+          ) -> tuple[str, Callable[..., tuple[Any, ...]], str]:
     """Lower a program to planned code for inputs like ``inputs``; returns (source, function, back end),
     the back end being the one that runs: ``"numba"`` where the program was fused, else
-    ``"numexpr"`` or ``"numpy"``. (``use_numexpr``/``use_numba`` are the older spelling of ``backend``.)"""
+    ``"numexpr"`` or ``"numpy"``. (``use_numexpr``/``use_numba`` are the older spelling of ``backend``.)
+    ``xp``: a NumPy-like module (CuPy) the code's ``np`` stands for: plain operator code (no buffers,
+    no fused loops), its constants that library's arrays."""
     if use_numba:
         backend = "numba"
     elif use_numexpr:
         backend = "numexpr"
     code = optimize(lower_program(program, params, inputs))
     size = max([v.size for v in inputs.values()] + [1])
-    emitted = emit(code, Options(backend, size))
-    namespace: dict[str, Any] = {"np": np}
+    emitted = emit(code, Options(backend, size) if xp is np else Options("numpy", 1))
+    namespace: dict[str, Any] = {"np": xp}
     namespace.update({helper_name(GATES[i.fn]): GATES[i.fn].forward for i in code.ins if i.kind == "helper"})
-    namespace.update(code.consts)
+    namespace.update(code.consts if xp is np else {k: on_library(xp, v) for k, v in code.consts.items()})
     namespace.update(emitted.globals)
     header = _header(code, emitted.globals, emitted.source)
     fn = compile_source(emitted.source, namespace)
     if emitted.kernels:
         return header + "\n" + emitted.kernels + "\n\n" + emitted.source, fn, emitted.backend
     return header + emitted.source, fn, emitted.backend
+
+
+def on_library(xp: Any, value: Any) -> Any:
+    """A NumPy value (an array, or a tuple of them: an index) as ``xp``'s, for code run on that library."""
+    if xp is np:
+        return value
+    if isinstance(value, np.ndarray):
+        return xp.asarray(value)
+    if isinstance(value, tuple):
+        return tuple(on_library(xp, v) for v in value)
+    return value
 
 
 def _header(code: Code, globals_: dict[str, Any], src: str) -> str:

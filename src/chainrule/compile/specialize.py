@@ -104,8 +104,13 @@ class Compiled:
         return self._slow_call(args, kwargs)
 
     def _slow_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        from .. import compile_libraries
         from ..autodiff import as_float_array
         from ..tensor import Tensor
+
+        lib = None if kwargs else compile_libraries.library_of_args(args)
+        if lib is not None:  # another array library than NumPy (Dask: the kernel per chunk; see there)
+            return compile_libraries.call(self, args, lib)
 
         if kwargs:
             try:
@@ -217,7 +222,9 @@ class Compiled:
         # every array argument is a parameter of the generated function, in argument order
         params = [input_nodes[id(t)].name if id(t) in input_nodes else f"_unused{j}" for j, t in enumerate(leaves)]
         arrays = [a for a in args if isinstance(a, np.ndarray)]
-        source, fn, backend = lower(program, params, dict(zip(params, arrays)), self.backend)
+        xp = self.__dict__.get("array_module", np)  # another NumPy-like library (see compile_libraries)
+        source, fn, backend = lower(program, params, dict(zip(params, arrays)), self.backend if xp is np else "numpy",
+                                    xp=xp)
         self._validate(fn, args, nums)
         return _Specialization(fn, source, program, backend)
 
@@ -231,8 +238,11 @@ class Compiled:
         move the values: the inputs' elements shuffled (each input keeps its range, so logs stay
         defined) and the inputs negated (which catches ``if x > 0`` on a scalar); entries where the
         engine's answer is not finite are not compared."""
+        from .. import backend
         from ..autodiff import value_and_grad
+        from .pipeline import on_library
 
+        xp = self.__dict__.get("array_module", np)
         rng = np.random.default_rng(0)
         probes = [
             [rng.permutation(a.ravel()).reshape(a.shape) if isinstance(a, np.ndarray) and a.size > 1 else a
@@ -248,7 +258,9 @@ class Compiled:
                     expected = value_and_grad(self.f, argnums=nums)(*plain)
                 except (ValueError, TypeError, ArithmeticError, IndexError):
                     continue  # the function is not defined there: nothing to compare
-                got = fn(*[a for a in probe if isinstance(a, np.ndarray)])
+                got = fn(*[on_library(xp, a) for a in probe if isinstance(a, np.ndarray)])
+                if xp is not np:
+                    got = [backend.to_numpy(g) for g in got]
             out, grads = expected
             for g, e in zip(got, [out, *(grads if isinstance(grads, tuple) else (grads,))]):
                 e = np.asarray(e.data if hasattr(e, "data") and not isinstance(e, np.ndarray) else e)

@@ -4,7 +4,11 @@ A :class:`Gate` holds every fact about one primitive operation, so no other modu
 name:
 
 * ``forward`` -- how to compute it with the array namespace ``xp``: a NumPy function name (dotted
-  names such as ``"linalg.inv"`` allowed) or ``(xp, *inputs, **params) -> array``;
+  names such as ``"linalg.inv"`` allowed) or ``(xp, *inputs, **params) -> array``; ``std`` -- the
+  same for the Array API standard's namespace where it differs from NumPy's (``"pow"``, ``"concat"``,
+  ``var``'s ``correction`` for ``ddof``), used on the arrays of any other library (CuPy, Dask...);
+  what the standard lacks (scatter-add, ``pad``, ``einsum``...) is supplied by
+  :mod:`chainrule.adapters`, per library, in one place;
 * its derivative, written once against an *ops namespace* ``m``:
 
   - elementwise gates give ``local``: one function per input, ``(m, *inputs, out) -> ∂out/∂input``;
@@ -54,7 +58,7 @@ class Gate:
     __slots__ = (
         "name", "forward", "explain", "idea", "fmt", "local", "vjp", "expand", "kind", "differentiable", "fn",
         "np_name", "local_const", "params", "arity", "shape_rule", "code", "helper", "view", "numpy",
-        "method", "call", "order", "boolean", "jvp", "linear", "local_widens",
+        "method", "call", "order", "boolean", "jvp", "linear", "local_widens", "std",
     )
 
     def __init__(
@@ -83,6 +87,7 @@ class Gate:
         boolean: bool = False,
         jvp: Callable[..., Any] | None = None,
         linear: str | None = None,
+        std: str | Callable[..., Any] | None = None,
     ) -> None:
         self.name = name
         self.forward = forward
@@ -123,6 +128,8 @@ class Gate:
         #: (one term per input, the others kept: ``ẋ @ y + x @ ẏ``)
         self.jvp = jvp
         self.linear = linear
+        #: the forward in the Array API standard's terms where NumPy's differs (see module docstring)
+        self.std = std
         self.fn: Callable[..., Any] = _unbound
         self.local_const = tuple(_constant_of(rule, len(local)) for rule in local) if local else None
         #: per input: whether the local rule's constants (½ on ties, where's 1.0) turn float32 into
@@ -246,16 +253,17 @@ def _bind_one(gate: Gate, xp: Any, namespace: Any) -> None:
         gate.fn = _bind_forward(gate.forward, xp)
     # rules call m.<name> with NumPy's convention; where the gate's own differs (a sequence of
     # inputs, einsum's subscripts first), the namespace entry translates
-    setattr(namespace, gate.name, gate.fn if gate.arity is not None and gate.call is None else _numpy_call(gate))
+    setattr(namespace, gate.name, gate.fn if gate.arity is not None and gate.call is None else numpy_call(gate))
     for name in ("ones_like", "zeros_like", "zeros", "ones", "eye"):  # constants rules may build
         if not hasattr(namespace, name) and hasattr(xp, name):
             setattr(namespace, name, getattr(xp, name))
 
 
-def _numpy_call(gate: Gate) -> Callable[..., Any]:
+def numpy_call(gate: Gate, forward: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    """The gate's forward (``gate.fn``, or ``forward``) called with NumPy's convention, as rules call it."""
     def fn(*args: Any, **kwargs: Any) -> Any:
         inputs, params = split_call(gate, args, kwargs)
-        return gate.fn(*inputs, **params)
+        return (forward or gate.fn)(*inputs, **params)
 
     fn.__name__ = gate.name
     return fn
@@ -267,6 +275,86 @@ def _missing(gate: Gate, xp: Any) -> Callable[..., Any]:
                         f"{gate.np_name}")
 
     return fn
+
+
+def bind_library(gate: Gate, lib: Any) -> Callable[..., Any]:
+    """The gate's forward on the arrays of ``lib`` (a :class:`chainrule.backend.Library`): what the
+    library's adapter supplies where the standard has nothing, else the standard's function
+    (``std``, or the NumPy name where the standard uses the same), else an error naming the gate and
+    the library."""
+    served = lib.adapter.serve(gate)
+    if served is not None:
+        return served
+    fallback = lib.adapter.fallback(gate)
+    std = gate.std if gate.std is not None else gate.forward
+    if not isinstance(std, str):
+        return _bind_standard(gate, std, lib, fallback)
+    try:
+        return resolve(lib.xp, std)
+    except AttributeError:
+        return fallback or _unsupported(gate, lib, f"the Array API standard has no {std}, and its adapter "
+                                                   "supplies none")
+
+
+def _bind_standard(gate: Gate, forward: Callable[..., Any], lib: Any, fallback: Callable[..., Any] | None
+                   ) -> Callable[..., Any]:
+    xp = lib.xp
+    spaces = (xp, getattr(xp, "linalg", None))
+
+    def fn(*args: Any, **params: Any) -> Any:
+        try:
+            return forward(xp, *args, **params)
+        except AttributeError as e:
+            obj = getattr(e, "obj", None)
+            if obj is not None and any(obj is s for s in spaces):
+                if fallback is not None:  # (the adapter's last resort for gates beyond the standard)
+                    return fallback(*args, **params)
+                from ..backend import UnsupportedError
+
+                raise UnsupportedError(f"{gate.name}: {lib.name} cannot serve this gate (its Array API "
+                                       f"namespace has no {e.name})") from None
+            raise
+
+    fn.__name__ = getattr(forward, "__name__", "forward").lstrip("_")
+    return fn
+
+
+def _unsupported(gate: Gate, lib: Any, why: str) -> Callable[..., Any]:
+    def fn(*_a: Any, **_k: Any) -> Any:
+        from ..backend import UnsupportedError
+
+        raise UnsupportedError(f"{gate.name}: {lib.name} cannot serve this gate ({why})")
+
+    fn.__name__ = gate.name
+    return fn
+
+
+def mask(m: Any, b: Any) -> Any:
+    """A truth value (``x > 0``) as a number in a rule's arithmetic. NumPy and the libraries that mirror
+    it promote bools by themselves; the Array API standard does not, so where the ops namespace ``m``
+    has a ``mask`` (a library's adapter says so) it converts; elsewhere ``b`` is used as it is."""
+    f = getattr(m, "mask", None)
+    return b if f is None else f(b)
+
+
+def constant(m: Any, value: Any) -> Any:
+    """A NumPy constant a rule builds (``np.eye(n)``, a mask of positions) in the ops namespace ``m``:
+    moved into the library of the arrays where ``m`` works on another library's arrays, else as it is
+    (NumPy arrays, graphs and printed rules take NumPy constants)."""
+    f = getattr(m, "asarray", None)
+    return value if f is None else f(value)
+
+
+def index_into(x: Any, index: Any) -> Any:
+    """``x[index]`` for an array of any library, a tensor or a symbol: NumPy's indexing (index arrays of
+    NumPy, several integer arrays, masks), which the standard does not cover, through the array
+    library's adapter."""
+    from ..backend import NATIVE, library_of
+
+    if x.__class__ in NATIVE:
+        return x[index]
+    lib = library_of(x)
+    return x[index] if lib is None else lib.adapter.getitem(x, index)
 
 
 def _bind_forward(forward: Callable[..., Any], xp: Any) -> Callable[..., Any]:
@@ -460,9 +548,18 @@ def _same_dtype(gi: Any, a: Any) -> Any:
     if gi is None:
         return gi
     want, got = getattr(a, "dtype", None), getattr(gi, "dtype", None)
-    if want is None or got is None or want == got or want.kind != "f" or got.kind not in "fc":
+    if want is None or got is None or want == got or _kind(want) != "f" or _kind(got) not in "fc":
         return gi
-    return gi.astype(want)
+    return gi.astype(want) if hasattr(gi, "astype") else gi
+
+
+def _kind(dtype: Any) -> str:
+    """NumPy's dtype kind letter, also for libraries whose dtypes have none (the Array API's)."""
+    kind = getattr(dtype, "kind", None)
+    if kind is not None:
+        return kind
+    name = str(dtype)
+    return "c" if "complex" in name else "f" if "float" in name else "?"
 
 
 def pushforward(gate: Gate, m: Any, tangents: Sequence[Any], args: Sequence[Any], out: Any,
@@ -517,6 +614,7 @@ def transposed_jvp(gate: Gate, m: Any, tangents: Sequence[Any], args: Sequence[A
     ⟨vjp(u), t⟩ = ⟨u, J·t⟩, and its gradient with respect to u is J·t (exact, two backward rules)."""
     from .. import functions
     from ..autodiff import run_backward
+    from ..backend import namespace_of
     from ..tensor import Tensor, enable_grad
 
     kind = getattr(m, "namespace_kind", "arrays")
@@ -526,8 +624,9 @@ def transposed_jvp(gate: Gate, m: Any, tangents: Sequence[Any], args: Sequence[A
     graph = kind == "graph"
     shape = tuple(shape_of(out))
     data = out.data if isinstance(out, Tensor) else out
+    xp = namespace_of(data)
     with enable_grad():
-        u = Tensor(np.zeros(shape, dtype=getattr(data, "dtype", np.float64)), requires_grad=True)
+        u = Tensor(xp.zeros(shape, dtype=getattr(data, "dtype", np.float64)), requires_grad=True)
         parents = [a if isinstance(a, Tensor) or not graph else a for a in args]
         needs = [t is not None for t in tangents]
         grads = pullback(gate, functions, u, parents, out if graph else Tensor(data), needs, params)
@@ -538,12 +637,12 @@ def transposed_jvp(gate: Gate, m: Any, tangents: Sequence[Any], args: Sequence[A
             term = functions.sum(gi * t)
             total = term if total is None else total + term
         if total is None or not total.requires_grad:
-            return m.zeros_like(out) if graph else np.zeros(shape)
+            return m.zeros_like(out) if graph else xp.zeros(shape)
         got = run_backward(total, targets=[u], accumulate=False, create_graph=graph)
     jt = got.get(id(u))
     if jt is None:
-        return m.zeros_like(out) if graph else np.zeros(shape)
-    return jt if graph else np.asarray(jt)
+        return m.zeros_like(out) if graph else xp.zeros(shape)
+    return jt if graph else xp.asarray(jt)
 
 
 def local_gradient(gate: Gate, i: int, m: Any, args: Sequence[Any], out: Any) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .core import ELEMENTWISE, NONDIFF, Gate, number, register
+from .core import ELEMENTWISE, NONDIFF, Gate, mask, number, register
 
 
 def _gate(name: str, forward: Any, explain: str, fmt: str, **kw: Any) -> Gate:
@@ -28,6 +28,20 @@ def _sigmoid(xp: Any, x: Any) -> Any:
 
 def _relu(xp: Any, x: Any) -> Any:
     return xp.maximum(x, 0)
+
+
+def _where_std(xp: Any, c: Any, x: Any, y: Any) -> Any:
+    # the standard takes at most one Python number among x and y; NumPy takes two
+    if not hasattr(x, "shape") and not hasattr(y, "shape"):
+        x = xp.asarray(x)
+    return xp.where(c, x, y)
+
+
+def _round_std(xp: Any, x: Any, decimals: int = 0) -> Any:
+    # the standard's round has no decimals: NumPy's own way, scale, round half to even, scale back
+    if decimals == 0:
+        return xp.round(x)
+    return xp.round(x * 10.0**decimals) / 10.0**decimals
 
 
 # ---- rules that look at their operands ---------------------------------------------------------
@@ -54,9 +68,9 @@ def _sinc_d(m: Any, x: Any, out: Any) -> Any:
     return m.guard(x == 0, 0, (m.cos(math.pi * safe) - out) / safe)
 
 
-def _pick(a: Any, b: Any, out: Any) -> Any:
+def _pick(m: Any, a: Any, b: Any, out: Any) -> Any:
     """1 where ``a`` was chosen as ``out`` (fmax/fmin, which skip NaN), ½ on ties."""
-    return (a == out) - 0.5 * (a == b)
+    return mask(m, a == out) - 0.5 * mask(m, a == b)
 
 
 # ---- arithmetic -----------------------------------------------------------------------------------
@@ -73,7 +87,7 @@ DIV = _gate("div", "divide", "div gate: ∂(x/y)/∂x = 1/y and ∂(x/y)/∂y = 
 NEG = _gate("neg", "negative", "neg gate: flips the sign of the gradient", "-{0}", local=(lambda m, x, out: -1,))
 POW = _gate("pow", "power", "pow gate: ∂(xʸ)/∂x = y·xʸ⁻¹ and ∂(xʸ)/∂y = xʸ·ln x", "{0} ** {1}",
             local=(_pow_dx, _pow_dy),
-            idea="pow gate: the exponent comes down, the power drops by one")
+            idea="pow gate: the exponent comes down, the power drops by one", std="pow")
 FLOAT_POWER = _gate("float_power", "float_power", "pow gate in float64: ∂(xʸ)/∂x = y·xʸ⁻¹, ∂(xʸ)/∂y = xʸ·ln x",
                     "float_power({0}, {1})", local=(_pow_dx, _pow_dy),
                     idea="pow gate in float64: the exponent comes down, the power drops by one")
@@ -146,17 +160,17 @@ TAN = _gate("tan", "tan", "tan gate: local gradient 1 + tan²x = sec²x", "tan({
             idea="tan gate: the local gradient is one plus the output squared")
 ARCSIN = _gate("arcsin", "arcsin", "arcsin gate: local gradient 1/√(1 − x²)", "arcsin({0})",
                local=(lambda m, x, out: 1 / m.sqrt(1 - x**2),),
-               idea="arcsin gate")
+               idea="arcsin gate", std="asin")
 ARCCOS = _gate("arccos", "arccos", "arccos gate: local gradient −1/√(1 − x²)", "arccos({0})",
                local=(lambda m, x, out: -1 / m.sqrt(1 - x**2),),
-               idea="arccos gate")
+               idea="arccos gate", std="acos")
 ARCTAN = _gate("arctan", "arctan", "arctan gate: local gradient 1/(1 + x²)", "arctan({0})",
                local=(lambda m, x, out: 1 / (1 + x**2),),
-               idea="arctan gate")
+               idea="arctan gate", std="atan")
 ARCTAN2 = _gate("arctan2", "arctan2", "arctan2 gate: the angle of (x, y); ∂/∂y = x/(x² + y²), ∂/∂x = −y/(x² + y²)",
                 "arctan2({0}, {1})",
                 local=(lambda m, y, x, out: x / (x**2 + y**2), lambda m, y, x, out: -y / (x**2 + y**2)),
-                idea="arctan2 gate: each coordinate has a local gradient of its own")
+                idea="arctan2 gate: each coordinate has a local gradient of its own", std="atan2")
 HYPOT = _gate("hypot", "hypot", "hypot gate: √(x² + y²); each input gets input/out", "hypot({0}, {1})",
               local=(lambda m, x, y, out: x / out, lambda m, x, y, out: y / out),
               idea="hypot gate: each input gets itself divided by the output")
@@ -170,13 +184,13 @@ TANH = _gate("tanh", "tanh", "tanh gate: local gradient 1 − tanh²x, from its 
              idea="tanh gate: the local gradient is one minus the output squared")
 ARCSINH = _gate("arcsinh", "arcsinh", "arcsinh gate: local gradient 1/√(x² + 1)", "arcsinh({0})",
                 local=(lambda m, x, out: 1 / m.sqrt(x**2 + 1),),
-                idea="arcsinh gate")
+                idea="arcsinh gate", std="asinh")
 ARCCOSH = _gate("arccosh", "arccosh", "arccosh gate: local gradient 1/√(x² − 1)", "arccosh({0})",
                 local=(lambda m, x, out: 1 / m.sqrt(x**2 - 1),),
-                idea="arccosh gate")
+                idea="arccosh gate", std="acosh")
 ARCTANH = _gate("arctanh", "arctanh", "arctanh gate: local gradient 1/(1 − x²)", "arctanh({0})",
                 local=(lambda m, x, out: 1 / (1 - x**2),),
-                idea="arctanh gate")
+                idea="arctanh gate", std="atanh")
 DEG2RAD = _gate("deg2rad", "deg2rad", "deg2rad gate: multiplies the gradient by π/180", "deg2rad({0})",
                 local=(lambda m, x, out: math.pi / 180,), numpy=("deg2rad", "radians"))
 RAD2DEG = _gate("rad2deg", "rad2deg", "rad2deg gate: multiplies the gradient by 180/π", "rad2deg({0})",
@@ -189,23 +203,28 @@ SINC = _gate("sinc", "sinc", "sinc gate: ∂(sin πx/πx)/∂x = (cos πx − si
 
 MAXIMUM = _gate("maximum", "maximum", "max gate: routes the gradient to the larger input (ties share it)",
                 "max({0}, {1})",
-                local=(lambda m, x, y, out: (x > y) + 0.5 * (x == y), lambda m, x, y, out: (y > x) + 0.5 * (x == y)))
+                local=(lambda m, x, y, out: mask(m, x > y) + 0.5 * mask(m, x == y),
+                       lambda m, x, y, out: mask(m, y > x) + 0.5 * mask(m, x == y)))
 MINIMUM = _gate("minimum", "minimum", "min gate: routes the gradient to the smaller input (ties share it)",
                 "min({0}, {1})",
-                local=(lambda m, x, y, out: (x < y) + 0.5 * (x == y), lambda m, x, y, out: (y < x) + 0.5 * (x == y)))
+                local=(lambda m, x, y, out: mask(m, x < y) + 0.5 * mask(m, x == y),
+                       lambda m, x, y, out: mask(m, y < x) + 0.5 * mask(m, x == y)))
 FMAX = _gate("fmax", "fmax", "fmax gate: routes the gradient to the larger input, skipping NaN (ties share it)",
-             "fmax({0}, {1})", local=(lambda m, x, y, out: _pick(x, y, out), lambda m, x, y, out: _pick(y, x, out)))
+             "fmax({0}, {1})",
+             local=(lambda m, x, y, out: _pick(m, x, y, out), lambda m, x, y, out: _pick(m, y, x, out)))
 FMIN = _gate("fmin", "fmin", "fmin gate: routes the gradient to the smaller input, skipping NaN (ties share it)",
-             "fmin({0}, {1})", local=(lambda m, x, y, out: _pick(x, y, out), lambda m, x, y, out: _pick(y, x, out)))
+             "fmin({0}, {1})",
+             local=(lambda m, x, y, out: _pick(m, x, y, out), lambda m, x, y, out: _pick(m, y, x, out)))
 WHERE = _gate("where", "where",
               "where gate: routes the gradient to the branch that was chosen; the condition gets none",
               "where({0}, {1}, {2})",
-              local=(None, lambda m, c, x, y, out: m.where(c, 1.0, 0.0), lambda m, c, x, y, out: m.where(c, 0.0, 1.0)))
+              local=(None, lambda m, c, x, y, out: m.where(c, 1.0, 0.0), lambda m, c, x, y, out: m.where(c, 0.0, 1.0)),
+              std=_where_std)
 
 GUARD = _gate("guard", "where", "guard gate: the value x itself, with a harmless stand-in where a formula would "
               "give 0·∞ (x = 0 in ln x): the gradient passes where x is used", "{2}",
               local=(None, lambda m, c, s, x, out: m.where(c, 1.0, 0.0), lambda m, c, s, x, out: m.where(c, 0.0, 1.0)),
-              code="np.where({0}, {1}, {2})", numpy=())
+              code="np.where({0}, {1}, {2})", numpy=(), std=_where_std)
 
 # ---- composites with a fused rule ----------------------------------------------------------------
 
@@ -214,7 +233,7 @@ SIGMOID = _gate("sigmoid", _sigmoid, "sigmoid gate: local gradient σ(x)·(1 −
                 numpy=(),
                 idea="sigmoid gate: its local gradient comes from its own output")
 RELU = _gate("relu", _relu, "relu gate: passes the gradient where the input was positive, blocks it elsewhere",
-             "relu({0})", local=(lambda m, x, out: x > 0,), expand=lambda m, x: m.maximum(x, 0), numpy=())
+             "relu({0})", local=(lambda m, x, out: mask(m, x > 0),), expand=lambda m, x: m.maximum(x, 0), numpy=())
 
 # ---- non-differentiable: results are constants as far as gradients go ------------------------------
 # (applied to tensors that depend on the inputs, they are forward-only nodes: recomputed by compile)
@@ -242,4 +261,4 @@ for _name, _np, _fmt, _arity in [
           boolean=_name in _TRUTH)
 
 ROUND = _gate("round", "round", _CONSTANT.format("round"), "round({0})", kind=NONDIFF, differentiable=False,
-              params={"decimals": 0}, numpy=("round", "around"))
+              params={"decimals": 0}, numpy=("round", "around"), std=_round_std)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import LINALG, Gate, register, unbroadcast
+from .core import LINALG, Gate, constant, register, unbroadcast
 
 
 def _gate(name: str, forward: Any, explain: str, fmt: str, **kw: Any) -> Gate:
@@ -32,8 +32,9 @@ def _swap_last(ndim: int) -> tuple[int, ...]:
     return tuple(range(ndim - 2)) + (ndim - 1, ndim - 2)
 
 
-def _eye(n: int) -> np.ndarray:
-    return np.eye(n)
+def _eye(m: Any, n: int) -> Any:
+    """The identity matrix as a constant of the ops namespace ``m`` (see :func:`.core.constant`)."""
+    return constant(m, np.eye(n))
 
 
 # ---- matmul -------------------------------------------------------------------------------------------
@@ -129,7 +130,7 @@ def _einsum_vjp(m, g, *args, subscripts=""):
         r = m.einsum(spec, g, *[a for _, a in others])
         missing = "".join(c for c in uniq if c not in known)
         if missing:  # a letter summed inside this operand alone: its gradient is the same along it
-            r = m.einsum(f"{present},{missing}->{uniq}", r, np.ones(tuple(size[c] for c in missing)))
+            r = m.einsum(f"{present},{missing}->{uniq}", r, constant(m, np.ones(tuple(size[c] for c in missing))))
         elif present != uniq:
             r = m.einsum(f"{present}->{uniq}", r)
         if len(uniq) != len(t):  # a repeated letter (a diagonal): the gradient goes onto it
@@ -138,7 +139,7 @@ def _einsum_vjp(m, g, *args, subscripts=""):
             for c in t:
                 if c in seen:
                     d = spare.pop()
-                    eyes.append((c + d, _eye(size[c])))
+                    eyes.append((c + d, _eye(m, size[c])))
                     target.append(d)
                 else:
                     seen.add(c)
@@ -232,7 +233,7 @@ def _logabsdet_vjp(m, g, a, out, needs):
 def _cholesky_vjp(m, g, a, out, needs):
     # Murray (2016), arXiv:1602.07527, as HIPS autograd: Φ(Lᵀ ḡ) then L⁻ᵀ · L⁻¹, symmetrized
     n = a.shape[-1]
-    phi = m.tril(m.matmul(_T(m, out), g)) / (1.0 + _eye(n))
+    phi = m.tril(m.matmul(_T(m, out), g)) / (1.0 + _eye(m, n))
     s = m.solve(_T(m, out), _T(m, m.solve(_T(m, out), _T(m, phi))))
     return (0.5 * (s + _T(m, s)),)
 
@@ -247,8 +248,8 @@ def _eigh_vectors(xp, a, UPLO="L"):
 
 def _uplo_fold(m, temp, n, UPLO):
     # eigh reads one triangle of the matrix: the gradient lives on the diagonal and that triangle
-    tri = np.tril(np.ones((n, n)), -1) if UPLO == "L" else np.triu(np.ones((n, n)), 1)
-    return temp * _eye(n) + (temp + _T(m, temp)) * tri
+    tri = constant(m, np.tril(np.ones((n, n)), -1) if UPLO == "L" else np.triu(np.ones((n, n)), 1))
+    return temp * _eye(m, n) + (temp + _T(m, temp)) * tri
 
 
 def _eigh_values_vjp(m, g, a, out, needs, UPLO="L"):
@@ -263,10 +264,25 @@ def _eigh_vectors_vjp(m, g, a, out, needs, UPLO="L"):
     v = out
     n = a.shape[-1]
     wr = m.reshape(w, tuple(w.shape[:-1]) + (1, n))
-    gap = wr - _T(m, wr) + _eye(n)   # w_j − w_i off the diagonal, 1 on it
-    f = (1.0 - _eye(n)) / gap
+    gap = wr - _T(m, wr) + _eye(m, n)   # w_j − w_i off the diagonal, 1 on it
+    f = (1.0 - _eye(m, n)) / gap
     temp = m.matmul(m.matmul(v, f * m.matmul(_T(m, v), g)), _T(m, v))
     return (_uplo_fold(m, temp, n, UPLO),)
+
+
+def _eigh_std(k):
+    def forward(xp, a, UPLO="L"):
+        # the standard's eigh has no UPLO: the upper triangle of a is the lower one of its transpose
+        return xp.linalg.eigh(a if UPLO == "L" else xp.matrix_transpose(a))[k]
+
+    return forward
+
+
+def _svd_std(k):
+    def forward(xp, a, full_matrices=False):
+        return xp.linalg.svdvals(a) if k == 1 else xp.linalg.svd(a, full_matrices=full_matrices)[k]
+
+    return forward
 
 
 def _svd_part(k):
@@ -287,7 +303,7 @@ def _svd_vjp(part):
         u, s, vh = m.svd_u(a), m.svd_s(a), m.svd_vh(a)
         v = _T(m, vh)
         k = min(mm, nn)
-        eye = _eye(k)
+        eye = _eye(m, k)
         srow = m.reshape(s, tuple(s.shape[:-1]) + (1, k))
         scol = m.reshape(s, tuple(s.shape[:-1]) + (k, 1))
         f = 1.0 / (srow**2 - scol**2 + eye)
@@ -297,14 +313,14 @@ def _svd_vjp(part):
             utgu = m.matmul(_T(m, u), g)
             t1 = m.matmul(m.matmul(u, (f * (utgu - _T(m, utgu))) * srow), vh)
             if mm > nn:
-                rest = _eye(mm) - m.matmul(u, _T(m, u))
+                rest = _eye(m, mm) - m.matmul(u, _T(m, u))
                 t1 = t1 + m.matmul(rest, m.matmul(g / srow, vh))
             return (t1,)
         gv = _T(m, g)
         vtgv = m.matmul(_T(m, v), gv)
         t1 = m.matmul(m.matmul(u, scol * (f * (vtgv - _T(m, vtgv)))), vh)
         if mm < nn:
-            rest = _eye(nn) - m.matmul(v, vh)
+            rest = _eye(m, nn) - m.matmul(v, vh)
             t1 = t1 + m.matmul(m.matmul(u / srow, _T(m, gv)), rest)
         return (t1,)
 
@@ -328,8 +344,8 @@ def _pinv_vjp(m, g, a, out, needs):
     # d(A⁺) = −A⁺ dA A⁺ + A⁺A⁺ᵀ dAᵀ (I − AA⁺) + (I − A⁺A) dAᵀ A⁺ᵀA⁺ (A of full rank), transposed
     p, pt = out, _T(m, out)
     mm, nn = a.shape[-2:]
-    left = _eye(mm) - m.matmul(a, p)
-    right = _eye(nn) - m.matmul(p, a)
+    left = _eye(m, mm) - m.matmul(a, p)
+    right = _eye(m, nn) - m.matmul(p, a)
     gt = _T(m, g)
     return (-m.matmul(m.matmul(pt, g), pt) + m.matmul(m.matmul(left, gt), m.matmul(p, pt))
             + m.matmul(m.matmul(m.matmul(pt, p), gt), right),)
@@ -382,15 +398,17 @@ CHOLESKY = _gate("cholesky", "linalg.cholesky", "cholesky gate: A = LLᵀ; the g
                  shape=_square)
 EIGH_VALUES = _gate("eigh_values", _eigh_values, "eigenvalue gate: ∂λᵢ/∂A = vᵢvᵢᵀ (on the triangle eigh reads)",
                     "eigvalsh({0})", vjp=_eigh_values_vjp, params={"UPLO": "L"}, shape=lambda s, UPLO="L": s[:-1],
-                    numpy=("linalg.eigvalsh",))
+                    numpy=("linalg.eigvalsh",), std=_eigh_std(0))
 EIGH_VECTORS = _gate("eigh_vectors", _eigh_vectors, "eigenvector gate: each vector moves by the others, "
                      "weighted 1/(λⱼ − λᵢ)", "eigh_vectors({0})", vjp=_eigh_vectors_vjp, params={"UPLO": "L"},
-                     shape=lambda s, UPLO="L": s, numpy=())
+                     shape=lambda s, UPLO="L": s, numpy=(), std=_eigh_std(1))
 SVD_U = _gate("svd_u", _svd_part(0), "svd gate (U): the gradient of the left singular vectors", "svd_u({0})",
-              vjp=_svd_vjp("u"), params={"full_matrices": False}, shape=_svd_shape(0), numpy=())
+              vjp=_svd_vjp("u"), params={"full_matrices": False}, shape=_svd_shape(0), numpy=(),
+              std=_svd_std(0))
 SVD_S = _gate("svd_s", _svd_part(1), "svd gate (s): ∂sᵢ/∂A = uᵢvᵢᵀ", "svd_s({0})", vjp=_svd_vjp("s"),
-              shape=lambda s, **_: s[:-2] + (min(s[-2:]),), numpy=())
+              shape=lambda s, **_: s[:-2] + (min(s[-2:]),), numpy=(), std=_svd_std(1))
 SVD_VH = _gate("svd_vh", _svd_part(2), "svd gate (Vᴴ): the gradient of the right singular vectors", "svd_vh({0})",
-               vjp=_svd_vjp("vh"), params={"full_matrices": False}, shape=_svd_shape(2), numpy=())
+               vjp=_svd_vjp("vh"), params={"full_matrices": False}, shape=_svd_shape(2), numpy=(),
+               std=_svd_std(2))
 PINV = _gate("pinv", "linalg.pinv", "pseudo-inverse gate: −A⁺ᵀgA⁺ᵀ plus the two projections' terms (A of full rank)",
              "pinv({0})", vjp=_pinv_vjp, shape=lambda s: s[:-2] + (s[-1], s[-2]))

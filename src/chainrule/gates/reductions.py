@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core import REDUCTION, Gate, count, keepdims_shape, normalize_axis, reduced_shape, register
+from .core import REDUCTION, Gate, count, index_into, keepdims_shape, mask, normalize_axis, reduced_shape, register
 
 _AXES = {"axis": None, "keepdims": False}
 _SUM_ORDER = ("axis", "dtype", "out", "keepdims")     # np.sum(a, axis, dtype, out, keepdims)
@@ -59,7 +59,28 @@ def _cross_entropy(xp: Any, x: Any, index: Any = None, scale: float = 1.0) -> An
     # scale · Σᵢ (logsumexp(xᵢ) − xᵢ[yᵢ]) over the rows i picked by index = (rows, labels); stable
     mx = _max_shifted(xp, x, -1)
     lse = xp.log(xp.sum(xp.exp(x - mx), axis=-1)) + mx[..., 0]
-    return scale * xp.sum(lse - x[index])
+    return scale * xp.sum(lse - index_into(x, index))
+
+
+# ---- the standard's forms where NumPy's differ ------------------------------------------------------
+
+
+def _var_std(xp: Any, x: Any, axis: Any = None, ddof: int = 0, keepdims: bool = False) -> Any:
+    return xp.var(x, axis=axis, correction=ddof, keepdims=keepdims)
+
+
+def _std_std(xp: Any, x: Any, axis: Any = None, ddof: int = 0, keepdims: bool = False) -> Any:
+    return xp.std(x, axis=axis, correction=ddof, keepdims=keepdims)
+
+
+def _scan_std(name: str) -> Any:
+    def scan(xp: Any, x: Any, axis: Any = None) -> Any:
+        # NumPy's scans flatten when axis is None; the standard's need an axis
+        if axis is None:
+            x, axis = xp.reshape(x, (-1,)), 0
+        return getattr(xp, name)(x, axis=axis)
+
+    return scan
 
 
 # ---- vector-Jacobian rules ---------------------------------------------------------------------------
@@ -75,7 +96,7 @@ def _mean_vjp(m, g, x, out, needs, axis=None, keepdims=False):
 
 def _extreme_vjp(m, g, x, out, needs, axis=None, keepdims=False):
     # the gradient goes to the element(s) that won; ties share it equally
-    hit = x == _spread(m, out, x.shape, axis, keepdims)
+    hit = mask(m, x == _spread(m, out, x.shape, axis, keepdims))
     return (_spread(m, g, x.shape, axis, keepdims) * hit / m.sum(hit, axis=axis, keepdims=True),)
 
 
@@ -115,11 +136,11 @@ def _std_vjp(m, g, x, out, needs, axis=None, ddof=0, keepdims=False):
 
 
 def _nansum_vjp(m, g, x, out, needs, axis=None, keepdims=False):
-    return (_spread(m, g, x.shape, axis, keepdims) * m.logical_not(m.isnan(x)),)
+    return (_spread(m, g, x.shape, axis, keepdims) * mask(m, m.logical_not(m.isnan(x))),)
 
 
 def _nanmean_vjp(m, g, x, out, needs, axis=None, keepdims=False):
-    present = m.logical_not(m.isnan(x))
+    present = mask(m, m.logical_not(m.isnan(x)))
     return (_spread(m, g, x.shape, axis, keepdims) * present / m.sum(present, axis=axis, keepdims=True),)
 
 
@@ -138,7 +159,7 @@ def _cumprod_vjp(m, g, x, out, needs, axis=None):
         flat = _cumprod_vjp(m, m.reshape(g, (-1,)), m.reshape(x, (-1,)), m.reshape(out, (-1,)), needs, axis=0)[0]
         return (m.reshape(flat, x.shape),)
     zero = x == 0
-    first = zero * (m.cumsum(zero, axis=axis) == 1)
+    first = m.logical_and(zero, m.cumsum(mask(m, zero), axis=axis) == 1)
     tail = _reverse_cumsum(m, g * out, axis)
     plain = m.where(zero, 0.0, tail / m.where(zero, 1.0, x))
     others = m.cumprod(m.where(first, 1.0, x), axis=axis)
@@ -185,7 +206,7 @@ def _prod(shape: tuple[int, ...]) -> int:
 
 
 def _extreme_jvp(m, tangents, x, out, axis=None, keepdims=False):
-    hit = x == _spread(m, out, x.shape, axis, keepdims)
+    hit = mask(m, x == _spread(m, out, x.shape, axis, keepdims))
     share = m.sum(tangents[0] * hit, axis=axis, keepdims=keepdims)
     return share / m.sum(hit, axis=axis, keepdims=keepdims)
 
@@ -213,7 +234,7 @@ def _nansum_jvp(m, tangents, x, out, axis=None, keepdims=False):
 def _nanmean_jvp(m, tangents, x, out, axis=None, keepdims=False):
     present = m.logical_not(m.isnan(x))
     return m.sum(m.where(present, tangents[0], 0.0), axis=axis, keepdims=keepdims) / \
-        m.sum(present, axis=axis, keepdims=keepdims)
+        m.sum(mask(m, present), axis=axis, keepdims=keepdims)
 
 
 def _logsumexp_jvp(m, tangents, x, out, axis=None, keepdims=False):
@@ -233,7 +254,7 @@ def _log_softmax_jvp(m, tangents, x, out, axis=-1):
 def _cross_entropy_jvp(m, tangents, x, out, index=None, scale=1.0):
     t = tangents[0]
     e = m.exp(x - m.max(x, axis=-1, keepdims=True))
-    return scale * (m.sum(e / m.sum(e, axis=-1, keepdims=True) * t) - m.sum(t[index]))
+    return scale * (m.sum(e / m.sum(e, axis=-1, keepdims=True) * t) - m.sum(index_into(t, index)))
 
 
 # ---- the gates ---------------------------------------------------------------------------------------
@@ -251,21 +272,22 @@ PROD = _gate("prod", "prod", "prod gate: each element gets the upstream gradient
 VAR = _gate("var", "var", "var gate: each element gets 2·(x − mean)/(n − ddof) times the upstream gradient",
             "var({0})", jvp=_var_jvp, vjp=_var_vjp, order=_VAR_ORDER, params={"axis": None, "ddof": 0,
             "keepdims": False},
-            method="var")
+            method="var", std=_var_std)
 STD = _gate("std", "std", "std gate: each element gets (x − mean)/((n − ddof)·std) times the upstream gradient",
             "std({0})", jvp=_std_jvp, vjp=_std_vjp, order=_VAR_ORDER,
-            params={"axis": None, "ddof": 0, "keepdims": False}, method="std")
+            params={"axis": None, "ddof": 0, "keepdims": False}, method="std", std=_std_std)
 NANSUM = _gate("nansum", "nansum", "nansum gate: like sum; NaN elements were skipped and get no gradient",
                "nansum({0})", jvp=_nansum_jvp, vjp=_nansum_vjp, order=_SUM_ORDER, params=_AXES)
 NANMEAN = _gate("nanmean", "nanmean", "nanmean gate: shares the gradient equally among the elements that are not NaN",
                 "nanmean({0})", jvp=_nanmean_jvp, vjp=_nanmean_vjp, order=_SUM_ORDER, params=_AXES)
 CUMSUM = _gate("cumsum", "cumsum", "cumsum gate: each element feeds every later partial sum, so its gradient is "
                "the running sum of the upstream gradient from the end", "cumsum({0})", linear="linear", vjp=_cumsum_vjp,
-               params={"axis": None}, order=("axis", "dtype", "out"), shape=_scan_shape, method="cumsum")
+               params={"axis": None}, order=("axis", "dtype", "out"), shape=_scan_shape, method="cumsum",
+               std=_scan_std("cumulative_sum"))
 CUMPROD = _gate("cumprod", "cumprod", "cumprod gate: each partial product out_j sends g_j·out_j/x_i to every "
                 "earlier element x_i", "cumprod({0})", vjp=_cumprod_vjp, params={"axis": None},
                 order=("axis", "dtype", "out"), shape=_scan_shape,
-                method="cumprod")
+                method="cumprod", std=_scan_std("cumulative_prod"))
 LOGSUMEXP = _gate("logsumexp", _logsumexp, "logsumexp gate: its gradient is the softmax of its input",
                   "logsumexp({0})", jvp=_logsumexp_jvp, vjp=_logsumexp_vjp, params=_AXES,
                   expand=lambda m, x, axis=None, keepdims=False: _logsumexp(m, x, axis, keepdims, guard=False))

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import SHAPE, Gate, apply_in, register, unbroadcast
+from .core import SHAPE, Gate, apply_in, constant, index_into, register, unbroadcast
 
 
 def _gate(name: str, forward: Any, explain: str, fmt: str, **kw: Any) -> Gate:
@@ -70,6 +70,29 @@ def _stack(xp, *xs, axis=0):
     return xp.stack(xs, axis=axis)
 
 
+def _transpose_std(xp, x, axes=None):
+    return xp.permute_dims(x, tuple(range(x.ndim - 1, -1, -1)) if axes is None else tuple(axes))
+
+
+def _concatenate_std(xp, *xs, axis=0):
+    return xp.concat(xs, axis=axis)
+
+
+def _repeat_std(xp, x, repeats=1, axis=None):
+    if not isinstance(repeats, int):  # a count per element, or a NumPy integer
+        r = np.asarray(repeats, dtype=np.int64)
+        repeats = int(r) if r.ndim == 0 else xp.asarray(r)
+    return xp.repeat(x, repeats, axis=axis)
+
+
+def _tile_std(xp, x, reps=1):
+    return xp.tile(x, (reps,) if isinstance(reps, (int, np.integer)) else tuple(reps))
+
+
+def _take_along_axis_std(xp, x, indices=None, axis=-1):
+    return xp.take_along_axis(x, xp.asarray(indices), axis=axis)
+
+
 def _as_strided(xp, x, shape=None, strides=None, itemsize=8):
     # strides are in bytes of the C-contiguous layout (what Tensor.strides reports)
     return np.lib.stride_tricks.as_strided(xp.ascontiguousarray(x), shape, strides, writeable=False)
@@ -93,7 +116,7 @@ def _gather_vjp(index_of):
         flat = m.reshape(g, (-1,))
         keep = idx >= 0
         if not keep.all():
-            flat, idx = flat[np.flatnonzero(keep)], idx[keep]
+            flat, idx = index_into(flat, np.flatnonzero(keep)), idx[keep]
         return (m.reshape(m.scatter(flat, index=idx, shape=(math.prod(x.shape),)), x.shape),)
 
     return vjp
@@ -106,11 +129,19 @@ def _pad_index(shape, pad_width=0, mode="constant", constant_values=0):
     return np.pad(pos, pad_width, mode=mode)
 
 
-def _as_strided_vjp(m, g, x, out, needs, shape=None, strides=None, itemsize=8):
+def _strided_index(shape_x, shape=None, strides=None, itemsize=8):
     # the strides count bytes of the input's C-contiguous layout: the same walk over positions
-    pos = np.ascontiguousarray(_positions(tuple(x.shape)))
+    pos = np.ascontiguousarray(_positions(tuple(shape_x)))
     walk = tuple(s // itemsize * pos.itemsize for s in strides)
-    idx = np.lib.stride_tricks.as_strided(pos, tuple(shape), walk, writeable=False)
+    return np.lib.stride_tricks.as_strided(pos, tuple(shape), walk, writeable=False)
+
+
+def _window_index(shape_x, window_shape=(), axis=None):
+    return np.lib.stride_tricks.sliding_window_view(_positions(tuple(shape_x)), window_shape, axis=axis)
+
+
+def _as_strided_vjp(m, g, x, out, needs, shape=None, strides=None, itemsize=8):
+    idx = _strided_index(tuple(x.shape), shape, strides, itemsize)
     return _gather_vjp(lambda s: idx)(m, g, x, out, needs)
 
 
@@ -139,17 +170,17 @@ def _getitem_vjp(m, g, x, out, needs, index=None):
 
 
 def _scatter_vjp(m, g, src, out, needs, index=None, shape=()):
-    return (g[index],)
+    return (index_into(g, index),)
 
 
 def _setitem_vjp(m, g, x, v, out, needs, index=None):
     gx = m.setitem(g, 0.0, index=index) if needs[0] else None  # the overwritten elements get nothing
     gv = None
     if needs[1]:
-        picked = g[index]
+        picked = index_into(g, index)
         lost = _overwritten(tuple(x.shape), index)
         if lost is not None:  # a repeated index: only its last assignment survives
-            picked = picked * lost
+            picked = picked * constant(m, lost)
         gv = unbroadcast(m, picked, tuple(v.shape)) if tuple(picked.shape) != tuple(v.shape) else picked
     return gx, gv
 
@@ -180,7 +211,7 @@ def _concatenate_vjp(m, g, *args, axis=0):
     grads, start = [], 0
     for x, need in zip(xs, needs):
         stop = start + x.shape[ax]
-        grads.append(g[(slice(None),) * ax + (slice(start, stop),)] if need else None)
+        grads.append(index_into(g, (slice(None),) * ax + (slice(start, stop),)) if need else None)
         start = stop
     return tuple(grads)
 
@@ -188,7 +219,7 @@ def _concatenate_vjp(m, g, *args, axis=0):
 def _stack_vjp(m, g, *args, axis=0):
     *xs, out, needs = args
     ax = axis % out.ndim
-    return tuple(g[(slice(None),) * ax + (i,)] if need else None for i, need in enumerate(needs))
+    return tuple(index_into(g, (slice(None),) * ax + (i,)) if need else None for i, need in enumerate(needs))
 
 
 def _flip_vjp(m, g, x, out, needs, axis=None):
@@ -299,7 +330,7 @@ RESHAPE = _gate("reshape", "reshape", "reshape gate: the gradient is reshaped ba
                 code="np.reshape({0}, {shape})", view=True)
 TRANSPOSE = _gate("transpose", "transpose", "transpose gate: the gradient is transposed back", "{0}ᵀ",
                   linear="linear", vjp=_transpose_vjp, params={"axes": None}, shape=_transpose_shape,
-                  code=_transpose_code, view=True, numpy=("transpose",))
+                  code=_transpose_code, view=True, numpy=("transpose",), std=_transpose_std)
 BROADCAST_TO = _gate("broadcast_to", "broadcast_to",
                      "broadcast gate: a value copied to many places — their gradients add up",
                      "broadcast({0}, {shape})", linear="linear", vjp=_broadcast_to_vjp, params={"shape": ()},
@@ -318,7 +349,7 @@ SETITEM = _gate("setitem", _setitem,
 CONCATENATE = _gate("concatenate", _concatenate, "concatenate gate: each input gets its slice of the gradient",
                     "concatenate([{xs}], axis={axis})", linear="linear", vjp=_concatenate_vjp, params={"axis": 0},
                     arity=None, shape=_concatenate_shape, code="np.concatenate([{xs}], axis={axis})",
-                    numpy=("concatenate",))
+                    numpy=("concatenate",), std=_concatenate_std)
 STACK = _gate("stack", _stack, "stack gate: each input gets its slice of the gradient",
               "stack([{xs}], axis={axis})", linear="linear", vjp=_stack_vjp, params={"axis": 0}, arity=None,
               shape=_stack_shape, code="np.stack([{xs}], axis={axis})", numpy=("stack",))
@@ -329,9 +360,10 @@ ROLL = _gate("roll", "roll", "roll gate: the gradient is rolled back by the same
              code="np.roll({0}, {shift})")
 REPEAT = _gate("repeat", "repeat", "repeat gate: each element was copied; the copies' gradients add up",
                "repeat({0}, {repeats})", linear="linear", vjp=_repeat_vjp, params={"repeats": 1, "axis": None},
-               code="np.repeat({0}, {repeats})", method="repeat")
+               code="np.repeat({0}, {repeats})", method="repeat", std=_repeat_std)
 TILE = _gate("tile", "tile", "tile gate: the input was copied in tiles; the tiles' gradients add up",
-             "tile({0}, {reps})", linear="linear", vjp=_tile_vjp, params={"reps": 1}, code="np.tile({0}, {reps})")
+             "tile({0}, {reps})", linear="linear", vjp=_tile_vjp, params={"reps": 1}, code="np.tile({0}, {reps})",
+             std=_tile_std)
 PAD = _gate("pad", "pad", "pad gate: the inner block gets its gradient back; constant borders get none "
             "(edge, reflect and wrap borders send theirs to the elements they copy)", "pad({0}, {pad_width})",
             jvp=_pad_jvp, vjp=_pad_vjp, params={"pad_width": 0, "mode": "constant", "constant_values": 0},
@@ -353,7 +385,8 @@ DIAG = _gate("diag", "diag", "diag gate: a vector placed on a diagonal (or a mat
 TAKE_ALONG_AXIS = _gate("take_along_axis", "take_along_axis",
                         "take-along-axis gate: the gradient goes back to the picked elements (repeats add)",
                         "take_along_axis({0}, {indices}, axis={axis})", linear="linear", vjp=_take_along_axis_vjp,
-                        params={"indices": None, "axis": -1}, code="np.take_along_axis({0}, {indices}, axis={axis})")
+                        params={"indices": None, "axis": -1}, code="np.take_along_axis({0}, {indices}, axis={axis})",
+                        std=_take_along_axis_std)
 SLIDING_WINDOW_VIEW = _gate(
     "sliding_window_view", "lib.stride_tricks.sliding_window_view",
     "windows gate: every window is a view of the input; where windows overlap, their gradients add up",
