@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     _reexec()
     if args.cpus != "all" and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    if not os.path.isfile(os.path.join(args.shared, "seed_functions.py")):
+        sys.exit(f"peer benchmark harness not found at {args.shared}; set CHAINRULE_PEER_BENCH or --shared")
     sys.path.insert(0, args.shared)
     import numpy as np
     import seed_functions as sf
