@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--functions", default="", help="comma-separated subset of the worksheet's functions")
     p.add_argument("--eager", action="store_true", help="also time eager value_and_grad")
     p.add_argument("--no-peers", action="store_true", help="do not time jax.jit / torch even where importable")
+    p.add_argument("--libmvec", action="store_true",
+                   help="also time the fused loops with every transcendental a libmvec call (before inline_math)")
     p.add_argument("--errors", action="store_true", help="worst relative error, fused loops vs the NumPy plan")
     p.add_argument("--compile-times", action="store_true",
                    help="first-call time in a fresh process, with an empty kernel cache and with a warm one")
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     _reexec()
     if args.cpus != "all" and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    if not os.path.isfile(os.path.join(args.shared, "seed_functions.py")):
+        sys.exit(f"peer benchmark harness not found at {args.shared}; set CHAINRULE_PEER_BENCH or --shared")
     sys.path.insert(0, args.shared)
     import numpy as np
     import seed_functions as sf
@@ -172,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 pass
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     engines = (["auto-compiled", "numpy-compiled"] + (["numba-compiled"] if has_nb else [])
+               + (["libmvec-compiled"] if has_nb and args.libmvec else [])
                + (["numexpr-compiled"] if has_ne else []) + list(peers) + (["eager"] if args.eager else []))
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"numpy {np.__version__}, numba {numba.__version__ if has_nb else 'not installed'}, numexpr "
@@ -197,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
                     if e == "eager":
                         f = (lambda g: lambda *a: g(m, *a))(spec.generic)
                         fn = cr.value_and_grad(f, argnums=tuple(range(spec.n_inputs)))
+                    elif e == "libmvec-compiled":   # lowered (on the first call) with libmvec only
+                        from chainrule.compile import vecmath
+
+                        fn = compiled(name, "numba")
+                        with vecmath.libmvec_only():
+                            fn(*arrays)
                     else:
                         fn = compiled(name, e.split("-")[0])
                     ok, err = sf.compare(ref, fn(*arrays))

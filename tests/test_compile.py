@@ -324,15 +324,36 @@ def test_fused_agrees_with_the_numpy_backend(f, n, rng):
         assert all(not np.shares_memory(g, a) for a in args)
 
 
-def test_fused_program_is_one_loop_with_vector_transcendentals(rng):
-    """exp and log run inside the fused loop as vector calls: the whole program is one kernel on the
-    whole arrays, reading its inputs and writing its results once."""
+def test_fused_program_is_one_loop_with_inline_transcendentals(rng):
+    """exp and log run inside the fused loop, inline: the whole program is one loop over the whole
+    arrays, reading its inputs and writing its results once."""
     pytest.importorskip("numba")
     from chainrule.compile import vecmath
 
     fast = cr.compile(complex_layer_staged, argnums=(0, 1), backend="numba")
     args = [rng.uniform(0.5, 2.0, size=5000) for _ in range(2)]
     res = fast(*args)
+    if "exp" not in vecmath.INLINE_UFUNCS:
+        pytest.skip("no inline math here (numba without what inline_math needs)")
+    kernels, driver = fast.source.split("def _compiled")
+    assert "def _block" not in kernels and kernels.count("def _kernel") == 1
+    fast_loop, again = kernels.split("if g:")   # the loop, and the block again where log's argument is not normal
+    assert fast_loop.count("for j in range(") == 1 and "_log_normal(" in fast_loop and "g += _log_outside(" in fast_loop
+    assert fast_loop.count("_exp(") == 2 and "np.sqrt(" in fast_loop and "_log(" in again
+    assert "np.exp" not in driver and "np.log" not in driver and driver.count("_k0(") == 1
+    _close(res, _numpy_plan(complex_layer_staged, (0, 1), *args), rtol=1e-14)
+
+
+def test_fused_program_with_libmvec_calls_it_on_blocks(rng):
+    """The route before the inline functions (kept for the other transcendentals, and for measuring):
+    libmvec's exp and log on blocks of the loop's values, exp(-t) negating in registers."""
+    pytest.importorskip("numba")
+    from chainrule.compile import vecmath
+
+    fast = cr.compile(complex_layer_staged, argnums=(0, 1), backend="numba")
+    args = [rng.uniform(0.5, 2.0, size=5000) for _ in range(2)]
+    with vecmath.libmvec_only():
+        res = fast(*args)
     if "exp" not in vecmath.VECTOR_UFUNCS:
         pytest.skip("no vector math library here: exp stays a NumPy call")
     kernels, driver = fast.source.split("def _compiled")
@@ -343,13 +364,14 @@ def test_fused_program_is_one_loop_with_vector_transcendentals(rng):
 
 
 def test_fused_without_vector_math_calls_numpy_between_loops(monkeypatch, rng):
-    """Where a ufunc has no vector form (or no libmvec), it runs as a NumPy call between kernels,
-    block by block; the answers are the same."""
+    """Where a ufunc has neither an inline nor a vector form (or neither is available), it runs as a
+    NumPy call between kernels, block by block; the answers are the same."""
     pytest.importorskip("numba")
     from chainrule.compile import vecmath
 
     assert vecmath.available()
     monkeypatch.setattr(vecmath, "VECTOR_UFUNCS", {})
+    monkeypatch.setattr(vecmath, "INLINE_UFUNCS", {})
     args = [rng.uniform(0.5, 2.0, size=compiler.TILE + 4321) for _ in range(2)]
     fast = cr.compile(complex_layer_staged, argnums=(0, 1), backend="numba")
     res = fast(*args)

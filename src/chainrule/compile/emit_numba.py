@@ -2,13 +2,15 @@
 write each result once.
 
 A kernel holds every instruction it can: arithmetic LLVM compiles to exactly rounded vector
-instructions (``+ - * /``, ``sqrt``, ``abs``, comparisons, ``where``, ...) as scalar statements of
-an elementwise loop, and the transcendental functions (``exp``, ``log``, ``sin``, ...) as calls of
+instructions (``+ - * /``, ``sqrt``, ``abs``, comparisons, ``where``, ...) and ``exp`` and ``log``
+(:mod:`.inline_math`'s, which LLVM vectorizes with the loop) as scalar statements of an elementwise
+loop; ``sin`` and ``cos`` as block functions of :mod:`.inline_math` (one ``sincos`` where both of
+one value are used), and the other transcendental functions (``tan``, ``expm1``, ...) as calls of
 glibc's vector math library on a block of the loop's values (:mod:`.vecmath`). Inside the kernel
 the arrays are walked in blocks of :data:`BLOCK` elements: a block's loop runs as far as the next
-transcendental call, whose inputs and results stay in small scratch arrays in L1 cache, and so on
-to the block's results, which are written straight into the outputs. Values cheap to compute from
-the inputs are recomputed where a later loop needs them instead of stored.
+block call, whose inputs and results stay in small scratch arrays in L1 cache, and so on to the
+block's results, which are written straight into the outputs. Values cheap to compute from the
+inputs are recomputed where a later loop needs them instead of stored.
 
 A program using a ufunc that has no vector form here (or any ufunc, where libmvec is missing) runs
 as before: NumPy calls between kernels, block by block over ``TILE`` elements. Large calls are split
@@ -40,10 +42,14 @@ FUSED_MIN_SIZE = 2048
 #: elements per block inside a kernel: its scratch arrays stay in L1 cache, and its stores and loads
 #: interleave with the vector calls finely enough to overlap (measured: 128 beats 512 by 10-30%)
 BLOCK = 128
+#: elements per block of a one-loop kernel calling a guarded function (log, sin, cos): a block with an
+#: argument outside its inline form's domain is computed again with the full forms (long enough that
+#: starting a block costs nothing)
+GUARDED_BLOCK = 4096
 #: values computed from the inputs by at most this many loop operations are recomputed, not stored
 REMAT_COST = 6
 #: operations too slow to compute twice (a division or square root costs more than a store and a load)
-_EXPENSIVE = {"divide", "true_divide", "reciprocal", "sqrt", "power"}
+_EXPENSIVE = {"divide", "true_divide", "reciprocal", "sqrt", "power", "exp", "log"}
 
 #: ufuncs evaluated as scalar statements inside the loops (exactly rounded, or cheap, and vectorized by LLVM)
 KERNEL_UFUNCS: dict[str, str] = {
@@ -76,8 +82,8 @@ def available(warn: bool = False) -> bool:
 
 
 def _vector(code: Code, i: Ins) -> bool:
-    """A transcendental ufunc evaluated by a vector call inside a kernel."""
-    if i.kind != "ufunc" or i.fn not in vecmath.VECTOR_UFUNCS:
+    """A transcendental ufunc evaluated by a libmvec call on a block inside a kernel."""
+    if i.kind != "ufunc" or i.fn in vecmath.INLINE_UFUNCS or i.fn not in vecmath.VECTOR_UFUNCS:
         return False
     meta = code.meta(i.target)
     return (meta is not None and meta[1] == np.float64 and any(isinstance(a, str) for a in i.args)
@@ -85,7 +91,8 @@ def _vector(code: Code, i: Ins) -> bool:
 
 
 def _scalar(i: Ins) -> bool:
-    return (i.kind == "ufunc" and i.fn in KERNEL_UFUNCS) or (i.kind == "call" and i.fn in _KERNEL_CALLS)
+    return ((i.kind == "ufunc" and (i.fn in KERNEL_UFUNCS or i.fn in vecmath.INLINE_UFUNCS))
+            or (i.kind == "call" and i.fn in _KERNEL_CALLS))
 
 
 def fusable_shape(code: Code) -> tuple[int, ...] | None:
@@ -213,11 +220,24 @@ def _scalar_text(i: Ins, args: list[str]) -> str:
     return f"float({args[1]})"  # full_like(x, value), full(shape, value)
 
 
+def _sincos_pairs(group: list[Ins]) -> dict[str, str]:
+    """sin and cos of one value in a loop (both inline): each one's target -> the other's."""
+    seen: dict[tuple[str, Any], str] = {}
+    pairs: dict[str, str] = {}
+    for i in group:
+        if i.kind == "ufunc" and i.fn in ("sin", "cos") and i.fn in vecmath.INLINE_UFUNCS:
+            key = ("cos" if i.fn == "sin" else "sin", tuple(i.args))
+            if key in seen and seen[key] not in pairs:
+                pairs[i.target], pairs[seen[key]] = seen[key], i.target
+            seen.setdefault((i.fn, tuple(i.args)), i.target)
+    return pairs
+
+
 def kernel_source(code: Code, group: list[Ins], reads: list[str], writes: list[str]) -> tuple[str, list[str]]:
     """One kernel ``_kernel(p0.., q0..)`` computing ``writes`` (``q`` arrays, a value may be written
     to several) from ``reads`` (``p`` arrays): the group's scalar instructions as elementwise loops,
-    its transcendental calls as vector calls between them, block by block. Returns the source and
-    the libmvec functions it calls."""
+    its transcendental calls as block calls between them, block by block. Returns the source and
+    the functions it calls (as :func:`.vecmath.kernel_file_text` names them)."""
     group, negated = _fold_negations(code, group, writes)
     vector = {i.target for i in group if _vector(code, i)}
     steps = schedule(group, lambda i: i.target not in vector, set(reads))
@@ -246,41 +266,88 @@ def kernel_source(code: Code, group: list[Ins], reads: list[str], writes: list[s
                 traffic_reads[at].append(r)
         extra.setdefault(at, []).append((r, f"y{k}"))
     functions: list[str] = []
-    body: list[str] = []
-    for k, (inner, group_k) in enumerate(steps):
-        if not inner:
-            i = group_k[0]
-            sym = vecmath.VECTOR_UFUNCS[i.fn][0] + ("_neg" if i.target in negated else "")
-            if sym not in functions:
-                functions.append(sym)
-            args = [where[a] if isinstance(a, str) else f"({lit(float(a))})" for a in i.args]
-            body.append(f"{sym}({', '.join(args)}, {where[i.target]}, m)")
-            continue
-        local: dict[str, str] = {}
-        lines = []
-        for n, a in enumerate(traffic_reads[k]):
-            local[a] = f"a{n}"
-            lines.append(f"a{n} = {where[a]}[j]")
-        for n, i in enumerate(group_k):
-            args = [(local.get(a, "None") if isinstance(a, str) else f"({lit(a)})") for a in i.args]
-            local[i.target] = f"v{n}"
-            lines.append(f"v{n} = {_scalar_text(i, args)}")
-        lines += [f"{where[w]}[j] = {local[w]}" for w in traffic_writes[k]]
-        lines += [f"{dest}[j] = {local[r]}" for r, dest in extra.get(k, [])]
-        if len(lines) > len(traffic_reads[k]):
-            body.append("for j in range(m):")
-            body += ["    " + b for b in lines]
+
+    def body(exact: bool) -> list[str]:
+        """The block's steps; ``exact``: the guarded functions by their forms that hold everywhere,
+        else by the inline ones, counting in ``g`` the arguments where those do not hold."""
+        out: list[str] = []
+        for k, (inner, group_k) in enumerate(steps):
+            if not inner:
+                i = group_k[0]
+                sym = vecmath.VECTOR_UFUNCS[i.fn][0] + ("_neg" if i.target in negated else "")
+                if sym not in functions:
+                    functions.append(sym)
+                args = [where[a] if isinstance(a, str) else f"({lit(float(a))})" for a in i.args]
+                out.append(f"{sym}({', '.join(args)}, {where[i.target]}, m)")
+                continue
+            local: dict[str, str] = {}
+            lines = []
+            for n, a in enumerate(traffic_reads[k]):
+                local[a] = f"a{n}"
+                lines.append(f"a{n} = {where[a]}[j]")
+            guards: list[str] = []   # the calls that count arguments outside an inline form's domain
+            pairs = _sincos_pairs(group_k)
+            for n, i in enumerate(group_k):
+                args = [(local.get(a, "None") if isinstance(a, str) else f"({lit(a)})") for a in i.args]
+                if i.target in local:   # the cosine of a sine's argument: computed with it
+                    continue
+                local[i.target] = f"v{n}"
+                if i.target in pairs:   # sin(v) and cos(v): one reduction, both polynomials
+                    other = pairs[i.target]
+                    local[other] = f"v{group_k.index(next(j for j in group_k if j.target == other))}"
+                    sin_cos = [local[i.target], local[other]][:: 1 if i.fn == "sin" else -1]
+                    name = "_sincos_exact" if exact else "_sincos"
+                    if not exact and f"_trig_outside({args[0]})" not in guards:
+                        guards.append(f"_trig_outside({args[0]})")
+                    for fn_name in (name, *(() if exact else ("_trig_outside",))):
+                        if fn_name not in functions:
+                            functions.append(fn_name)
+                    lines.append(f"{', '.join(sin_cos)} = {name}({args[0]})")
+                    continue
+                if i.kind == "ufunc" and i.fn in vecmath.INLINE_UFUNCS:
+                    name = "_" + vecmath.INLINE_UFUNCS[i.fn]
+                    if i.fn in vecmath.GUARDED:
+                        outside, everywhere = vecmath.GUARDED[i.fn]
+                        if exact:
+                            name = "_" + everywhere
+                        elif f"_{outside}({args[0]})" not in guards:
+                            guards.append(f"_{outside}({args[0]})")
+                            if f"_{outside}" not in functions:
+                                functions.append(f"_{outside}")
+                    if name not in functions:
+                        functions.append(name)
+                    lines.append(f"v{n} = {name}({', '.join(args)})")
+                else:
+                    lines.append(f"v{n} = {_scalar_text(i, args)}")
+            lines += [f"{where[w]}[j] = {local[w]}" for w in traffic_writes[k]]
+            lines += [f"{dest}[j] = {local[r]}" for r, dest in extra.get(k, [])]
+            lines += [f"g += {c}" for c in guards]
+            if len(lines) > len(traffic_reads[k]):
+                out.append("for j in range(m):")
+                out += ["    " + b for b in lines]
+        return out
+
+    fast = body(exact=False)
+    guarded = any("g += " in b for b in fast)
+    if guarded:   # an argument outside an inline function's domain: the block again, with the full ones
+        fast = ["g = 0", *fast, "if g:"] + ["    " + b for b in body(exact=True)]
     params = [f"p{j}" for j in range(len(reads))] + [f"q{j}" for j in range(len(writes))]
     lines = [f"def _kernel({', '.join(params)}):", f"    n = {params[0]}.shape[0]"]
+    used = "\n".join(fast)
+    arrays = [(s, p) for s, p in [(f"x{j}", f"p{j}") for j in range(len(reads))]
+              + [(f"y{j}", f"q{j}") for j in range(len(writes))] if s in used]
+    block = BLOCK
+    if len(steps) == 1 and not memory.buffers:
+        if not guarded:   # one loop and no block call: over the whole arrays, one vectorized loop
+            lines += [f"    {s} = {p}" for s, p in arrays] + ["    m = n"] + ["    " + b for b in fast]
+            return "\n".join(lines) + "\n", functions
+        block = GUARDED_BLOCK
     lines += [f"    s{j} = np.empty({BLOCK}{'' if dt == np.float64 else ', dtype=np.bool_'})"
               for j, dt in enumerate(memory.buffers)]
-    lines.append(f"    for st in range(0, n, {BLOCK}):")
-    lines.append(f"        m = min({BLOCK}, n - st)")
-    used = "\n".join(body)
-    lines += [f"        {s} = {p}[st:st + m]" for s, p in
-              [(f"x{j}", f"p{j}") for j in range(len(reads))] + [(f"y{j}", f"q{j}") for j in range(len(writes))]
-              if s in used]
-    lines += ["        " + b for b in body]
+    lines.append(f"    for st in range(0, n, {block}):")
+    lines.append(f"        m = min({block}, n - st)")
+    lines += [f"        {s} = {p}[st:st + m]" for s, p in arrays]
+    lines += ["        " + b for b in fast]
     return "\n".join(lines) + "\n", functions
 
 

@@ -1,13 +1,24 @@
-"""The fused loops' runtime: numba, vectorized transcendental functions, and kernels cached on disk.
+"""The fused loops' runtime: numba, the transcendental functions, and kernels cached on disk.
 
-**Vectorized exp, log, sin...** numba compiles ``np.exp(x[i])`` in a loop to one scalar libm call
-per element (its SVML route needs an LLVM patch that numba 0.62+ no longer carries), while NumPy's
-own loops are SIMD. glibc's libmvec is the vector math library of every x86-64 Linux (the functions
-GCC calls under ``-ftree-loop-vectorize -ffast-math``; derived from Intel's SVML, at most 4 ulp,
-special values per C99): :func:`vector_function` returns a numba intrinsic that calls its 8-lane
-(AVX-512), 4-lane (AVX2) or 2-lane (SSE2) variant over a block, so a fused loop evaluates its
-transcendentals in registers-sized chunks without a pass over memory. Where libmvec or a function
-is missing, :data:`VECTOR_UFUNCS` lacks the function and the fused back end calls NumPy instead.
+**exp, log, sin, cos.** numba compiles ``np.exp(x[i])`` in a loop to one scalar libm call per
+element (its SVML route needs an LLVM patch that numba 0.62+ no longer carries), while NumPy's own
+loops are SIMD. The fused loops compute ``exp``, ``log``, ``sin`` and ``cos`` with the inline
+functions of :mod:`.inline_math` (:data:`INLINE_UFUNCS`): scalar code LLVM vectorizes with the loop
+around it, so they cost a few vector instructions beside the loop's other arithmetic, and no pass
+over memory. Some (:data:`GUARDED`) hold on the usual part of their domain only (``sin`` and ``cos``
+for ``|x| <= 2^20 pi/2``, ``log`` for positive normal numbers): a loop counts the arguments outside,
+and where there is one it runs again with the functions that hold everywhere (libm's ``sin`` and
+``cos`` beyond that range; ``log`` with its subnormals, zeros, negatives, inf and NaN).
+Chosen over libmvec by measurement (``bench/README.md``); :func:`libmvec_only` lowers programs the
+old way, for measuring one against the other.
+
+**libmvec** is the vector math library of every x86-64 Linux (the functions GCC calls under
+``-ftree-loop-vectorize -ffast-math``; derived from Intel's SVML, at most 4 ulp, special values per
+C99): :func:`vector_function` returns a numba intrinsic that calls its 8-lane (AVX-512), 4-lane
+(AVX2) or 2-lane (SSE2) variant over a block, so a fused loop evaluates the other transcendentals
+(``tan``, ``expm1``, ``arctan2``, ...) in register-sized chunks without a pass over memory. Where
+libmvec or a function is missing, :data:`VECTOR_UFUNCS` lacks the function and the fused back end
+calls NumPy instead.
 
 **Cached kernels.** :func:`kernel` writes a kernel's source to a file named by its hash in the
 cache folder (``$CHAINRULE_CACHE_DIR``, else ``$XDG_CACHE_HOME/chainrule``, else
@@ -23,7 +34,8 @@ import os
 import platform
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 #: NumPy ufunc -> libmvec function (one argument)
@@ -42,15 +54,28 @@ _libmvec: Any = None
 _variant: tuple[str, int] | None = None
 #: ufunc name -> (libmvec symbol, lanes, arity) for the functions vectorized here
 VECTOR_UFUNCS: dict[str, tuple[str, int, int]] = {}
+#: ufuncs computed in the loops by :mod:`.inline_math` (ufunc -> its function there)
+INLINE_UFUNCS: dict[str, str] = {}
+#: those whose inline form holds on part of the domain only: ufunc -> (the function that says where
+#: it does not, the function that holds everywhere)
+GUARDED: dict[str, tuple[str, str]] = {"sin": ("trig_outside", "sin_exact"), "cos": ("trig_outside", "cos_exact"),
+                                       "log": ("log_outside", "log")}
+#: what :mod:`.inline_math` provides, installed into INLINE_UFUNCS when numba loads
+_INLINE = {"exp": "exp", "log": "log_normal", "sin": "sin", "cos": "cos"}
+_variant_name = ""
 _intrinsics: dict[str, Any] = {}
 _kernels: dict[str, Callable[..., None]] = {}
 
 
 @functools.lru_cache(maxsize=1)
 def _runtime_hash() -> str:
-    """A hash of this module: cached kernels are compiled anew when the runtime they call changes."""
-    with open(__file__, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()[:16]
+    """A hash of this module and of :mod:`.inline_math` (numba's cache does not follow the functions
+    a kernel inlines): cached kernels are compiled anew when the runtime they call changes."""
+    h = hashlib.sha256()
+    for path in (__file__, os.path.join(os.path.dirname(__file__), "inline_math.py")):
+        with open(path, "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()[:16]
 
 
 def available() -> bool:
@@ -66,6 +91,7 @@ def available() -> bool:
                     _numba = False
                 else:
                     _setup_libmvec(numba)
+                    _setup_inline()
                     _numba = numba
     return _numba is not False
 
@@ -106,6 +132,29 @@ def _setup_libmvec(numba: Any) -> None:
             sym = f"_ZGV{letter}N{lanes}{'v' * arity}_{name}"
             if hasattr(lib, sym):
                 VECTOR_UFUNCS[ufunc] = (sym, lanes, arity)
+
+
+def _setup_inline() -> None:
+    """Install the inline functions (where :mod:`.inline_math` loads: it needs numba's intrinsics)."""
+    global _variant_name
+    try:
+        from . import inline_math
+    except ImportError:   # an llvmlite or numba without what it uses: libmvec (or NumPy) computes them
+        return
+    _variant_name = inline_math.VARIANT
+    INLINE_UFUNCS.update(_INLINE)
+
+
+@contextmanager
+def libmvec_only() -> Iterator[None]:
+    """Programs lowered inside compute every transcendental with libmvec (or NumPy where it lacks
+    one), as before :mod:`.inline_math`: for measuring one against the other in the same process."""
+    saved = dict(INLINE_UFUNCS)
+    INLINE_UFUNCS.clear()
+    try:
+        yield
+    finally:
+        INLINE_UFUNCS.update(saved)
 
 
 def vector_function(symbol: str, lanes: int, arity: int, negate: bool = False) -> Any:
@@ -210,13 +259,17 @@ def cache_dir() -> str | None:
 
 
 def kernel_file_text(body: str, functions: list[str]) -> str:
-    """The module a kernel is compiled from: the vector functions it calls, then its source."""
+    """The module a kernel is compiled from: the functions it calls (``_name``: :mod:`.inline_math`'s
+    ``name``; else a libmvec symbol, with ``_neg`` where it negates its argument), then its source."""
     lines = ["# generated by chainrule.compile (a fused loop of one compiled program); numba caches its",
-             f"# machine code beside this file. runtime {_runtime_hash()}",
+             f"# machine code beside this file. runtime {_runtime_hash()} {_variant_name}",
              "import numpy as np",
              "from numba import njit",
              "from chainrule.compile.vecmath import vector_function", ""]
-    for name in functions:   # a libmvec symbol, or one with _neg: called on the negated argument
+    for name in functions:
+        if name.startswith("_") and not name.startswith("_ZGV"):
+            lines.append(f"from chainrule.compile.inline_math import {name[1:]} as {name}")
+            continue
         sym = name.removesuffix("_neg")
         _, lanes, arity = next(v for v in VECTOR_UFUNCS.values() if v[0] == sym)
         lines.append(f"{name} = vector_function({sym!r}, {lanes}, {arity}{', True' if name != sym else ''})")
@@ -225,7 +278,7 @@ def kernel_file_text(body: str, functions: list[str]) -> str:
 
 
 def kernel(body: str, functions: list[str]) -> Callable[..., None]:
-    """The compiled kernel ``_kernel`` of ``body`` (calling the libmvec ``functions``), compiled once
+    """The compiled kernel ``_kernel`` of ``body`` (calling ``functions``), compiled once
     per process and cached on disk across processes (in memory only where no cache folder can be
     written)."""
     import importlib.util
