@@ -191,6 +191,14 @@ def test_grad_bad_code_name() -> None:
     assert "--code" in res.stderr
 
 
+def test_grad_graph_as_tikz(tmp_path: Path) -> None:
+    """``--graph q2a.tex`` writes a LaTeX document with the picture in TikZ, as the README says."""
+    res = run("grad", "(x + y) * z", "--at", "x=1", "y=3", "z=2", "--graph", "q2a.tex", "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "q2a.tex").read_text()
+    assert "\\begin{tikzpicture}" in text and "\\end{document}" in text
+
+
 def test_grad_bad_graph_file(tmp_path: Path) -> None:
     res = run("grad", "x*y", "--at", "x=1", "y=2", "--graph", "picture.jpg2", cwd=tmp_path)
     assert_clean_error(res, 2)

@@ -317,7 +317,7 @@ def _constant_only(expr: Expression, args: argparse.Namespace, out: Printer) -> 
     return 0
 
 
-_PICTURES = (".svg", ".png", ".pdf", ".dot", ".gv")
+_PICTURES = (".svg", ".png", ".pdf", ".dot", ".gv", ".tex")
 
 
 def _check_output(path: str, option: str, suffixes: Sequence[str]) -> None:
@@ -333,8 +333,8 @@ def _check_output(path: str, option: str, suffixes: Sequence[str]) -> None:
 def _render(g: Any, path: str) -> str:
     """Write the picture (atomically); a missing renderer or a failed write is a :class:`Failure`."""
     p = Path(path)
-    if p.suffix.lower() not in (".svg", ".png", ".pdf", ".dot", ".gv", ".tex"):
-        raise UsageError(f"--graph {path}: the file name must end in .svg, .png, .pdf, .dot or .tex")
+    if p.suffix.lower() not in _PICTURES:
+        raise UsageError(f"--graph {path}: the file name must end in {', '.join(_PICTURES)}")
     try:
         written = g.render(str(p))
     except (ImportError, RuntimeError, OSError, ValueError) as e:
