@@ -142,7 +142,7 @@ def test_q2a_backward_pass_and_gradient_step(page: Any) -> None:
         if current == "t1":
             info = page.locator("#step-info")
             expect(info).to_contain_text("upstream ∂out/∂out = 1")
-            expect(info).to_contain_text("local ∂out/∂t1 = z = 2")
+            expect(info).to_contain_text("local ∂(t1 * z)/∂t1 = z = 2")
             shot(page, "q2a-backward-t1")
     assert seen == ["out", "t1", "z", "y", "x"]
     expect(backward).to_be_disabled()
@@ -270,11 +270,11 @@ def test_practice_mode_wrong_answer_hint_right_answer_and_score(page: Any) -> No
     expect(page.locator(".question .ask")).to_have_text("∂out/∂t1 = ?")
     answer(page, "4")
     expect(page.locator("#feedback .hint-text")).to_have_text(
-        "hint: mul gate: the gradient of t1 through out is upstream × local = ∂out/∂out × ∂out/∂t1 = 1 × z = 1 × 2")
+        "hint: mul gate: the gradient of t1 through out is upstream × local = ∂out/∂out × ∂(t1 * z)/∂t1 = 1 × z = 1 × 2")
     assert label_visible(page, "edge-t1-out-0", GRAD_COLOR.lower()) == [False]
     answer(page, "2")
     expect(page.locator("#feedback.right")).to_contain_text("Right: ∂out/∂t1 = 2")
-    expect(page.locator("#step-info")).to_contain_text("local ∂out/∂t1 = z = 2")
+    expect(page.locator("#step-info")).to_contain_text("local ∂(t1 * z)/∂t1 = z = 2")
     assert label_visible(page, "edge-t1-out-0", GRAD_COLOR.lower()) == [True]
     expect(page.locator("#score")).to_have_text("score 2 / 4")  # out and the seed at the first try
     shot(page, "practice-right-score")

@@ -647,7 +647,7 @@ def _table(graph: Graph) -> str:
             inp = part.input
             if part.rule is not None:
                 local_v = local_text(part)
-                left.append(f"local     {local_equation(n, part)}")
+                left.append(f"local     {local_equation(n, part, L)}")
                 if np.ndim(step.upstream) == 0 and np.ndim(part.local) == 0:
                     prod = f"{fmt_value(step.upstream)} × {local_v} = {fmt_value(part.grad)}"
                 else:
@@ -677,11 +677,37 @@ def local_text(part: LocalGrad) -> str:
     return fmt_value(local.astype(float) if local.dtype == bool else part.local)
 
 
-def local_equation(node: Node, part: LocalGrad) -> str:
+def local_symbol(node: Node, inp: Node, output: str | None = None) -> str:
+    """``∂t4/∂z``: the local gradient's symbol. At the output node (named ``output``) ``∂out/∂t1``
+    would also be the symbol of the total gradient, so the local one is written on the gate's
+    expression instead: ``∂(t1 * z)/∂t1``."""
+    if node.name != output:
+        return f"∂{node.name}/∂{inp.name}"
+    rhs = equation_text(node)
+    return f"∂{rhs}/∂{inp.name}" if _one_term(rhs) else f"∂({rhs})/∂{inp.name}"
+
+
+def _one_term(text: str) -> bool:
+    """A name, or one call whose brackets close at the end (``sin(y)``): needs no brackets around it."""
+    head, bracket, _ = text.partition("(")
+    if not bracket:
+        return head.isidentifier()
+    if not head.isidentifier() or not text.endswith(")"):
+        return False
+    depth = 0
+    for k, ch in enumerate(text[len(head):]):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0:
+            return len(head) + k == len(text) - 1
+    return False
+
+
+def local_equation(node: Node, part: LocalGrad, output: str | None = None) -> str:
     """``∂t4/∂z = 3z² = 3·2² = 12``: the local gradient in the graph's names, with the numbers at hand,
-    and its value (each form only where it says something the previous one did not)."""
+    and its value (each form only where it says something the previous one did not); ``output`` is
+    the output node's name (its local gradients get a symbol of their own, :func:`local_symbol`)."""
     value = local_text(part)
-    forms = [f"∂{node.name}/∂{part.input.name}", part.rule]
+    forms = [local_symbol(node, part.input, output), part.rule]
     at = part.rule_at
     if at is not None and _plain(at) not in (_plain(part.rule or ""), _plain(value)):
         forms.append(at)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..expr import ExprError, Expression, parse, parse_program, parse_value
 from ..gates import FAN_OUT
-from ..graph import Graph, Node, equation_text, fmt_value, local_equation, trace
+from ..graph import Graph, Node, equation_text, fmt_value, local_equation, local_symbol, trace
 from ..render import GRAD_COLOR, VALUE_COLOR
 
 __all__ = ["ApiError", "Limits", "handle", "info", "examples", "worksheet_examples", "EXTRA_EXAMPLES", "encode_json"]
@@ -489,10 +489,10 @@ def _backward_steps(graph: Graph, shown: int) -> list[dict[str, Any]]:
             j = seen[id(part.input)] = seen.get(id(part.input), -1) + 1
             up = fmt_value(step.upstream) if np.size(step.upstream) <= shown else f"∂{out}/∂{c.name}"
             if part.rule is not None:
-                local = local_equation(c, part)
+                local = local_equation(c, part, out)
                 at = part.rule_at if part.rule_at is not None else part.rule
                 hint = (f"{c.gate.name} gate: the gradient of {part.input.name} through {c.name} is upstream × local "
-                        f"= ∂{out}/∂{c.name} × ∂{c.name}/∂{part.input.name} = {up} × {part.rule}"
+                        f"= ∂{out}/∂{c.name} × {local_symbol(c, part.input, out)} = {up} × {part.rule}"
                         + (f" = {up} × {at}" if at != part.rule else ""))
             else:
                 local = None
