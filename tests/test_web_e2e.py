@@ -270,7 +270,8 @@ def test_practice_mode_wrong_answer_hint_right_answer_and_score(page: Any) -> No
     expect(page.locator(".question .ask")).to_have_text("∂out/∂t1 = ?")
     answer(page, "4")
     expect(page.locator("#feedback .hint-text")).to_have_text(
-        "hint: mul gate: the gradient of t1 through out is upstream × local = ∂out/∂out × ∂(t1 * z)/∂t1 = 1 × z = 1 × 2")
+        "hint: mul gate: the gradient of t1 through out is upstream × local "
+        "= ∂out/∂out × ∂(t1 * z)/∂t1 = 1 × z = 1 × 2")
     assert label_visible(page, "edge-t1-out-0", GRAD_COLOR.lower()) == [False]
     answer(page, "2")
     expect(page.locator("#feedback.right")).to_contain_text("Right: ∂out/∂t1 = 2")
