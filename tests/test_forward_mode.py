@@ -179,6 +179,48 @@ def test_your_backward_is_checked_and_a_wrong_one_is_refused_naming_the_input() 
 
     with pytest.raises(cr.GradcheckError, match=r"input 1 \('y'\)"):
         scale(np.ones(3), np.full(3, 2.0))
+    # a check that failed is not taken as passed: the next call is refused again, never a wrong gradient
+    with pytest.raises(cr.GradcheckError, match=r"input 1 \('y'\)"):
+        cr.grad(lambda y: cr.sum(scale(np.ones(3), y)))(np.full(3, 2.0))
+
+    @scale.vjp
+    def scale_vjp_fixed(g, x, y, out):
+        return g * y, g * x
+
+    np.testing.assert_allclose(cr.grad(lambda y: cr.sum(scale(np.ones(3), y)))(np.full(3, 2.0)), np.ones(3))
+
+
+def test_your_forward_mode_rule_is_checked_too() -> None:
+    @cr.gate(check=True)
+    def square(x):
+        return x * x
+
+    @square.vjp
+    def square_vjp(g, x, out):
+        return 2 * g * x
+
+    @square.jvp
+    def square_jvp(tangents, x, out):
+        return -2 * x * tangents[0]  # the wrong sign
+
+    with pytest.raises(cr.GradcheckError, match="forward-mode rule"):
+        cr.jacobian(square, mode="fwd")(np.array([1.0, 2.0]))
+
+
+def test_gates_you_define_take_keywords_and_defaults() -> None:
+    @cr.gate
+    def scale(x, k=2.0):
+        return x * k
+
+    @scale.vjp
+    def scale_vjp(g, x, k, out):
+        return g * k, None
+
+    x = np.array([1.0, 2.0])
+    np.testing.assert_allclose(cr.grad(lambda z: cr.sum(scale(z, k=3.0)))(x), [3.0, 3.0])
+    np.testing.assert_allclose(cr.grad(lambda z: cr.sum(scale(z)))(x), [2.0, 2.0])
+    with pytest.raises(TypeError, match=r"scale takes 2 inputs \(x, k\)"):
+        scale(x, 1.0, 2.0)
 
 
 def test_gates_you_define_differentiate_again_and_in_forward_mode(rng) -> None:

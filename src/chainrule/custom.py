@@ -15,8 +15,9 @@ name, with your explanation in the table. The forward runs on the values (nothin
 recorded). The backward calls your ``vjp`` with the upstream gradient ``g``, the inputs and the
 output: on arrays for gradients, on tensors when a graph of the backward pass is needed
 (``create_graph``, higher derivatives) — written with NumPy's or chainrule's functions it then
-differentiates again. ``check=True`` compares your backward with central differences on the first
-call and raises :class:`~chainrule.GradcheckError` naming the wrong input. Forward mode uses your
+differentiates again. ``check=True`` compares your backward (and your ``jvp``, if you give one) with
+central differences on the first call and raises :class:`~chainrule.GradcheckError` naming the wrong
+input; every call is checked until one passes. Keywords and defaults bind as in Python. Forward mode uses your
 ``jvp`` if you give one (``@affine.jvp``: ``(tangents, *inputs, out) -> tangent``), else it
 transposes your vjp (exact, since a vjp is linear in ``g``). ``Graph.to_source`` writes your two
 functions into the generated code and calls them; ``cr.compile`` does not run gates you defined.
@@ -52,6 +53,7 @@ class UserGate:
         params = [p for p in inspect.signature(fn).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         self.inputs = [p.name for p in params]
+        self._signature = inspect.Signature(params)
         self.check = check
         self._vjp: Callable[..., Any] | None = None
         self._jvp: Callable[..., Any] | None = None
@@ -70,6 +72,7 @@ class UserGate:
         """Register the backward rule ``rule(g, *inputs, out) -> one gradient per input`` (None for an
         input that gets none)."""
         self._vjp = rule
+        self._checked = False
         USER_CALLS[rule.__name__] = lambda: _plain_source(rule)
         return rule
 
@@ -77,19 +80,27 @@ class UserGate:
         """Register a forward-mode rule ``rule(tangents, *inputs, out) -> tangent of out`` (``tangents``
         holds None for inputs without a tangent)."""
         self._jvp = rule
+        self._checked = False
         return rule
 
     # ---- calling -------------------------------------------------------------------------------------
-    def __call__(self, *args: Any) -> Tensor:
-        if len(args) != len(self.inputs):
-            raise TypeError(f"{self.name} takes {len(self.inputs)} inputs ({', '.join(self.inputs)}), "
-                            f"got {len(args)}")
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        args = self._positional(args, kwargs)
         if self._vjp is None:
             raise TypeError(f"{self.name}: give its backward rule first (@{self.name}.vjp)")
         if self.check and not self._checked:
-            self._checked = True
             self.gradcheck(*args)
+            self._checked = True  # only once it passed: a failed check is raised again at the next call
         return apply(self.entry, *args)
+
+    def _positional(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """The inputs in the function's order: keywords and defaults bound as Python binds them."""
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{self.name} takes {len(self.inputs)} inputs ({', '.join(self.inputs)}): {e}") from None
+        bound.apply_defaults()
+        return tuple(bound.arguments[n] for n in self.inputs)
 
     def gradcheck(self, *args: Any, eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-7) -> bool:
         """Compare the backward rule with central differences of the forward at ``args`` (float64),
@@ -124,7 +135,32 @@ class UserGate:
                     f"{self.name}: the backward rule's gradient for input {k} ({self.inputs[k]!r}) is wrong: "
                     f"at {list(idx)} it gives {gk[idx]:.10g}, central differences give {numeric[idx]:.10g} "
                     f"({int(bad.sum())} of {bad.size} elements disagree)")
+        if self._jvp is not None:
+            self._check_jvp(arrays, out, eps, rtol, atol)
         return True
+
+    def _check_jvp(self, arrays: list[np.ndarray], out: np.ndarray, eps: float, rtol: float, atol: float) -> None:
+        """Compare the forward-mode rule with central differences along random tangents."""
+        from .check import GradcheckError
+
+        rng = np.random.default_rng(1)
+        tangents = [rng.standard_normal(a.shape) if a.dtype.kind == "f" else None for a in arrays]
+        got = np.asarray(self._jvp(tangents, *arrays, out), dtype=np.float64)
+        if got.shape != out.shape:
+            raise GradcheckError(f"{self.name}: the forward-mode rule's tangent has shape {got.shape}, "
+                                 f"the output has {out.shape}")
+        def moved(step: float) -> list[np.ndarray]:
+            return [a + step * t if t is not None else a for a, t in zip(arrays, tangents)]
+
+        numeric = (np.asarray(self.fn(*moved(eps)), dtype=np.float64)
+                   - np.asarray(self.fn(*moved(-eps)), dtype=np.float64)) / (2 * eps)
+        bad = ~np.isclose(got, numeric, rtol=rtol, atol=atol * max(1.0, float(np.abs(numeric).max(initial=0))))
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise GradcheckError(
+                f"{self.name}: the forward-mode rule (@{self.name}.jvp) is wrong: at {list(idx)} of the output it "
+                f"gives {got[idx]:.10g}, central differences give {numeric[idx]:.10g} "
+                f"({int(bad.sum())} of {bad.size} elements disagree)")
 
     # ---- the rules as the engine calls them ----------------------------------------------------------
     def _pull(self, m: Any, g: Any, *args: Any) -> tuple[Any, ...]:
@@ -190,7 +226,7 @@ def gate(fn: Callable[..., Any] | None = None, *, explain: str | None = None, na
          check: bool = False) -> Any:
     """Decorator: make ``fn`` one gate of the table, with the backward rule you give by ``@fn.vjp``
     (see the module docstring). ``explain`` is the line the explained table shows; ``check=True``
-    verifies the backward rule against central differences on the first call."""
+    verifies the backward (and forward-mode) rule against central differences on the first call."""
     if fn is None:
         return lambda f: UserGate(f, name, explain, check)
     return UserGate(fn, name, explain, check)
