@@ -112,6 +112,19 @@ def test_hessian_closed_forms_and_tuples(rng) -> None:
     np.testing.assert_allclose(hyy, np.zeros((3, 3)))
 
 
+def test_hessian_of_a_vector_function_is_one_hessian_per_output(rng) -> None:
+    """JAX's shape out.shape + in.shape + in.shape, never the Hessian of the outputs' sum."""
+    f = lambda a: cr.stack([a[0] * a[1], a[0] ** 2, cr.sum(cr.sin(a))])  # noqa: E731
+    a = rng.normal(size=2)
+    H = cr.hessian(f)(a)
+    assert H.shape == (3, 2, 2)
+    np.testing.assert_allclose(H[0], [[0, 1], [1, 0]], atol=1e-14)
+    np.testing.assert_allclose(H[1], [[2, 0], [0, 0]], atol=1e-14)
+    np.testing.assert_allclose(H[2], np.diag(-np.sin(a)), atol=1e-14)
+    with pytest.raises(ValueError, match=r"hvp needs f to return one number; it returned shape \(3,\)"):
+        cr.hvp(f, a, a)
+
+
 def test_hvp_is_hessian_times_vector(rng) -> None:
     A = rng.normal(size=(5, 5))
     f = lambda x: cr.sum(cr.exp(A @ x) / 10) + x @ A @ x  # noqa: E731
@@ -134,6 +147,16 @@ def test_forward_mode_table_on_the_worksheet() -> None:
     assert [s.rule for s in steps][-1] is not None
     with pytest.raises(ValueError, match="wrt='w' is not an input"):
         cr.trace(q2a, x=1.0, y=3.0, z=2.0, mode="forward", wrt="w")
+
+
+def test_forward_mode_table_on_an_array_says_it_gives_a_direction_not_the_gradient() -> None:
+    x = np.array([0.3, -1.2])
+    g = cr.trace(lambda x: cr.sum(cr.sinh(x) ** 2), x=x, mode="forward")
+    along = float(np.sum(2 * np.sinh(x) * np.cosh(x)))  # ∂out/∂x · [1, 1], by the closed form
+    assert float(g.output.tangent) == pytest.approx(along)
+    text = g.table()
+    assert f"Result: ∂out/∂x · ẋ = {cr.graph.fmt_value(g.output.tangent)}" in text
+    assert "not the gradient" in text and "Result: ∂out/∂x =" not in text
 
 
 def test_forward_tangents_equal_reverse_gradients_node_by_node() -> None:

@@ -201,10 +201,12 @@ def _jac_nested(f: Callable[..., Any], args: tuple[Any, ...], nums: tuple[int, .
 
 
 def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
-    """The Hessian of a scalar ``f``, forward-over-reverse (the Jacobian, by forward mode, of the
-    gradient): shaped ``input.shape + input.shape``; a tuple ``argnums`` gives a tuple of tuples."""
+    """The Hessian of ``f``, forward-over-reverse (the Jacobian, by forward mode, of the reverse-mode
+    Jacobian): shaped ``out.shape + input.shape + input.shape`` as JAX's (``input.shape * 2`` for a
+    scalar ``f``; never the Hessian of the sum of a non-scalar output); a tuple ``argnums`` gives a
+    tuple of tuples."""
     nums, single = _argnums(argnums)
-    first = grad(f, argnums)
+    first = jacobian(f, argnums, mode="rev")
     if single:
         return jacobian(first, argnums, mode="fwd")
 
@@ -219,7 +221,15 @@ def hvp(f: Callable[..., Any], primals: Any, tangents: Any) -> Any:
     """The Hessian of a scalar ``f`` times ``tangents`` at ``primals`` (forward over reverse: one
     backward and one forward pass, never the whole Hessian). ``primals``/``tangents`` are one array
     (for ``f`` of one argument) or tuples of them."""
+    def scalar_f(*args: Any) -> Any:
+        out = f(*args)
+        shape = np.shape(out.data if isinstance(out, Tensor) else out)
+        if int(np.prod(shape)) != 1:
+            raise ValueError(f"hvp needs f to return one number; it returned shape {shape} "
+                             "(for every output use cr.hessian, shaped out.shape + in.shape + in.shape)")
+        return out
+
     if isinstance(primals, tuple):
         nums = tuple(range(len(primals)))
-        return jvp(grad(f, argnums=nums), primals, tangents)[1]
-    return jvp(grad(f), (primals,), (tangents,))[1]
+        return jvp(grad(scalar_f, argnums=nums), primals, tangents)[1]
+    return jvp(grad(scalar_f), (primals,), (tangents,))[1]

@@ -817,7 +817,12 @@ def _forward_step(node: Node) -> ForwardStep:
 def _forward_table(graph: Graph) -> str:
     wrt = graph.wrt
     seeds = ", ".join(f"{dotted(n.name)} = {'1' if n.name == wrt else '0'}" for n in graph.inputs)
-    lines = [f"Forward mode: d(each node)/d{wrt} carried along with its value ({seeds}); "
+    # an array input is seeded with ones: each tangent is then a derivative along that direction (every
+    # element of the input moved together), not the gradient, and the table says so
+    along = np.size(graph[wrt].value) > 1
+    carried = (f"each node's derivative along {dotted(wrt)} (all of {wrt}'s elements moved together)" if along
+               else f"d(each node)/d{wrt}")
+    lines = [f"Forward mode: {carried} carried along with its value ({seeds}); "
              "each tangent = Σ local gradient × the input's tangent"]
     rows = [(n.name, None, fmt_value(n.value), f"{dotted(n.name)} = {fmt_value(n.tangent)}")
             for n in graph.inputs]
@@ -834,7 +839,14 @@ def _forward_table(graph: Graph) -> str:
     for name, rhs, val, tan in rows:
         left = f"{name} = {rhs}" if rhs is not None else f"{name}"
         lines.append(f"  {left:<{w2}}  = {val:<{w3}}    {tan}" + ("    (the seed)" if name == wrt else ""))
-    lines += ["", f"Result: ∂{graph.output.name}/∂{wrt} = {fmt_value(graph.output.tangent)}   "
-              "(one forward pass gives the derivative with respect to one input; reverse mode gives all of "
-              "them in one backward pass)"]
+    if along:
+        n = np.size(graph[wrt].value)
+        lines += ["", f"Result: ∂{graph.output.name}/∂{wrt} · {dotted(wrt)} = {fmt_value(graph.output.tangent)}   "
+                  f"(the derivative along {dotted(wrt)}, not the gradient: one forward pass gives one direction, so "
+                  f"the gradient with respect to {wrt}'s {n} elements takes {n} passes; reverse mode gives all of "
+                  f"it in one backward pass)"]
+    else:
+        lines += ["", f"Result: ∂{graph.output.name}/∂{wrt} = {fmt_value(graph.output.tangent)}   "
+                  "(one forward pass gives the derivative with respect to one input; reverse mode gives all of "
+                  "them in one backward pass)"]
     return "\n".join(lines)

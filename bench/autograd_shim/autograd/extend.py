@@ -1,5 +1,5 @@
-"""autograd.extend: custom primitives run on plain values; differentiating one is unmappable (chainrule
-has no public API to register a gradient rule), and autograd's vector-space internals are unmappable."""
+"""autograd.extend: custom primitives run on plain values; differentiating one is unmappable (this shim
+does not map autograd's defvjp onto cr.gate), and autograd's vector-space internals are unmappable."""
 
 from typing import Any
 
