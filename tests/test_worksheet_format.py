@@ -128,6 +128,43 @@ def test_variants_skip_draws_outside_the_functions_domain() -> None:
     assert variant(ws, 1, rng, taken).problems[0].inputs == {"x": "2"}  # ln(-1), ln(0) are not finite
 
 
+@pytest.mark.parametrize("body, kinked", [
+    # the reviewer's problem: q = a·x + y is 0 at a = 2, x = 1, y = −2 (max's kink), and at a = 3, x = 0
+    ("p = a*x; q = p + y; f = max(q, 0) * z", lambda a, x, y: a * x + y == 0),
+    ("f(x, y) = relu(x - a) + abs(y + 1) * a", lambda a, x, y: x == a or y == -1),
+    ("f(x, y) = min(a*x, y) + 1", lambda a, x, y: a * x == y),
+])
+def test_variants_are_never_drawn_at_a_kink(body: str, kinked) -> None:
+    """Every (a, x, y) the choices allow but those at a kink of max, min, relu or |·| (decided here by
+    hand) is drawn exactly once, and no draw lands on a kink: the gradient there is a convention."""
+    z = ", z = 3" if "z" in body else ""
+    ws = loads(HEAD + f'[[section.problem]]\nid = "p"\nfunction = "{body}"\nconstants = {{ a = 3 }}\n'
+               f'inputs = {{ x = 2, y = 1{z} }}\nvary = {{ a = [2, 3], x = [0, 1, 2], y = [-2, -1, 0] }}\n', "w.toml")
+    grid = [(a, x, y) for a in (2, 3) for x in (0, 1, 2) for y in (-2, -1, 0)]
+    smooth = {(a, x, y) for a, x, y in grid if not kinked(a, x, y)}
+    assert 0 < len(smooth) < len(grid)
+    rng, taken = np.random.default_rng(5), {draw_key(ws.problems)}
+    drawn = set()
+    for k in range(1, len(smooth) + 1):
+        p = variant(ws, k, rng, taken).problems[0]
+        drawn.add((int(p.constants["a"]), int(p.inputs["x"]), int(p.inputs["y"])))
+    assert drawn == smooth
+    with pytest.raises(WorksheetError, match="away from kinks"):
+        variant(ws, len(smooth) + 1, rng, taken)
+
+
+def test_kinks_from_one_sided_differences() -> None:
+    """One-sided difference quotients disagree by O(1) at a kink and by O(h) elsewhere."""
+    from chainrule.check import kinks
+
+    assert kinks(lambda x, y: np.maximum(2 * x + y, 0) * 3, 1.0, -2.0) == [(0, ()), (1, ())]
+    assert kinks(lambda x, y: np.maximum(2 * x + y, 0) * 3, 1.0, -1.5) == []
+    assert kinks(lambda x: np.abs(x - 0.3), 0.1 * 3) == [(0, ())]  # 0.30000000000000004: still the kink
+    assert kinks(lambda x: np.floor(x), 2.0) == [(0, ())]  # a jump too
+    assert kinks(lambda x: np.exp(10 * x) + 1 / x, 0.01) == [] and kinks(lambda x: x**4, 1e3) == []
+    assert kinks(lambda w: np.max(w) * 2, np.array([1.0, 3.0, 3.0])) == [(0, (1,)), (0, (2,))]
+
+
 # ---- the code in the skeleton's form (codegen's return names and provided helpers) ----------------
 
 

@@ -462,14 +462,14 @@ def variant(ws: Worksheet, number: int, rng: np.random.Generator, taken: set[Any
         key = draw_key(problems.values())
         if key in taken:
             continue
-        bad = next((q for q in problems.values() if not _finite(q)), None)
+        bad = next((q for q in problems.values() if q.vary and not _usable(q)), None)
         if bad is not None:
             continue
         taken.add(key)
         sections = tuple(replace(s, problems=tuple(problems[p.id] for p in s.problems)) for s in ws.sections)
         return replace(ws, sections=sections, variant=number)
     raise WorksheetError(f"{ws.path}: could not draw variant {number}: the 'vary' choices allow too few different "
-                         "worksheets with finite values (give more choices)")
+                         "worksheets with finite values away from kinks (give more choices)")
 
 
 def draw_key(problems: Any) -> tuple[Any, ...]:
@@ -490,11 +490,14 @@ def _draw(p: Problem, rng: np.random.Generator) -> Problem:
     return replace(p, inputs=inputs, constants=constants, descent=descent)
 
 
-def _finite(p: Problem) -> bool:
-    """Whether the problem's function, its gradients and its descent are finite at its inputs."""
+def _usable(p: Problem) -> bool:
+    """Whether the problem's function and its gradients are finite at its inputs, and the function is
+    differentiable there: not at a kink of a non-smooth gate (max's tie, relu or |x| at 0), where
+    the gradient a student works out depends on a tie-breaking convention."""
     if not p.inputs:
         return True
     from ..autodiff import value_and_grad
+    from ..check import kinks
 
     fn = p.expression().function()
     values = list(p.values().values())
@@ -503,4 +506,6 @@ def _finite(p: Problem) -> bool:
             out, grads = value_and_grad(fn, argnums=tuple(range(len(values))))(*values)
         except (ValueError, ArithmeticError, TypeError):
             return False
-    return bool(np.all(np.isfinite(out)) and all(np.all(np.isfinite(g)) for g in grads))
+    if not (np.all(np.isfinite(out)) and all(np.all(np.isfinite(g)) for g in grads)):
+        return False
+    return not kinks(fn, *values)
