@@ -128,6 +128,87 @@ def test_one_classic_mistake(tmp_path: Path, right: str, wrong: str, mistake: st
     assert_students_words(rep)
 
 
+# a reviewer's fan-out solutions of f = x·y + x² + eˣ, one accumulation of dx wrong in each
+FAN = """
+import numpy as np
+
+def fan_missing_factor(x, y):
+    a = x * y
+    b = x ** 2
+    c = np.exp(x)
+    s = a + b
+    out = s + c
+    dout = 1.0
+    ds = dout
+    dc = dout
+    da = ds
+    db = ds
+    dx = da * y
+    dy = da * x
+    dx += db * x
+    dx += dc * c
+    return out, dx, dy
+
+def mul_not_swapped(x, y):
+    a = x * y
+    b = x ** 2
+    c = np.exp(x)
+    s = a + b
+    out = s + c
+    da = 1.0
+    db = 1.0
+    dc = 1.0
+    dx = da * x
+    dy = da * y
+    dx += db * 2 * x
+    dx += dc * c
+    return out, dx, dy
+"""
+
+
+def _line_of(text: str, code: str, after: int = 0) -> int:
+    return next(k for k, ln in enumerate(text.splitlines(), start=1) if k > after and ln.strip() == code)
+
+
+@pytest.mark.parametrize("func, wrong_line, mistake", [
+    ("fan_missing_factor", "dx += db * x", "missing_factor"),
+    ("mul_not_swapped", "dx = da * x", "wrong_input"),
+])
+def test_the_wrong_accumulation_of_a_fan_out_gradient(tmp_path: Path, func: str, wrong_line: str,
+                                                      mistake: str) -> None:
+    """dx is written in three lines, one per use of x; the line pointed at is the one whose term is not
+    what comes back through a use (x·y gives y, x² gives 2x, eˣ gives eˣ), not the last one."""
+    path = tmp_path / "fan.py"
+    path.write_text(FAN)
+    namespace: dict[str, Any] = {}
+    exec(compile(FAN, str(path), "exec"), namespace)  # noqa: S102 - the test's own student code
+    rep = cr.check_backward(namespace[func], lambda x, y: x * y + x**2 + cr.exp(x), 1.0, 2.0)
+    start = _line_of(FAN, f"def {func}(x, y):")
+    assert rep.first_wrong_step.name == "dx" and rep.mistake == mistake
+    assert rep.line == _line_of(FAN, wrong_line, after=start), str(rep)
+
+
+@pytest.mark.parametrize("right, wrong", [
+    ("dx += ((1 - sigx) * sigx) * dsigx", "dx += ((1 - sigx) * sigx)"),  # the middle one of three
+    ("dx += ((1 - sigx) * sigx) * dsigx", "dx -= ((1 - sigx) * sigx) * dsigx"),
+    ("dy = (1) * dxpy", "dy = (2) * dxpy"),  # the first of two
+])
+def test_the_wrong_line_among_several_accumulations(tmp_path: Path, right: str, wrong: str) -> None:
+    rep, line = check_variant(tmp_path, right, wrong)
+    assert rep.first_wrong_step.name == wrong.split()[0] and rep.line == line, str(rep)
+
+
+def test_cli_points_at_the_wrong_accumulation(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    """The sandboxed check (the reviewer's command) points at `dx += db * x`, not the line after it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sol.py").write_text(FAN)
+    code = main(["check", "sol.py:fan_missing_factor", "--against", "x*y + x^2 + exp(x)", "--at", "x=1", "y=2",
+                 "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1 and doc["mistake"] == "missing_factor"
+    assert doc["line"] == doc["first_wrong_step"]["line"] == _line_of(FAN, "dx += db * x")
+
+
 def test_composite_rule_of_a_fused_sigmoid(tmp_path: Path) -> None:
     """sigy is a sigmoid staged by hand in the reference's expanded graph; the student's shortcut
     σ·(1 − σ) is one gate's rule: its mistakes are found on the graph with sigmoid as one gate."""

@@ -482,7 +482,7 @@ def check_program(program: Any, reference: Callable[[list[str]], Callable[..., A
         raise ValueError(f"{program.name}({', '.join(params)}) takes {len(params)} inputs, but the function above has "
                          f"{len(names)} ({', '.join(names)})")
     arrays = [as_float_array(values[k], k).astype(np.float64) for k in order]
-    source = Source(program.assignments())
+    source = Source.parse(program.text, program.name) or Source({})
     return _check_runs(program.name, reference(order), params, _input_sets(arrays, random, seed),
                        lambda inputs: program.call(inputs, max_elements), source, rtol, atol)
 

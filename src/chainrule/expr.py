@@ -34,7 +34,7 @@ from .tensor import Tensor
 
 __all__ = [
     "CONSTANTS", "FUNCTIONS", "MAX_DEPTH", "MAX_LENGTH", "MAX_VALUE_ELEMENTS", "ExprError", "Expression", "Statement",
-    "parse", "parse_value", "parse_values", "Program", "ProgramCall", "ProgramError", "parse_program",
+    "parse", "parse_value", "parse_values", "Program", "ProgramCall", "ProgramError", "parse_program", "evaluate",
 ]
 
 #: Longest expression accepted (characters); ``--at`` values may be longer (lists), up to MAX_VALUE_LENGTH.
@@ -1395,7 +1395,9 @@ class _ProgramRun:
             name = node.func.id
             if name == "abs":
                 return self.numpy_call("abs", args, kwargs, node)
-            fn = prog.functions[name]
+            fn = prog.functions.get(name)
+            if fn is None:
+                raise prog.fail(f"{name} is not a function defined here", node, run=True)
             params = [a.arg for a in fn.args.args]
             if len(args) != len(params):
                 raise prog.fail(f"{name} takes {len(params)} input{'s' if len(params) != 1 else ''}, got {len(args)}",
@@ -1432,6 +1434,13 @@ class _ProgramRun:
             raise
         except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as e:
             raise prog.fail(_numpy_message(e), node, run=True) from None
+
+
+def evaluate(node: ast.expr, env: dict[str, Any], max_elements: int = MAX_VALUE_ELEMENTS) -> Any:
+    """One expression of the :class:`Program` subset (``db * 2 * x``, ``np.exp(a)``) interpreted with
+    NumPy at the values ``env`` gives its names, never run as Python; anything outside the subset, or
+    a call of a function other than NumPy's, raises :class:`ExprError`."""
+    return _ProgramRun(Program("", "", [], {}), max_elements).eval(node, env)
 
 
 def _numpy_message(e: Exception) -> str:
