@@ -287,6 +287,35 @@ def test_vectors_mul_not_swapped_through_indexing() -> None:
     assert_students_words(rep)
 
 
+def _neuron_with(tmp_path: Path, dw: str, dx: str) -> BackwardReport:
+    text = ("import numpy as np\n\ndef neuron(w, x):\n    dot = w[0]*x[0] + w[1]*x[1] + w[2]\n"
+            "    f = 1.0 / (1 + np.exp(-dot))\n    ddot = (1 - f) * f\n"
+            f"    dw = np.array({dw})\n    dx = np.array({dx})\n    return f, dw, dx\n")
+    path = tmp_path / f"neuron_{abs(hash(text)) % 10**8}.py"
+    path.write_text(text)
+    namespace: dict[str, Any] = {}
+    exec(compile(text, str(path), "exec"), namespace)  # noqa: S102 - the test's own student code
+    ref = lambda w, x: cr.sigmoid(w[0] * x[0] + w[1] * x[1] + w[2])  # noqa: E731
+    return cr.check_backward(namespace["neuron"], ref, np.array([2.0, -3.0, -3.0]), np.array([-1.0, -2.0]))
+
+
+def test_an_element_of_a_vector_gradient_from_the_wrong_input(tmp_path: Path) -> None:
+    """The reviewer's neuron_bad: dx[1] = w[0]·ddot where w[1]·ddot belongs. x[0] and x[1] are two
+    elements each used once, not a value used twice: the feedback names w[0] and w[1], not a fan-out."""
+    rep = _neuron_with(tmp_path, "[x[0] * ddot, x[1] * ddot, 1.0 * ddot]", "[w[0] * ddot, w[0] * ddot]")
+    assert [(m.name, m.index) for m in rep.wrong] == [("dx", (1,))]
+    assert rep.mistake == "wrong_element" and rep.line == 8
+    assert rep.feedback == ("`dx[1]` uses w[0] where w[1] belongs: through `w[1] * x[1]`, the local gradient of x[1] "
+                            "is w[1]; w[0] is that of x[0], through `w[0] * x[0]`")
+    assert_students_words(rep)
+    rep = _neuron_with(tmp_path, "[x[1] * ddot, x[0] * ddot, 1.0 * ddot]", "[w[0] * ddot, w[1] * ddot]")
+    assert rep.mistake == "wrong_element" and rep.feedback.startswith("`dw[0]` uses x[1] where x[0] belongs")
+    # a mistake none of the classic ones explains, in one element: that element's own rule, no fan-out
+    rep = _neuron_with(tmp_path, "[x[0] * ddot, x[1] * ddot, 1.0 * ddot]", "[w[0] * ddot, w[1] + ddot]")
+    assert rep.mistake == "wrong_value" and "used 2 times" not in rep.feedback
+    assert rep.feedback.startswith("`dx[1]` is not the gradient of x[1]: through `w[1] * x[1]` it is")
+
+
 def test_a_forward_mistake_names_the_forward_line() -> None:
     def wrong_forward(x, y, z):
         q = x - y  # should be x + y

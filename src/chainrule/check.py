@@ -153,10 +153,11 @@ class BackwardReport:
     the checked function, matched to the reference by name and value: :mod:`chainrule.feedback`),
     ``mistake`` names the classic mistake that explains it at every input set (a key of
     :data:`chainrule.feedback.MISTAKES`: ``fan_out_overwritten``, ``wrong_input``,
-    ``upstream_missing``, ``local_missing``, ``lost_sign``, ``missing_factor``, else
+    ``upstream_missing``, ``local_missing``, ``lost_sign``, ``missing_factor``, ``wrong_element``, else
     ``wrong_value`` or ``wrong_forward``), ``feedback`` says it in one sentence that names only what
     the checked code itself wrote (its variables, its lines, the gate rules in its names), and
-    ``line`` is the line of the checked file where that step is last assigned (None if unknown).
+    ``line`` is the line of the checked file where that step goes wrong (of several lines adding up
+    a gradient, the one whose term is wrong; None if unknown).
     """
 
     ok: bool

@@ -48,6 +48,7 @@ MISTAKES: dict[str, str] = {
     "local_missing": "the upstream gradient passed on without the gate's local gradient",
     "lost_sign": "the gradient has the wrong sign",
     "missing_factor": "a constant factor is missing (2x written as x) or extra",
+    "wrong_element": "an element of a vector's gradient holds another element's (w[0] where w[1] belongs)",
     "wrong_value": "a wrong gradient that none of the classic mistakes explains",
     "wrong_forward": "a forward value differs from the function's",
 }
@@ -680,7 +681,16 @@ def _mistake(match: _Match, name: str, k: int, source: Source | None) -> Diagnos
         d.mistake = "missing_factor" if kind.startswith("factor:") else kind
         d.feedback = _sentence(match, kind, shown, where)
         return d
+    mixed = _element_mix_up(match, name, data, sets)
+    if mixed is not None:
+        d.mistake, d.feedback = "wrong_element", mixed
+        return d
     d.mistake = "wrong_value"
+    alone = _element_path(match, data, sets)
+    if alone is not None:  # x[0] and x[1] of a vector: each element of the gradient comes back one way
+        paths, n = [paths[alone[1]]], 1
+        shown = f"`{name}{_index_text(alone[0])}`"
+        who = match.text(paths[0].where[0][2]) if len(paths[0].where) == 1 else who
     if n > 1:
         d.feedback = (f"{shown} is not the gradient of {who}: {who} is used {n} times, so its gradient adds up "
                       "what comes back through each use")
@@ -698,6 +708,64 @@ def _mistake(match: _Match, name: str, k: int, source: Source | None) -> Diagnos
     else:
         d.feedback = f"{shown} is not the gradient of {who}"
     return d
+
+
+def _supports(data: dict[int, Any], sets: list[int]) -> list[Any]:
+    """Per path of the gradient, the elements it reaches at some input set (x[0]'s path: element 0)."""
+    n = len(data[sets[0]][2])
+    return [np.any([np.asarray(data[s][2][j].share) != 0 for s in sets], axis=0) for j in range(n)]
+
+
+def _wrong_elements(match: _Match, data: dict[int, Any]) -> list[tuple[int, ...]]:
+    expected, got, _ = data[match.failing]
+    if expected.ndim == 0 or got.shape != expected.shape:
+        return []
+    return [tuple(int(i) for i in e) for e in np.argwhere(~np.isclose(got, expected, rtol=match.rtol,
+                                                                      atol=match.atol))]
+
+
+def _element_path(match: _Match, data: dict[int, Any], sets: list[int]) -> tuple[tuple[int, ...], int] | None:
+    """The first wrong element of a vector's gradient and the one path that reaches it, when every
+    wrong element is reached by one use only (w[0]·x[0] + w[1]·x[1]: no fan-out to add up)."""
+    if match.failing not in data or not sets:
+        return None
+    wrong = _wrong_elements(match, data)
+    supports = _supports(data, sets)
+    owners = [[j for j, sup in enumerate(supports) if np.shape(sup) and sup[e]] for e in wrong]
+    if not wrong or any(len(o) != 1 for o in owners):
+        return None
+    return wrong[0], owners[0][0]
+
+
+def _element_mix_up(match: _Match, name: str, data: dict[int, Any], sets: list[int]) -> str | None:
+    """A vector's gradient whose wrong element holds, at every input set, what comes back to another
+    element through its own use (``dx[1] = w[0] * ddot``): the sentence naming both local gradients."""
+    found = _element_path(match, data, sets)
+    if found is None:
+        return None
+    e, j = found
+    supports = _supports(data, sets)
+    for q, sup in enumerate(supports):
+        others = [tuple(int(i) for i in t) for t in np.argwhere(sup)]
+        if q == j or len(others) != 1 or others[0] == e:
+            continue
+        eq = others[0]
+        if all(_close(data[s][1][e], np.asarray(data[s][2][q].share)[eq], match.rtol, match.atol) for s in sets):
+            mine, theirs = data[sets[0]][2][j].where, data[sets[0]][2][q].where
+            if len(mine) != 1 or len(theirs) != 1:
+                return None
+            (c, slot, k), (cq, slot_q, kq) = mine[0], theirs[0]
+            rule, rule_q = match.rule(c, slot), match.rule(cq, slot_q)
+            if rule is None or rule_q is None:
+                return None
+            return (f"`{name}{_index_text(e)}` uses {rule_q} where {rule} belongs: through `{match.equation(c)}`, "
+                    f"the local gradient of {match.text(k)} is {rule}; {rule_q} is that of {match.text(kq)}, "
+                    f"through `{match.equation(cq)}`")
+    return None
+
+
+def _index_text(e: tuple[int, ...]) -> str:
+    return f"[{', '.join(str(i) for i in e)}]"
 
 
 def _sentence(match: _Match, kind: str, name: str, where: list[tuple[int, int, int]]) -> str:
