@@ -12,6 +12,7 @@ import pytest
 
 import chainrule as cr
 from chainrule.codegen import build_program
+from chainrule.expr import parse as parse_expr
 from chainrule.worksheet import WorksheetError, loads
 from chainrule.worksheet.solve import helper_source, solve
 from chainrule.worksheet.spec import draw_key, variant
@@ -49,7 +50,7 @@ def test_constants_are_replaced_as_names_only() -> None:
 def test_a_python_def_is_read_never_run() -> None:
     p = one('id = "p"\npython = """\ndef f(x, y):\n    q = np.exp(x) + math.pi  # a comment\n'
             '    r = q * y\n    return r\n"""\ninputs = { x = 0, y = 2 }\n')
-    assert p.body == "f(x, y) = q = exp(x) + pi\nr = q * y"
+    assert p.body == "f(x, y) = q = exp(x) + pi; r = q * y"
     s = solve(p)
     assert [t.text for t in s.staged][-1] == "r = q * y"
     assert s.answers["out"] == pytest.approx(2 * (1 + math.pi)) and s.answers["dx"] == pytest.approx(2.0)
@@ -163,6 +164,29 @@ def test_kinks_from_one_sided_differences() -> None:
     assert kinks(lambda x: np.floor(x), 2.0) == [(0, ())]  # a jump too
     assert kinks(lambda x: np.exp(10 * x) + 1 / x, 0.01) == [] and kinks(lambda x: x**4, 1e3) == []
     assert kinks(lambda w: np.max(w) * 2, np.array([1.0, 3.0, 3.0])) == [(0, (1,)), (0, (2,))]
+
+
+def test_answers_json_of_a_python_problem(tmp_path) -> None:
+    """answers.json gives a python problem's function as one line of the expression language, named
+    as its def (what `chainrule grad` and `check --against` accept), beside the source as written;
+    and a zero gradient (∂/∂y of cos y at 0 is −sin 0 = −0.0 in floating point) as 0.0."""
+    import json
+
+    from chainrule.worksheet import solve_worksheet
+
+    source = "def h(x, y):\n    s = np.sin(x)\n    c = np.cos(y)\n    m = s * c\n    out = m + x\n    return out\n"
+    path = tmp_path / "w.toml"
+    path.write_text(HEAD + f'[[section.problem]]\nid = "src"\npython = """\n{source}"""\n'
+                    'inputs = { x = "pi/2", y = 0 }\ncode = { name = "h", returns = ["out", "hx", "hy"] }\n')
+    solve_worksheet(tmp_path / "key", path)
+    text = (tmp_path / "key" / "answers.json").read_text()
+    entry = json.loads(text)["answers"]["src"]
+    assert entry["function"] == "h(x, y) = s = sin(x); c = cos(y); m = s * c; out = m + x"
+    assert entry["python"] == source
+    assert entry["values"] == {"out": pytest.approx(1 + math.pi / 2), "hx": 1.0, "hy": 0.0}
+    assert "-0.0" not in text and math.copysign(1.0, entry["values"]["hy"]) == 1.0
+    again = cr.value_and_grad(parse_expr(entry["function"]).function(), argnums=(0, 1))(math.pi / 2, 0.0)
+    assert again[0] == pytest.approx(1 + math.pi / 2) and list(again[1]) == pytest.approx([1.0, 0.0])
 
 
 # ---- the code in the skeleton's form (codegen's return names and provided helpers) ----------------

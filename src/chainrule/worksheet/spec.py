@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import keyword
 import re
+import textwrap
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -74,6 +75,7 @@ class Problem:
     code: Code | None = None
     descent: Descent | None = None
     variables: tuple[str, ...] = ()
+    python: str = ""  # the Python source the function was read from, as written ('' for an expression)
 
     @property
     def function(self) -> str:
@@ -274,7 +276,8 @@ def _problem(ctx: _Ctx, raw: Any) -> Problem:
         raise ctx.fail("'expand' must be true or false")
     math_ = _str(ctx, raw, "math", "")
     return Problem(pid, _str(ctx, raw, "label", ""), _str(ctx, raw, "text", ""), body, math_, inputs,
-                   constants, vary, tuple(parts), expand, code, descent, tuple(expr.variables))
+                   constants, vary, tuple(parts), expand, code, descent, tuple(expr.variables),
+                   textwrap.dedent(raw["python"]).strip() + "\n" if "python" in raw else "")
 
 
 def _value_text(ctx: _Ctx, key: str, v: Any) -> str:
@@ -429,7 +432,8 @@ def _python_to_expression(ctx: _Ctx, source: str) -> str:
             raise ctx.fail(f"python: line {body[-1].lineno}: return one value, the output (gradients are "
                            "what chainrule works out)")
         statements.append(ast.unparse(_Plain(ctx).visit(ret)))
-    return f"f({', '.join(params)}) = " + "\n".join(statements)
+    name = fn.name if fn.name not in FUNCTIONS and fn.name not in CONSTANTS else "f"  # def h(x, y) reads h(x, y) = ...
+    return f"{name}({', '.join(params)}) = " + "; ".join(statements)  # one line, as a function is typed
 
 
 class _Plain(ast.NodeTransformer):
