@@ -316,3 +316,29 @@ def test_pdf_printed_by_latex(tmp_path: Path) -> None:
 
     solve_worksheet(tmp_path, formats=("pdf",), pdf_engine="latex", exact=False)
     assert (tmp_path / "worksheet.pdf").read_bytes().startswith(b"%PDF-")
+
+
+@pytest.mark.skipif(shutil.which("lualatex") is None, reason="lualatex is not installed")
+def test_pdf_engine_by_name(tmp_path: Path) -> None:
+    """--pdf-engine lualatex is the README's word: the PDF is LuaTeX's (its producer says so)."""
+    assert cli.main(["worksheet", "--out", str(tmp_path), "--format", "pdf", "--pdf-engine", "lualatex"]) == 0
+    pdf_bytes = (tmp_path / "worksheet.pdf").read_bytes()
+    assert pdf_bytes.startswith(b"%PDF-") and b"LuaTeX" in pdf_bytes
+
+
+def test_pdf_engines_named_and_missing(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from chainrule.worksheet import pdf
+
+    installed = ("xelatex", "tectonic")
+    monkeypatch.setattr(pdf.shutil, "which", lambda name: f"/opt/tex/{name}" if name in installed else None)
+    assert pdf.find_pdf_engine("xelatex") == ("latex", "/opt/tex/xelatex")
+    assert pdf.find_pdf_engine("latex") == ("latex", "/opt/tex/xelatex")  # the first TeX engine installed
+    assert pdf.find_pdf_engine(None) == ("latex", "/opt/tex/xelatex")  # no Chromium here
+    with pytest.raises(pdf.PdfError, match="--pdf-engine lualatex needs lualatex"):
+        pdf.find_pdf_engine("lualatex")
+    with pytest.raises(ValueError, match="one of chromium, latex, pdflatex"):
+        pdf.find_pdf_engine("word")
+    parser = cli.build_parser()
+    worksheet = next(a for a in parser._subparsers._group_actions[0].choices["worksheet"]._actions
+                     if a.dest == "pdf_engine")
+    assert tuple(worksheet.choices) == pdf.ENGINES  # the command line offers what the module takes
