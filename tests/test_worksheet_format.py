@@ -102,6 +102,21 @@ def test_file_level_mistakes() -> None:
         loads(HEAD + 'gates = ["add", "matmul"]\n')
 
 
+def test_common_gates_by_the_expression_languages_names(tmp_path) -> None:
+    """`max`, `min` and `ln` are what a TA types in a function; in `gates` they name the same gates as
+    `maximum`, `minimum` and `log` (not the reductions max(x), min(x)), each card shown once."""
+    from chainrule.worksheet import solve_worksheet
+
+    ws = loads(HEAD + 'gates = ["max", "ln", "maximum", "min", "copy"]\n')
+    assert ws.sections[0].gates == ("maximum", "log", "minimum", "copy")
+    with pytest.raises(WorksheetError, match="'sum' is not an elementwise gate"):
+        loads(HEAD + 'gates = ["sum"]\n')
+    path = tmp_path / "w.toml"
+    path.write_text(HEAD + 'gates = ["max"]\n')
+    md = solve_worksheet(tmp_path / "key", path).report.read_text()
+    assert md.count("Max gate: routes the gradient to the larger input") == 1 and "gate-maximum.svg" in md
+
+
 def test_variants_draw_only_the_marked_values_and_never_repeat() -> None:
     ws = loads(HEAD + '[[section.problem]]\nid = "p"\nfunction = "f(x, y) = a x + y"\nconstants = { a = 2 }\n'
                'inputs = { x = 1, y = 5 }\nvary = { x = [1, 2, 3], a = { min = 2, max = 3 } }\n'

@@ -35,6 +35,7 @@ from .tensor import Tensor
 __all__ = [
     "CONSTANTS", "FUNCTIONS", "MAX_DEPTH", "MAX_LENGTH", "MAX_VALUE_ELEMENTS", "ExprError", "Expression", "Statement",
     "parse", "parse_value", "parse_values", "Program", "ProgramCall", "ProgramError", "parse_program", "evaluate",
+    "gate_of",
 ]
 
 #: Longest expression accepted (characters); ``--at`` values may be longer (lists), up to MAX_VALUE_LENGTH.
@@ -96,6 +97,16 @@ FUNCTIONS: dict[str, _Fn] = {
     "sum": _Fn(F.sum, (1, 1), "sum of all elements"),
     "mean": _Fn(F.mean, (1, 1), "mean of all elements"),
 }
+
+
+def gate_of(name: str) -> str | None:
+    """The gate a function of the expression language stands for, by the gate table's name: ``ln``
+    → ``log``, ``max(a, b)`` → ``maximum`` (elementwise; ``max(x)`` of one vector is the reduction);
+    None for a name that is not one of :data:`FUNCTIONS`."""
+    f = FUNCTIONS.get(name)
+    if f is None:
+        return None
+    return {_fold_max: "maximum", _fold_min: "minimum"}.get(f.fn, f.fn.__name__)
 
 
 class ExprError(ValueError):

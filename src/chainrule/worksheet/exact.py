@@ -34,7 +34,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised by the CLI's message test
     raise ImportError("exact answers need sympy: pip install 'chainrule[exact]'") from e
 
-from ..expr import FUNCTIONS, parse
+from ..expr import gate_of, parse
 from ..gates import GATES
 from ..latex import MATH_SYMBOLS
 from ..render import gate_symbol
@@ -181,10 +181,10 @@ def _read(node: ast.AST, ns: SimpleNamespace) -> Any:
                ast.Pow: operator.pow}
         return ops[type(node.op)](_read(node.left, ns), _read(node.right, ns))
     if isinstance(node, ast.Call):
-        name = FUNCTIONS[node.func.id].fn.__name__  # the gate's name (max and min fold into maximum, minimum)
-        fn = getattr(ns, {"_fold_max": "maximum", "_fold_min": "minimum"}.get(name, name), None)
+        name = gate_of(node.func.id)  # the gate's name (max and min fold into maximum, minimum)
+        fn = getattr(ns, name, None) if name is not None else None
         args = [_read(a, ns) for a in node.args]
-        if fn is None or (len(args) == 1 and name.startswith("_fold_")):
+        if fn is None or (len(args) == 1 and name in ("maximum", "minimum")):
             raise ValueError(f"{node.func.id}(...) has no exact value here")
         return fn(*args)
     raise ValueError(f"cannot read {ast.unparse(node)} exactly")

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..expr import CONSTANTS, FUNCTIONS, ExprError, Expression, parse, parse_value
+from ..expr import CONSTANTS, FUNCTIONS, ExprError, Expression, gate_of, parse, parse_value
 from ..gates import GATES
 
 __all__ = ["PARTS", "Code", "Descent", "Problem", "Section", "Worksheet", "WorksheetError", "load", "loads",
@@ -194,11 +194,16 @@ def _section(ctx: _Ctx, raw: Any, ids: set[str]) -> Section:
     elif gates is False or gates is None:
         gates = None
     elif isinstance(gates, list) and all(isinstance(g, str) for g in gates):
+        named = []
         for g in gates:
-            if g != "copy" and (g not in GATES or GATES[g].local is None):
+            elementwise = g == "copy" or (g in GATES and GATES[g].local is not None)
+            gate = g if elementwise else gate_of(g) or g  # the expression language's max (not the reduction), ln
+            if gate != "copy" and (gate not in GATES or GATES[gate].local is None):
                 raise ctx.fail(f"'gates': {g!r} is not an elementwise gate (known: copy, "
-                               f"{', '.join(n for n, gt in GATES.items() if gt.local is not None)})")
-        gates = tuple(gates)
+                               f"{', '.join(n for n, gt in GATES.items() if gt.local is not None)}, and the "
+                               f"expression language's {', '.join(k for k in FUNCTIONS if gate_of(k) != k)})")
+            named.append(gate)
+        gates = tuple(dict.fromkeys(named))  # max and maximum are one gate: shown once
     else:
         raise ctx.fail("'gates' must be true or a list of gate names")
     problems = []
