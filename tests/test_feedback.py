@@ -63,12 +63,17 @@ def check_variant(tmp_path: Path, old: str, new: str, name: str = "cs231n") -> t
     CS231n's inputs; also return the changed line's number in the file."""
     assert old in CS231N
     text = CS231N.replace(old, new)
-    path = tmp_path / f"sol_{abs(hash(new)) % 10**8}.py"
+    line = next(k for k, ln in enumerate(text.splitlines(), start=1) if ln.strip() == new.strip())
+    return cr.check_backward(load_student(tmp_path, text, name), reference, 3.0, -4.0), line
+
+
+def load_student(tmp_path: Path, text: str, name: str) -> Any:
+    """Function ``name`` of a student's file ``text``, written to a file first so its lines can be read."""
+    path = tmp_path / f"sol_{abs(hash(text)) % 10**8}.py"
     path.write_text(text)
     namespace: dict[str, Any] = {}
     exec(compile(text, str(path), "exec"), namespace)  # noqa: S102 - the test's own student code
-    line = next(k for k, ln in enumerate(text.splitlines(), start=1) if ln.strip() == new.strip())
-    return cr.check_backward(namespace[name], reference, 3.0, -4.0), line
+    return namespace[name]
 
 
 def assert_students_words(report: BackwardReport) -> None:
@@ -129,16 +134,17 @@ def test_one_classic_mistake(tmp_path: Path, right: str, wrong: str, mistake: st
 
 
 # a reviewer's fan-out solutions of f = x·y + x² + eˣ, one accumulation of dx wrong in each
-FAN = """
-import numpy as np
-
-def fan_missing_factor(x, y):
-    a = x * y
+_FAN_FORWARD = """    a = x * y
     b = x ** 2
     c = np.exp(x)
     s = a + b
     out = s + c
-    dout = 1.0
+"""
+FAN = f"""
+import numpy as np
+
+def fan_missing_factor(x, y):
+{_FAN_FORWARD}    dout = 1.0
     ds = dout
     dc = dout
     da = ds
@@ -150,12 +156,7 @@ def fan_missing_factor(x, y):
     return out, dx, dy
 
 def mul_not_swapped(x, y):
-    a = x * y
-    b = x ** 2
-    c = np.exp(x)
-    s = a + b
-    out = s + c
-    da = 1.0
+{_FAN_FORWARD}    da = 1.0
     db = 1.0
     dc = 1.0
     dx = da * x
@@ -178,11 +179,7 @@ def test_the_wrong_accumulation_of_a_fan_out_gradient(tmp_path: Path, func: str,
                                                       mistake: str) -> None:
     """dx is written in three lines, one per use of x; the line pointed at is the one whose term is not
     what comes back through a use (x·y gives y, x² gives 2x, eˣ gives eˣ), not the last one."""
-    path = tmp_path / "fan.py"
-    path.write_text(FAN)
-    namespace: dict[str, Any] = {}
-    exec(compile(FAN, str(path), "exec"), namespace)  # noqa: S102 - the test's own student code
-    rep = cr.check_backward(namespace[func], lambda x, y: x * y + x**2 + cr.exp(x), 1.0, 2.0)
+    rep = cr.check_backward(load_student(tmp_path, FAN, func), lambda x, y: x * y + x**2 + cr.exp(x), 1.0, 2.0)
     start = _line_of(FAN, f"def {func}(x, y):")
     assert rep.first_wrong_step.name == "dx" and rep.mistake == mistake
     assert rep.line == _line_of(FAN, wrong_line, after=start), str(rep)
@@ -291,12 +288,9 @@ def _neuron_with(tmp_path: Path, dw: str, dx: str) -> BackwardReport:
     text = ("import numpy as np\n\ndef neuron(w, x):\n    dot = w[0]*x[0] + w[1]*x[1] + w[2]\n"
             "    f = 1.0 / (1 + np.exp(-dot))\n    ddot = (1 - f) * f\n"
             f"    dw = np.array({dw})\n    dx = np.array({dx})\n    return f, dw, dx\n")
-    path = tmp_path / f"neuron_{abs(hash(text)) % 10**8}.py"
-    path.write_text(text)
-    namespace: dict[str, Any] = {}
-    exec(compile(text, str(path), "exec"), namespace)  # noqa: S102 - the test's own student code
     ref = lambda w, x: cr.sigmoid(w[0] * x[0] + w[1] * x[1] + w[2])  # noqa: E731
-    return cr.check_backward(namespace["neuron"], ref, np.array([2.0, -3.0, -3.0]), np.array([-1.0, -2.0]))
+    w, x = np.array([2.0, -3.0, -3.0]), np.array([-1.0, -2.0])
+    return cr.check_backward(load_student(tmp_path, text, "neuron"), ref, w, x)
 
 
 def test_an_element_of_a_vector_gradient_from_the_wrong_input(tmp_path: Path) -> None:
