@@ -63,12 +63,17 @@ def check_variant(tmp_path: Path, old: str, new: str, name: str = "cs231n") -> t
     CS231n's inputs; also return the changed line's number in the file."""
     assert old in CS231N
     text = CS231N.replace(old, new)
-    path = tmp_path / f"sol_{abs(hash(new)) % 10**8}.py"
+    line = next(k for k, ln in enumerate(text.splitlines(), start=1) if ln.strip() == new.strip())
+    return cr.check_backward(load_student(tmp_path, text, name), reference, 3.0, -4.0), line
+
+
+def load_student(tmp_path: Path, text: str, name: str) -> Any:
+    """Function ``name`` of a student's file ``text``, written to a file first so its lines can be read."""
+    path = tmp_path / f"sol_{abs(hash(text)) % 10**8}.py"
     path.write_text(text)
     namespace: dict[str, Any] = {}
     exec(compile(text, str(path), "exec"), namespace)  # noqa: S102 - the test's own student code
-    line = next(k for k, ln in enumerate(text.splitlines(), start=1) if ln.strip() == new.strip())
-    return cr.check_backward(namespace[name], reference, 3.0, -4.0), line
+    return namespace[name]
 
 
 def assert_students_words(report: BackwardReport) -> None:
@@ -126,6 +131,79 @@ def test_one_classic_mistake(tmp_path: Path, right: str, wrong: str, mistake: st
     assert rep.first_wrong_step.name == step and rep.line == line, str(rep)
     assert rep.mistake == mistake and rep.feedback == sentence
     assert_students_words(rep)
+
+
+# a reviewer's fan-out solutions of f = x·y + x² + eˣ, one accumulation of dx wrong in each
+_FAN_FORWARD = """    a = x * y
+    b = x ** 2
+    c = np.exp(x)
+    s = a + b
+    out = s + c
+"""
+FAN = f"""
+import numpy as np
+
+def fan_missing_factor(x, y):
+{_FAN_FORWARD}    dout = 1.0
+    ds = dout
+    dc = dout
+    da = ds
+    db = ds
+    dx = da * y
+    dy = da * x
+    dx += db * x
+    dx += dc * c
+    return out, dx, dy
+
+def mul_not_swapped(x, y):
+{_FAN_FORWARD}    da = 1.0
+    db = 1.0
+    dc = 1.0
+    dx = da * x
+    dy = da * y
+    dx += db * 2 * x
+    dx += dc * c
+    return out, dx, dy
+"""
+
+
+def _line_of(text: str, code: str, after: int = 0) -> int:
+    return next(k for k, ln in enumerate(text.splitlines(), start=1) if k > after and ln.strip() == code)
+
+
+@pytest.mark.parametrize("func, wrong_line, mistake", [
+    ("fan_missing_factor", "dx += db * x", "missing_factor"),
+    ("mul_not_swapped", "dx = da * x", "wrong_input"),
+])
+def test_the_wrong_accumulation_of_a_fan_out_gradient(tmp_path: Path, func: str, wrong_line: str,
+                                                      mistake: str) -> None:
+    """dx is written in three lines, one per use of x; the line pointed at is the one whose term is not
+    what comes back through a use (x·y gives y, x² gives 2x, eˣ gives eˣ), not the last one."""
+    rep = cr.check_backward(load_student(tmp_path, FAN, func), lambda x, y: x * y + x**2 + cr.exp(x), 1.0, 2.0)
+    start = _line_of(FAN, f"def {func}(x, y):")
+    assert rep.first_wrong_step.name == "dx" and rep.mistake == mistake
+    assert rep.line == _line_of(FAN, wrong_line, after=start), str(rep)
+
+
+@pytest.mark.parametrize("right, wrong", [
+    ("dx += ((1 - sigx) * sigx) * dsigx", "dx += ((1 - sigx) * sigx)"),  # the middle one of three
+    ("dx += ((1 - sigx) * sigx) * dsigx", "dx -= ((1 - sigx) * sigx) * dsigx"),
+    ("dy = (1) * dxpy", "dy = (2) * dxpy"),  # the first of two
+])
+def test_the_wrong_line_among_several_accumulations(tmp_path: Path, right: str, wrong: str) -> None:
+    rep, line = check_variant(tmp_path, right, wrong)
+    assert rep.first_wrong_step.name == wrong.split()[0] and rep.line == line, str(rep)
+
+
+def test_cli_points_at_the_wrong_accumulation(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    """The sandboxed check (the reviewer's command) points at `dx += db * x`, not the line after it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sol.py").write_text(FAN)
+    code = main(["check", "sol.py:fan_missing_factor", "--against", "x*y + x^2 + exp(x)", "--at", "x=1", "y=2",
+                 "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1 and doc["mistake"] == "missing_factor"
+    assert doc["line"] == doc["first_wrong_step"]["line"] == _line_of(FAN, "dx += db * x")
 
 
 def test_composite_rule_of_a_fused_sigmoid(tmp_path: Path) -> None:
@@ -204,6 +282,32 @@ def test_vectors_mul_not_swapped_through_indexing() -> None:
     assert rep.feedback.startswith("for `w[0] * x[0]` and `w[1] * x[1]`, the local gradients of x[0] and x[1] are "
                                    "w[0] and w[1], but `dx` uses x[0] and x[1]")
     assert_students_words(rep)
+
+
+def _neuron_with(tmp_path: Path, dw: str, dx: str) -> BackwardReport:
+    text = ("import numpy as np\n\ndef neuron(w, x):\n    dot = w[0]*x[0] + w[1]*x[1] + w[2]\n"
+            "    f = 1.0 / (1 + np.exp(-dot))\n    ddot = (1 - f) * f\n"
+            f"    dw = np.array({dw})\n    dx = np.array({dx})\n    return f, dw, dx\n")
+    ref = lambda w, x: cr.sigmoid(w[0] * x[0] + w[1] * x[1] + w[2])  # noqa: E731
+    w, x = np.array([2.0, -3.0, -3.0]), np.array([-1.0, -2.0])
+    return cr.check_backward(load_student(tmp_path, text, "neuron"), ref, w, x)
+
+
+def test_an_element_of_a_vector_gradient_from_the_wrong_input(tmp_path: Path) -> None:
+    """The reviewer's neuron_bad: dx[1] = w[0]·ddot where w[1]·ddot belongs. x[0] and x[1] are two
+    elements each used once, not a value used twice: the feedback names w[0] and w[1], not a fan-out."""
+    rep = _neuron_with(tmp_path, "[x[0] * ddot, x[1] * ddot, 1.0 * ddot]", "[w[0] * ddot, w[0] * ddot]")
+    assert [(m.name, m.index) for m in rep.wrong] == [("dx", (1,))]
+    assert rep.mistake == "wrong_element" and rep.line == 8
+    assert rep.feedback == ("`dx[1]` uses w[0] where w[1] belongs: through `w[1] * x[1]`, the local gradient of x[1] "
+                            "is w[1]; w[0] is that of x[0], through `w[0] * x[0]`")
+    assert_students_words(rep)
+    rep = _neuron_with(tmp_path, "[x[1] * ddot, x[0] * ddot, 1.0 * ddot]", "[w[0] * ddot, w[1] * ddot]")
+    assert rep.mistake == "wrong_element" and rep.feedback.startswith("`dw[0]` uses x[1] where x[0] belongs")
+    # a mistake none of the classic ones explains, in one element: that element's own rule, no fan-out
+    rep = _neuron_with(tmp_path, "[x[0] * ddot, x[1] * ddot, 1.0 * ddot]", "[w[0] * ddot, w[1] + ddot]")
+    assert rep.mistake == "wrong_value" and "used 2 times" not in rep.feedback
+    assert rep.feedback.startswith("`dx[1]` is not the gradient of x[1]: through `w[1] * x[1]` it is")
 
 
 def test_a_forward_mistake_names_the_forward_line() -> None:

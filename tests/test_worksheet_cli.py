@@ -234,6 +234,43 @@ def test_html_is_one_self_contained_file(tmp_path: Path) -> None:
     assert 'src="' not in page and "http://www.w3.org" in page  # namespaces only, nothing fetched
 
 
+def test_common_gates_cards_keep_their_pictures_inside(tmp_path: Path) -> None:
+    """In a browser at 1000 px (and a phone's 420 px) every Common Gates card holds its picture and
+    equations inside its border, and the page has no horizontal scrollbar (a screenshot is kept)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright: pip install 'chainrule[e2e]'")
+    chromium = os.environ.get("CHAINRULE_CHROMIUM", "/usr/bin/chromium")
+    if not (os.path.exists(chromium) or shutil.which(chromium)):
+        pytest.skip(f"needs Chromium at {chromium}")
+    from chainrule.worksheet import solve_worksheet
+
+    page_path = solve_worksheet(tmp_path, formats=("html",)).report
+    shots = Path(__file__).resolve().parent.parent / "test-output" / "worksheet"
+    shots.mkdir(parents=True, exist_ok=True)
+    measure = """() => {
+      const out = [];
+      for (const card of document.querySelectorAll('.gate')) {
+        const box = card.getBoundingClientRect();
+        for (const c of card.querySelectorAll('svg, img, .math, p, h4')) {
+          const r = c.getBoundingClientRect();
+          if (r.right > box.right + 0.5 || r.left < box.left - 0.5) out.push(card.querySelector('h4').textContent);
+        }
+      }
+      return {outside: out, cards: document.querySelectorAll('.gate').length,
+              page: document.documentElement.scrollWidth - document.documentElement.clientWidth};
+    }"""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            for width in (1000, 420):
+                tab = browser.new_page(viewport={"width": width, "height": 900})
+                tab.goto(page_path.as_uri())
+                found = tab.evaluate(measure)
+                tab.query_selector(".gallery").screenshot(path=str(shots / f"common-gates-{width}.png"))
+                assert found["cards"] == 16 and found["outside"] == [] and found["page"] == 0, (width, found)
+        finally:
+            browser.close()
+
+
 def test_json_summary(tmp_path: Path) -> None:
     res = run("worksheet", "--out", "a", "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -316,3 +353,29 @@ def test_pdf_printed_by_latex(tmp_path: Path) -> None:
 
     solve_worksheet(tmp_path, formats=("pdf",), pdf_engine="latex", exact=False)
     assert (tmp_path / "worksheet.pdf").read_bytes().startswith(b"%PDF-")
+
+
+@pytest.mark.skipif(shutil.which("lualatex") is None, reason="lualatex is not installed")
+def test_pdf_engine_by_name(tmp_path: Path) -> None:
+    """--pdf-engine lualatex is the README's word: the PDF is LuaTeX's (its producer says so)."""
+    assert cli.main(["worksheet", "--out", str(tmp_path), "--format", "pdf", "--pdf-engine", "lualatex"]) == 0
+    pdf_bytes = (tmp_path / "worksheet.pdf").read_bytes()
+    assert pdf_bytes.startswith(b"%PDF-") and b"LuaTeX" in pdf_bytes
+
+
+def test_pdf_engines_named_and_missing(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from chainrule.worksheet import pdf
+
+    installed = ("xelatex", "tectonic")
+    monkeypatch.setattr(pdf.shutil, "which", lambda name: f"/opt/tex/{name}" if name in installed else None)
+    assert pdf.find_pdf_engine("xelatex") == ("latex", "/opt/tex/xelatex")
+    assert pdf.find_pdf_engine("latex") == ("latex", "/opt/tex/xelatex")  # the first TeX engine installed
+    assert pdf.find_pdf_engine(None) == ("latex", "/opt/tex/xelatex")  # no Chromium here
+    with pytest.raises(pdf.PdfError, match="--pdf-engine lualatex needs lualatex"):
+        pdf.find_pdf_engine("lualatex")
+    with pytest.raises(ValueError, match="one of chromium, latex, pdflatex"):
+        pdf.find_pdf_engine("word")
+    parser = cli.build_parser()
+    worksheet = next(a for a in parser._subparsers._group_actions[0].choices["worksheet"]._actions
+                     if a.dest == "pdf_engine")
+    assert tuple(worksheet.choices) == pdf.ENGINES  # the command line offers what the module takes

@@ -12,6 +12,7 @@ import pytest
 
 import chainrule as cr
 from chainrule.codegen import build_program
+from chainrule.expr import parse as parse_expr
 from chainrule.worksheet import WorksheetError, loads
 from chainrule.worksheet.solve import helper_source, solve
 from chainrule.worksheet.spec import draw_key, variant
@@ -49,7 +50,7 @@ def test_constants_are_replaced_as_names_only() -> None:
 def test_a_python_def_is_read_never_run() -> None:
     p = one('id = "p"\npython = """\ndef f(x, y):\n    q = np.exp(x) + math.pi  # a comment\n'
             '    r = q * y\n    return r\n"""\ninputs = { x = 0, y = 2 }\n')
-    assert p.body == "f(x, y) = q = exp(x) + pi\nr = q * y"
+    assert p.body == "f(x, y) = q = exp(x) + pi; r = q * y"
     s = solve(p)
     assert [t.text for t in s.staged][-1] == "r = q * y"
     assert s.answers["out"] == pytest.approx(2 * (1 + math.pi)) and s.answers["dx"] == pytest.approx(2.0)
@@ -101,6 +102,21 @@ def test_file_level_mistakes() -> None:
         loads(HEAD + 'gates = ["add", "matmul"]\n')
 
 
+def test_common_gates_by_the_expression_languages_names(tmp_path) -> None:
+    """`max`, `min` and `ln` are what a TA types in a function; in `gates` they name the same gates as
+    `maximum`, `minimum` and `log` (not the reductions max(x), min(x)), each card shown once."""
+    from chainrule.worksheet import solve_worksheet
+
+    ws = loads(HEAD + 'gates = ["max", "ln", "maximum", "min", "copy"]\n')
+    assert ws.sections[0].gates == ("maximum", "log", "minimum", "copy")
+    with pytest.raises(WorksheetError, match="'sum' is not an elementwise gate"):
+        loads(HEAD + 'gates = ["sum"]\n')
+    path = tmp_path / "w.toml"
+    path.write_text(HEAD + 'gates = ["max"]\n')
+    md = solve_worksheet(tmp_path / "key", path).report.read_text()
+    assert md.count("Max gate: routes the gradient to the larger input") == 1 and "gate-maximum.svg" in md
+
+
 def test_variants_draw_only_the_marked_values_and_never_repeat() -> None:
     ws = loads(HEAD + '[[section.problem]]\nid = "p"\nfunction = "f(x, y) = a x + y"\nconstants = { a = 2 }\n'
                'inputs = { x = 1, y = 5 }\nvary = { x = [1, 2, 3], a = { min = 2, max = 3 } }\n'
@@ -126,6 +142,66 @@ def test_variants_skip_draws_outside_the_functions_domain() -> None:
     rng = np.random.default_rng(0)
     taken = {draw_key(ws.problems)}
     assert variant(ws, 1, rng, taken).problems[0].inputs == {"x": "2"}  # ln(-1), ln(0) are not finite
+
+
+@pytest.mark.parametrize("body, kinked", [
+    # the reviewer's problem: q = a·x + y is 0 at a = 2, x = 1, y = −2 (max's kink), and at a = 3, x = 0
+    ("p = a*x; q = p + y; f = max(q, 0) * z", lambda a, x, y: a * x + y == 0),
+    ("f(x, y) = relu(x - a) + abs(y + 1) * a", lambda a, x, y: x == a or y == -1),
+    ("f(x, y) = min(a*x, y) + 1", lambda a, x, y: a * x == y),
+])
+def test_variants_are_never_drawn_at_a_kink(body: str, kinked) -> None:
+    """Every (a, x, y) the choices allow but those at a kink of max, min, relu or |·| (decided here by
+    hand) is drawn exactly once, and no draw lands on a kink: the gradient there is a convention."""
+    z = ", z = 3" if "z" in body else ""
+    ws = loads(HEAD + f'[[section.problem]]\nid = "p"\nfunction = "{body}"\nconstants = {{ a = 3 }}\n'
+               f'inputs = {{ x = 2, y = 1{z} }}\nvary = {{ a = [2, 3], x = [0, 1, 2], y = [-2, -1, 0] }}\n', "w.toml")
+    grid = [(a, x, y) for a in (2, 3) for x in (0, 1, 2) for y in (-2, -1, 0)]
+    smooth = {(a, x, y) for a, x, y in grid if not kinked(a, x, y)}
+    assert 0 < len(smooth) < len(grid)
+    rng, taken = np.random.default_rng(5), {draw_key(ws.problems)}
+    drawn = set()
+    for k in range(1, len(smooth) + 1):
+        p = variant(ws, k, rng, taken).problems[0]
+        drawn.add((int(p.constants["a"]), int(p.inputs["x"]), int(p.inputs["y"])))
+    assert drawn == smooth
+    with pytest.raises(WorksheetError, match="away from kinks"):
+        variant(ws, len(smooth) + 1, rng, taken)
+
+
+def test_kinks_from_one_sided_differences() -> None:
+    """One-sided difference quotients disagree by O(1) at a kink and by O(h) elsewhere."""
+    from chainrule.check import kinks
+
+    assert kinks(lambda x, y: np.maximum(2 * x + y, 0) * 3, 1.0, -2.0) == [(0, ()), (1, ())]
+    assert kinks(lambda x, y: np.maximum(2 * x + y, 0) * 3, 1.0, -1.5) == []
+    assert kinks(lambda x: np.abs(x - 0.3), 0.1 * 3) == [(0, ())]  # 0.30000000000000004: still the kink
+    assert kinks(lambda x: np.floor(x), 2.0) == [(0, ())]  # a jump too
+    assert kinks(lambda x: np.exp(10 * x) + 1 / x, 0.01) == [] and kinks(lambda x: x**4, 1e3) == []
+    assert kinks(lambda w: np.max(w) * 2, np.array([1.0, 3.0, 3.0])) == [(0, (1,)), (0, (2,))]
+
+
+def test_answers_json_of_a_python_problem(tmp_path) -> None:
+    """answers.json gives a python problem's function as one line of the expression language, named
+    as its def (what `chainrule grad` and `check --against` accept), beside the source as written;
+    and a zero gradient (∂/∂y of cos y at 0 is −sin 0 = −0.0 in floating point) as 0.0."""
+    import json
+
+    from chainrule.worksheet import solve_worksheet
+
+    source = "def h(x, y):\n    s = np.sin(x)\n    c = np.cos(y)\n    m = s * c\n    out = m + x\n    return out\n"
+    path = tmp_path / "w.toml"
+    path.write_text(HEAD + f'[[section.problem]]\nid = "src"\npython = """\n{source}"""\n'
+                    'inputs = { x = "pi/2", y = 0 }\ncode = { name = "h", returns = ["out", "hx", "hy"] }\n')
+    solve_worksheet(tmp_path / "key", path)
+    text = (tmp_path / "key" / "answers.json").read_text()
+    entry = json.loads(text)["answers"]["src"]
+    assert entry["function"] == "h(x, y) = s = sin(x); c = cos(y); m = s * c; out = m + x"
+    assert entry["python"] == source
+    assert entry["values"] == {"out": pytest.approx(1 + math.pi / 2), "hx": 1.0, "hy": 0.0}
+    assert "-0.0" not in text and math.copysign(1.0, entry["values"]["hy"]) == 1.0
+    again = cr.value_and_grad(parse_expr(entry["function"]).function(), argnums=(0, 1))(math.pi / 2, 0.0)
+    assert again[0] == pytest.approx(1 + math.pi / 2) and list(again[1]) == pytest.approx([1.0, 0.0])
 
 
 # ---- the code in the skeleton's form (codegen's return names and provided helpers) ----------------

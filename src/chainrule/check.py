@@ -40,6 +40,36 @@ def numerical_grad(f: Callable[..., Any], args: list[np.ndarray], k: int, eps: f
     return g
 
 
+def kinks(f: Callable[..., Any], *args: Any, h: float = 1e-4) -> list[tuple[int, tuple[int, ...]]]:
+    """Where ``sum(f(*args))`` is not differentiable along one input element: ``(argument, index)``
+    pairs at which the forward and backward difference quotients disagree by an amount that does not
+    shrink with the step (a kink such as max's tie or relu at 0, or a jump). Elsewhere the two differ
+    by about ``step·f''``, which a tenfold smaller step makes tenfold smaller."""
+    arrays = [np.array(_values(a), dtype=np.float64) for a in args]
+    eps = np.finfo(np.float64).eps
+
+    def at(k: int, idx: tuple[int, ...], dx: float) -> float:
+        moved = arrays[k].copy()
+        moved[idx] += dx
+        with no_grad(), np.errstate(all="ignore"):
+            return float(_values(f(*arrays[:k], moved, *arrays[k + 1:])).sum())
+
+    found = []
+    for k, a in enumerate(arrays):
+        for idx in np.ndindex(a.shape):
+            f0 = at(k, idx, 0.0)
+            gaps = []
+            for step in (h * max(1.0, abs(a[idx])), h * max(1.0, abs(a[idx])) / 10):
+                fp, fm = at(k, idx, step), at(k, idx, -step)
+                ahead, behind = (fp - f0) / step, (f0 - fm) / step
+                noise = 100 * eps * (abs(fp) + abs(f0) + abs(fm)) / step  # rounding in the differences
+                gaps.append((abs(ahead - behind), 1e-6 * (1 + abs(ahead) + abs(behind)) + noise))
+            (wide, _), (narrow, floor) = gaps
+            if not np.isfinite(narrow) or (narrow > floor and narrow > 0.5 * wide):
+                found.append((k, idx))
+    return found
+
+
 def gradcheck(
     f: Callable[..., Any], *args: Any, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
 ) -> bool:
@@ -123,10 +153,11 @@ class BackwardReport:
     the checked function, matched to the reference by name and value: :mod:`chainrule.feedback`),
     ``mistake`` names the classic mistake that explains it at every input set (a key of
     :data:`chainrule.feedback.MISTAKES`: ``fan_out_overwritten``, ``wrong_input``,
-    ``upstream_missing``, ``local_missing``, ``lost_sign``, ``missing_factor``, else
+    ``upstream_missing``, ``local_missing``, ``lost_sign``, ``missing_factor``, ``wrong_element``, else
     ``wrong_value`` or ``wrong_forward``), ``feedback`` says it in one sentence that names only what
     the checked code itself wrote (its variables, its lines, the gate rules in its names), and
-    ``line`` is the line of the checked file where that step is last assigned (None if unknown).
+    ``line`` is the line of the checked file where that step goes wrong (of several lines adding up
+    a gradient, the one whose term is wrong; None if unknown).
     """
 
     ok: bool
@@ -452,7 +483,7 @@ def check_program(program: Any, reference: Callable[[list[str]], Callable[..., A
         raise ValueError(f"{program.name}({', '.join(params)}) takes {len(params)} inputs, but the function above has "
                          f"{len(names)} ({', '.join(names)})")
     arrays = [as_float_array(values[k], k).astype(np.float64) for k in order]
-    source = Source(program.assignments())
+    source = Source.parse(program.text, program.name) or Source({})
     return _check_runs(program.name, reference(order), params, _input_sets(arrays, random, seed),
                        lambda inputs: program.call(inputs, max_elements), source, rtol, atol)
 

@@ -701,8 +701,9 @@ def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
     w.add_argument("--seed", type=int, default=0, help="random seed of the variants (default 0)")
     w.add_argument("--exact", action="store_true",
                    help="exact answers (4 + 4e, σ(2)(1 − σ(2))) and derivations; needs sympy (chainrule[exact])")
-    w.add_argument("--pdf-engine", choices=("chromium", "latex"), default=None,
-                   help="what prints --format pdf (default: Chromium if found, else a TeX engine)")
+    w.add_argument("--pdf-engine", choices=("chromium", "latex", "pdflatex", "lualatex", "xelatex", "tectonic"),
+                   default=None, help="what prints --format pdf: chromium (from the HTML), latex (any TeX engine "
+                   "found) or a TeX engine by name (default: Chromium if found, else a TeX engine)")
     _add_common(w, "print the summary as JSON")
     w.set_defaults(func=cmd_worksheet)
 

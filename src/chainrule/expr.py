@@ -34,7 +34,8 @@ from .tensor import Tensor
 
 __all__ = [
     "CONSTANTS", "FUNCTIONS", "MAX_DEPTH", "MAX_LENGTH", "MAX_VALUE_ELEMENTS", "ExprError", "Expression", "Statement",
-    "parse", "parse_value", "parse_values", "Program", "ProgramCall", "ProgramError", "parse_program",
+    "parse", "parse_value", "parse_values", "Program", "ProgramCall", "ProgramError", "parse_program", "evaluate",
+    "gate_of",
 ]
 
 #: Longest expression accepted (characters); ``--at`` values may be longer (lists), up to MAX_VALUE_LENGTH.
@@ -96,6 +97,16 @@ FUNCTIONS: dict[str, _Fn] = {
     "sum": _Fn(F.sum, (1, 1), "sum of all elements"),
     "mean": _Fn(F.mean, (1, 1), "mean of all elements"),
 }
+
+
+def gate_of(name: str) -> str | None:
+    """The gate a function of the expression language stands for, by the gate table's name: ``ln``
+    → ``log``, ``max(a, b)`` → ``maximum`` (elementwise; ``max(x)`` of one vector is the reduction);
+    None for a name that is not one of :data:`FUNCTIONS`."""
+    f = FUNCTIONS.get(name)
+    if f is None:
+        return None
+    return {_fold_max: "maximum", _fold_min: "minimum"}.get(f.fn, f.fn.__name__)
 
 
 class ExprError(ValueError):
@@ -1395,7 +1406,9 @@ class _ProgramRun:
             name = node.func.id
             if name == "abs":
                 return self.numpy_call("abs", args, kwargs, node)
-            fn = prog.functions[name]
+            fn = prog.functions.get(name)
+            if fn is None:
+                raise prog.fail(f"{name} is not a function defined here", node, run=True)
             params = [a.arg for a in fn.args.args]
             if len(args) != len(params):
                 raise prog.fail(f"{name} takes {len(params)} input{'s' if len(params) != 1 else ''}, got {len(args)}",
@@ -1432,6 +1445,13 @@ class _ProgramRun:
             raise
         except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as e:
             raise prog.fail(_numpy_message(e), node, run=True) from None
+
+
+def evaluate(node: ast.expr, env: dict[str, Any], max_elements: int = MAX_VALUE_ELEMENTS) -> Any:
+    """One expression of the :class:`Program` subset (``db * 2 * x``, ``np.exp(a)``) interpreted with
+    NumPy at the values ``env`` gives its names, never run as Python; anything outside the subset, or
+    a call of a function other than NumPy's, raises :class:`ExprError`."""
+    return _ProgramRun(Program("", "", [], {}), max_elements).eval(node, env)
 
 
 def _numpy_message(e: Exception) -> str:

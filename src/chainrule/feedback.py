@@ -30,7 +30,7 @@ import inspect
 import itertools
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,7 @@ MISTAKES: dict[str, str] = {
     "local_missing": "the upstream gradient passed on without the gate's local gradient",
     "lost_sign": "the gradient has the wrong sign",
     "missing_factor": "a constant factor is missing (2x written as x) or extra",
+    "wrong_element": "an element of a vector's gradient holds another element's (w[0] where w[1] belongs)",
     "wrong_value": "a wrong gradient that none of the classic mistakes explains",
     "wrong_forward": "a forward value differs from the function's",
 }
@@ -59,9 +60,12 @@ _FACTORS = (2, 3, 4, 0.5, 1 / 3, 0.25)
 class Source:
     """Where the checked function assigns each of its local variables: ``name -> [(line, text,
     augmented)]`` in the order written (lines of the file; ``text`` is the statement's first line;
-    ``augmented`` for ``+=`` and friends). Read with :mod:`ast`, never run."""
+    ``augmented`` for ``+=`` and friends). Read with :mod:`ast`, never run. ``terms`` keeps, for each
+    assignment of a plain name (``dx = ...``, ``dx += ...``, ``dx -= ...``), ``(line, sign, right-hand
+    side)``: what that line adds to the name (sign 0 for a plain ``=``, which replaces it)."""
 
     assignments: dict[str, list[tuple[int, str, bool]]]
+    terms: dict[str, list[tuple[int, int, ast.expr]]] = field(default_factory=dict, compare=False)
 
     @classmethod
     def parse(cls, text: str, func: str, first_line: int = 1) -> Source | None:
@@ -76,6 +80,7 @@ class Source:
             return None
         lines = text.splitlines()
         found: dict[str, list[tuple[int, str, bool]]] = {}
+        terms: dict[str, list[tuple[int, int, ast.expr]]] = {}
         for st in ast.walk(fn):
             if isinstance(st, ast.Assign):
                 targets, aug = st.targets, False
@@ -85,11 +90,15 @@ class Source:
                 continue
             names = [t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name)]
             line = lines[st.lineno - 1].strip() if 0 < st.lineno <= len(lines) else ""
+            at = st.lineno + first_line - 1
             for name in names:
-                found.setdefault(name, []).append((st.lineno + first_line - 1, line, aug))
-        for entries in found.values():
-            entries.sort()
-        return cls(found)
+                found.setdefault(name, []).append((at, line, aug))
+            sign = {ast.Add: 1, ast.Sub: -1}.get(type(st.op)) if isinstance(st, ast.AugAssign) else 0
+            if len(targets) == 1 and isinstance(targets[0], ast.Name) and sign is not None and st.value is not None:
+                terms.setdefault(targets[0].id, []).append((at, sign, st.value))
+        for entries in [*found.values(), *terms.values()]:
+            entries.sort(key=lambda e: e[0])
+        return cls(found, terms)
 
     @classmethod
     def of(cls, fn: Callable[..., Any]) -> Source | None:
@@ -547,6 +556,65 @@ def _short(v: Any) -> str:
 
 
 def _explain(match: _Match, name: str, k: int, source: Source | None) -> Diagnosis:
+    """Which classic mistake explains ``name`` (the learner's gradient of node ``k``) at every input
+    set, on the line that went wrong: of several lines adding up ``name``, the first whose term is
+    not a gradient that comes back through some of the uses (an overwrite: the line that replaces)."""
+    d = _mistake(match, name, k, source)
+    if d.mistake != "fan_out_overwritten" and source is not None:
+        line = _first_wrong_term(match, name, k, source)
+        if line is not None:
+            d.line = line
+    return d
+
+
+def _first_wrong_term(match: _Match, name: str, k: int, source: Source) -> int | None:
+    """The first line of ``dx = ...; dx += ...; ...`` whose term is not what comes back through one of
+    x's uses, nor through several of them together, at every input set the check ran (None when
+    there is one line only, or a term cannot be worked out from the final values of its names).
+
+    A term is interpreted (:func:`chainrule.expr.evaluate`, never run) at the function's final
+    locals, so each name it reads must be assigned once, before it; the shares it is compared with
+    are the reference's upstream × local gradient of each use of x."""
+    from .expr import ExprError, evaluate
+
+    entries = source.terms.get(name, [])
+    if len(entries) < 2 or len(entries) != len(source.assignments.get(name, [])):
+        return None
+    first = {n: e[0][0] for n, e in source.assignments.items() if len(e) == 1}
+    sets = [s for s in match.usable if match.runs[s].locals is not None]
+    shares = {s: [p.share for p in _paths(match, s, k)] for s in sets}
+    n = len(shares[match.failing]) if match.failing in shares else 0
+    if not 1 < n <= 8:
+        return None
+    subsets = [c for size in range(1, n + 1) for c in itertools.combinations(range(n), size)]
+    for line, sign, rhs in entries:
+        names = {t.id for t in ast.walk(rhs) if isinstance(t, ast.Name) and t.id != "np"}
+        if not all(first.get(t, line) < line or (t in match.params and t not in source.assignments) for t in names):
+            return None  # a name assigned again, or after this line: its final value is not the one used here
+        right = set(subsets)
+        for s in sets:
+            env = {t: v for t, v in (match.runs[s].locals or {}).items() if t in names}
+            try:
+                with np.errstate(all="ignore"):
+                    term = (-1.0 if sign < 0 else 1.0) * np.asarray(evaluate(rhs, env), dtype=np.float64)
+            except (ExprError, ValueError, TypeError, ArithmeticError, KeyError, IndexError):
+                return None
+            right = {c for c in right if _close_broadcast(term, sum(shares[s][j] for j in c), match)}
+        if not right:
+            return line
+    return None
+
+
+def _close_broadcast(a: Any, b: Any, match: _Match) -> bool:
+    """Whether two arrays are equal where they broadcast together (a number added to every element)."""
+    try:
+        return bool(np.allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=match.rtol,
+                                atol=match.atol))
+    except (TypeError, ValueError):
+        return False
+
+
+def _mistake(match: _Match, name: str, k: int, source: Source | None) -> Diagnosis:
     """Which classic mistake explains ``name`` (the learner's gradient of node ``k``) at every input set."""
     sets = [s for s in match.usable if _numeric(match.value(s, name))]
     with np.errstate(all="ignore"):  # a rule of the other input may take ln of a negative base: nan, unused
@@ -613,7 +681,16 @@ def _explain(match: _Match, name: str, k: int, source: Source | None) -> Diagnos
         d.mistake = "missing_factor" if kind.startswith("factor:") else kind
         d.feedback = _sentence(match, kind, shown, where)
         return d
+    mixed = _element_mix_up(match, name, data, sets)
+    if mixed is not None:
+        d.mistake, d.feedback = "wrong_element", mixed
+        return d
     d.mistake = "wrong_value"
+    alone = _element_path(match, data, sets)
+    if alone is not None:  # x[0] and x[1] of a vector: each element of the gradient comes back one way
+        paths, n = [paths[alone[1]]], 1
+        shown = f"`{name}{_index_text(alone[0])}`"
+        who = match.text(paths[0].where[0][2]) if len(paths[0].where) == 1 else who
     if n > 1:
         d.feedback = (f"{shown} is not the gradient of {who}: {who} is used {n} times, so its gradient adds up "
                       "what comes back through each use")
@@ -631,6 +708,64 @@ def _explain(match: _Match, name: str, k: int, source: Source | None) -> Diagnos
     else:
         d.feedback = f"{shown} is not the gradient of {who}"
     return d
+
+
+def _supports(data: dict[int, Any], sets: list[int]) -> list[Any]:
+    """Per path of the gradient, the elements it reaches at some input set (x[0]'s path: element 0)."""
+    n = len(data[sets[0]][2])
+    return [np.any([np.asarray(data[s][2][j].share) != 0 for s in sets], axis=0) for j in range(n)]
+
+
+def _wrong_elements(match: _Match, data: dict[int, Any]) -> list[tuple[int, ...]]:
+    expected, got, _ = data[match.failing]
+    if expected.ndim == 0 or got.shape != expected.shape:
+        return []
+    return [tuple(int(i) for i in e) for e in np.argwhere(~np.isclose(got, expected, rtol=match.rtol,
+                                                                      atol=match.atol))]
+
+
+def _element_path(match: _Match, data: dict[int, Any], sets: list[int]) -> tuple[tuple[int, ...], int] | None:
+    """The first wrong element of a vector's gradient and the one path that reaches it, when every
+    wrong element is reached by one use only (w[0]·x[0] + w[1]·x[1]: no fan-out to add up)."""
+    if match.failing not in data or not sets:
+        return None
+    wrong = _wrong_elements(match, data)
+    supports = _supports(data, sets)
+    owners = [[j for j, sup in enumerate(supports) if np.shape(sup) and sup[e]] for e in wrong]
+    if not wrong or any(len(o) != 1 for o in owners):
+        return None
+    return wrong[0], owners[0][0]
+
+
+def _element_mix_up(match: _Match, name: str, data: dict[int, Any], sets: list[int]) -> str | None:
+    """A vector's gradient whose wrong element holds, at every input set, what comes back to another
+    element through its own use (``dx[1] = w[0] * ddot``): the sentence naming both local gradients."""
+    found = _element_path(match, data, sets)
+    if found is None:
+        return None
+    e, j = found
+    supports = _supports(data, sets)
+    for q, sup in enumerate(supports):
+        others = [tuple(int(i) for i in t) for t in np.argwhere(sup)]
+        if q == j or len(others) != 1 or others[0] == e:
+            continue
+        eq = others[0]
+        if all(_close(data[s][1][e], np.asarray(data[s][2][q].share)[eq], match.rtol, match.atol) for s in sets):
+            mine, theirs = data[sets[0]][2][j].where, data[sets[0]][2][q].where
+            if len(mine) != 1 or len(theirs) != 1:
+                return None
+            (c, slot, k), (cq, slot_q, kq) = mine[0], theirs[0]
+            rule, rule_q = match.rule(c, slot), match.rule(cq, slot_q)
+            if rule is None or rule_q is None:
+                return None
+            return (f"`{name}{_index_text(e)}` uses {rule_q} where {rule} belongs: through `{match.equation(c)}`, "
+                    f"the local gradient of {match.text(k)} is {rule}; {rule_q} is that of {match.text(kq)}, "
+                    f"through `{match.equation(cq)}`")
+    return None
+
+
+def _index_text(e: tuple[int, ...]) -> str:
+    return f"[{', '.join(str(i) for i in e)}]"
 
 
 def _sentence(match: _Match, kind: str, name: str, where: list[tuple[int, int, int]]) -> str:

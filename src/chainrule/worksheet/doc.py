@@ -286,8 +286,10 @@ _CSS = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-widt
         "padding:.2rem .6rem;text-align:left}figure{margin:1rem 0;overflow-x:auto}figure svg,figure img"
         "{max-width:100%;height:auto}.math{margin:.6rem 0 .6rem 1.5rem}.math .eq{margin:.25rem 0}"
         "math{font-size:1.15em}code.tex{color:#57606a}.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(18rem,1fr));"
-        "gap:1rem}.gate{border:1px solid #d0d7de;border-radius:6px;padding:.5rem .8rem}.gate h4{margin:.2rem 0}"
-        ".gate p{margin:.2rem 0}.gate .math{margin-left:.5rem}"
+        "gap:1rem}.gate{border:1px solid #d0d7de;border-radius:6px;padding:.5rem .8rem;min-width:0}"
+        ".gate h4{margin:.2rem 0}.gate p{margin:.2rem 0}.gate .math{margin-left:.5rem;overflow-x:auto}"
+        # a card's picture is scaled into the card (its viewBox keeps the proportions), never past its border
+        ".gate svg,.gate img{display:block;max-width:100%;height:auto}"
         "figure.blank svg{width:min(100%,44rem)}"
         "@media print{body{margin:0;max-width:none}figure,pre,table,.gate,.math{break-inside:avoid}"
         "pre{white-space:pre-wrap;overflow:visible}"

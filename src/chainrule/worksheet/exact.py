@@ -34,7 +34,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised by the CLI's message test
     raise ImportError("exact answers need sympy: pip install 'chainrule[exact]'") from e
 
-from ..expr import FUNCTIONS, parse
+from ..expr import gate_of, parse
 from ..gates import GATES
 from ..latex import MATH_SYMBOLS
 from ..render import gate_symbol
@@ -63,6 +63,7 @@ _NUMPY_TO_SYMPY: dict[str, Any] = {
 }
 
 _OPAQUE: dict[str, Any] = {}  # gate name -> its sympy function (kept whole), made once
+_EXPANDED: SimpleNamespace | None = None  # the namespace whose composites are written out
 _TWINS: dict[str, Any] = {}
 
 
@@ -76,16 +77,40 @@ def _special_twins() -> dict[str, Any]:
 
 
 def opaque(gate_name: str) -> Any:
-    """The sympy function standing for a composite gate kept whole (``sigmoid(2)`` prints ``σ(2)``)."""
+    """The sympy function standing for a composite gate kept whole (``sigmoid(2)`` prints ``σ(2)``).
+    At numbers where the gate's own expansion is no longer than its arguments it takes that value
+    (``relu(4)`` is 4, ``relu(−1)`` is 0), as sympy's ``Max(4, 0)`` would; ``σ(2)`` stays whole."""
     if gate_name not in _OPAQUE:
-        _OPAQUE[gate_name] = sp.Function(gate_name, real=True)
+        _OPAQUE[gate_name] = type(gate_name, (sp.Function,), {
+            "is_real": True, "eval": classmethod(lambda cls, *args: _evaluate_opaque(gate_name, args))})
     return _OPAQUE[gate_name]
+
+
+def _evaluate_opaque(gate_name: str, args: tuple[Any, ...]) -> Any:
+    """The composite at numeric arguments, when its expansion simplifies to something as short as
+    the arguments themselves; None (stay whole) otherwise or at symbols."""
+    if not all(getattr(a, "is_number", False) for a in args):
+        return None
+    try:
+        value = sp.sympify(GATES[gate_name].expand(_expanded_namespace(), *args))
+    except (TypeError, ValueError):
+        return None
+    return value if sp.count_ops(value) <= sum(sp.count_ops(a) for a in args) else None
+
+
+def _mask(b: Any) -> Any:
+    """A truth value as a number in a rule's arithmetic (the engine's ``mask`` hook): a comparison
+    of numbers (max's ``x > y`` at 4 and 0) is decided, so it counts 1 or 0; a comparison of symbols
+    is left as it is, and :func:`_exact_number` says it has no single formula."""
+    if isinstance(b, (bool, np.bool_)) or b in (sp.true, sp.false):
+        return sp.Integer(1 if bool(b) else 0)
+    return b
 
 
 def namespace(expand: bool = False) -> SimpleNamespace:
     """The ops namespace whose functions are sympy's, one per gate (by gate name and NumPy name).
     Composite gates without a sympy twin are opaque functions, or, with ``expand``, their expansion."""
-    ns = SimpleNamespace()
+    ns = SimpleNamespace(mask=_mask)
     for gate in GATES.values():
         fn = _sympy_function(gate, ns, expand)
         if fn is None:
@@ -111,16 +136,17 @@ def _sympy_function(gate: Any, ns: SimpleNamespace, expand: bool) -> Any:
     return None
 
 
-_EXPANDED = None
+def _expanded_namespace() -> SimpleNamespace:
+    global _EXPANDED
+    if _EXPANDED is None:
+        _EXPANDED = namespace(expand=True)
+    return _EXPANDED
 
 
 def expanded(e: Any) -> Any:
     """``e`` with every opaque composite written out by the gate's own expansion."""
-    global _EXPANDED
-    if _EXPANDED is None:
-        _EXPANDED = namespace(expand=True)
     for name, fn in _OPAQUE.items():
-        e = e.replace(fn, lambda *args, _n=name: GATES[_n].expand(_EXPANDED, *args))
+        e = e.replace(fn, lambda *args, _n=name: GATES[_n].expand(_expanded_namespace(), *args))
     return e
 
 
@@ -155,10 +181,10 @@ def _read(node: ast.AST, ns: SimpleNamespace) -> Any:
                ast.Pow: operator.pow}
         return ops[type(node.op)](_read(node.left, ns), _read(node.right, ns))
     if isinstance(node, ast.Call):
-        name = FUNCTIONS[node.func.id].fn.__name__  # the gate's name (max and min fold into maximum, minimum)
-        fn = getattr(ns, {"_fold_max": "maximum", "_fold_min": "minimum"}.get(name, name), None)
+        name = gate_of(node.func.id)  # the gate's name (max and min fold into maximum, minimum)
+        fn = getattr(ns, name, None) if name is not None else None
         args = [_read(a, ns) for a in node.args]
-        if fn is None or (len(args) == 1 and name.startswith("_fold_")):
+        if fn is None or (len(args) == 1 and name in ("maximum", "minimum")):
             raise ValueError(f"{node.func.id}(...) has no exact value here")
         return fn(*args)
     raise ValueError(f"cannot read {ast.unparse(node)} exactly")
@@ -206,8 +232,8 @@ def exact_graph(graph: Any, inputs: dict[str, Any], ns: SimpleNamespace | None =
                 raise ValueError(f"exact answers are for elementwise functions; the {n.gate.name} gate is not")
             try:
                 val[id(n)] = _exact_number(fn(*[val[id(i)] for i in n.inputs], **n.params))
-            except TypeError as e:
-                raise ValueError(f"the {n.gate.name} gate has no exact form here ({e})") from None
+            except TypeError:
+                raise ValueError(f"the {_gate_words(n.gate)} has no exact form here") from None
     grad: dict[int, Any] = {id(graph.output): sp.Integer(1)}
     for n in reversed(graph.ops):
         g = grad.get(id(n))
@@ -221,12 +247,21 @@ def exact_graph(graph: Any, inputs: dict[str, Any], ns: SimpleNamespace | None =
             try:
                 local = _exact_number(rule(ns, *args, val[id(n)]))
                 grad[id(inp)] = grad.get(id(inp), 0) + g * local
-            except TypeError as e:  # max's rule adds comparisons, which sympy keeps as logic, not numbers
-                raise ValueError(f"the {n.gate.name} gate's rule has no exact form here ({e})") from None
+            except TypeError:  # a comparison of symbols (max's x > y) is logic, not a number
+                if all(getattr(a, "is_number", False) for a in args):
+                    raise ValueError(f"the {_gate_words(n.gate)}'s local gradient has no exact form here") from None
+                raise ValueError(f"the {_gate_words(n.gate)}'s local gradient depends on how its inputs compare, "
+                                 "so it has no single formula in terms of them") from None
     names = {id(n): n.name for n in graph.nodes if n.kind != "const"}
     return ExactGraph({names[k]: v for k, v in val.items() if k in names},
                       {names[k]: v for k, v in grad.items() if k in names} | {n.name: grad.get(id(n), sp.Integer(0))
                                                                                for n in graph.inputs})
+
+
+def _gate_words(gate: Any) -> str:
+    """How the gate's own explanation names it (``max gate`` for maximum)."""
+    head = gate.explain.split(":")[0]
+    return head if head.endswith(" gate") else f"{gate.name} gate"
 
 
 def _exact_number(e: Any) -> Any:

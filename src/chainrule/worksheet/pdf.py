@@ -4,7 +4,8 @@ The default is Chromium (or Chrome) printing the self-contained HTML page: the p
 Debian's Chromium for the explorer's browser tests (``.ci/run`` installs it), it renders the inline
 SVG pictures and the MathML exactly as the HTML key shows them, and it takes about a second. Where no
 Chromium is found, a TeX engine (pdflatex, lualatex, xelatex or tectonic) compiles the LaTeX version,
-whose pictures are TikZ. ``engine`` picks one: ``"chromium"`` or ``"latex"``.
+whose pictures are TikZ. ``engine`` picks one: ``"chromium"``, ``"latex"`` (the first TeX engine
+found), or a TeX engine by name (``"pdflatex"``, ``"lualatex"``, ``"xelatex"``, ``"tectonic"``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from pathlib import Path
 
 from ..fileio import atomic_path, atomic_write
 
-__all__ = ["PdfError", "find_pdf_engine", "write_pdf"]
+__all__ = ["ENGINES", "PdfError", "find_pdf_engine", "write_pdf"]
 
 _CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 _TEX = ("pdflatex", "lualatex", "xelatex", "tectonic")
+ENGINES = ("chromium", "latex", *_TEX)  # what ``engine`` (``--pdf-engine``) may name
 TIMEOUT = 180.0
 
 
@@ -30,8 +32,14 @@ class PdfError(RuntimeError):
 
 def find_pdf_engine(engine: str | None = None) -> tuple[str, str]:
     """``(kind, program)``: kind ``"chromium"`` or ``"latex"`` (see the module docstring)."""
-    if engine not in (None, "auto", "chromium", "latex"):
-        raise ValueError(f"the PDF engine must be 'chromium' or 'latex', not {engine!r}")
+    if engine not in (None, "auto", *ENGINES):
+        raise ValueError(f"the PDF engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine in _TEX:
+        found = shutil.which(engine)
+        if found:
+            return "latex", found
+        raise PdfError(f"a PDF with --pdf-engine {engine} needs {engine} on the PATH; --pdf-engine latex takes "
+                       "whichever TeX engine is installed")
     if engine in (None, "auto", "chromium"):
         for name in _CHROMIUM:
             found = shutil.which(name)

@@ -270,6 +270,8 @@ def answers_json(ws: Worksheet, solved: dict[str, Solved]) -> dict[str, Any]:
     for p in ws.problems:
         s = solved[p.id]
         entry: dict[str, Any] = {"function": p.function, "staged": [t.text for t in s.staged]}
+        if p.python:
+            entry["python"] = p.python  # the function as the file gave it; "function" is how chainrule reads it
         if p.inputs:
             entry["inputs"] = dict(p.inputs)
             entry["values"] = {n: _plain(s.answers[n]) for n in s.names}
@@ -285,5 +287,6 @@ def answers_json(ws: Worksheet, solved: dict[str, Solved]) -> dict[str, Any]:
 
 
 def _plain(v: Any) -> Any:
-    a = np.asarray(v, dtype=float)
+    """A value as JSON numbers; a zero is written 0.0, never -0.0 (cos's −sin 0 is no negative answer)."""
+    a = np.asarray(v, dtype=float) + 0.0  # −0.0 + 0.0 is +0.0
     return float(a) if a.ndim == 0 else a.tolist()

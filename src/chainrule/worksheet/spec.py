@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import keyword
 import re
+import textwrap
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..expr import CONSTANTS, FUNCTIONS, ExprError, Expression, parse, parse_value
+from ..expr import CONSTANTS, FUNCTIONS, ExprError, Expression, gate_of, parse, parse_value
 from ..gates import GATES
 
 __all__ = ["PARTS", "Code", "Descent", "Problem", "Section", "Worksheet", "WorksheetError", "load", "loads",
@@ -74,6 +75,7 @@ class Problem:
     code: Code | None = None
     descent: Descent | None = None
     variables: tuple[str, ...] = ()
+    python: str = ""  # the Python source the function was read from, as written ('' for an expression)
 
     @property
     def function(self) -> str:
@@ -192,11 +194,16 @@ def _section(ctx: _Ctx, raw: Any, ids: set[str]) -> Section:
     elif gates is False or gates is None:
         gates = None
     elif isinstance(gates, list) and all(isinstance(g, str) for g in gates):
+        named = []
         for g in gates:
-            if g != "copy" and (g not in GATES or GATES[g].local is None):
+            elementwise = g == "copy" or (g in GATES and GATES[g].local is not None)
+            gate = g if elementwise else gate_of(g) or g  # the expression language's max (not the reduction), ln
+            if gate != "copy" and (gate not in GATES or GATES[gate].local is None):
                 raise ctx.fail(f"'gates': {g!r} is not an elementwise gate (known: copy, "
-                               f"{', '.join(n for n, gt in GATES.items() if gt.local is not None)})")
-        gates = tuple(gates)
+                               f"{', '.join(n for n, gt in GATES.items() if gt.local is not None)}, and the "
+                               f"expression language's {', '.join(k for k in FUNCTIONS if gate_of(k) != k)})")
+            named.append(gate)
+        gates = tuple(dict.fromkeys(named))  # max and maximum are one gate: shown once
     else:
         raise ctx.fail("'gates' must be true or a list of gate names")
     problems = []
@@ -274,7 +281,8 @@ def _problem(ctx: _Ctx, raw: Any) -> Problem:
         raise ctx.fail("'expand' must be true or false")
     math_ = _str(ctx, raw, "math", "")
     return Problem(pid, _str(ctx, raw, "label", ""), _str(ctx, raw, "text", ""), body, math_, inputs,
-                   constants, vary, tuple(parts), expand, code, descent, tuple(expr.variables))
+                   constants, vary, tuple(parts), expand, code, descent, tuple(expr.variables),
+                   textwrap.dedent(raw["python"]).strip() + "\n" if "python" in raw else "")
 
 
 def _value_text(ctx: _Ctx, key: str, v: Any) -> str:
@@ -429,7 +437,8 @@ def _python_to_expression(ctx: _Ctx, source: str) -> str:
             raise ctx.fail(f"python: line {body[-1].lineno}: return one value, the output (gradients are "
                            "what chainrule works out)")
         statements.append(ast.unparse(_Plain(ctx).visit(ret)))
-    return f"f({', '.join(params)}) = " + "\n".join(statements)
+    name = fn.name if fn.name not in FUNCTIONS and fn.name not in CONSTANTS else "f"  # def h(x, y) reads h(x, y) = ...
+    return f"{name}({', '.join(params)}) = " + "; ".join(statements)  # one line, as a function is typed
 
 
 class _Plain(ast.NodeTransformer):
@@ -462,14 +471,14 @@ def variant(ws: Worksheet, number: int, rng: np.random.Generator, taken: set[Any
         key = draw_key(problems.values())
         if key in taken:
             continue
-        bad = next((q for q in problems.values() if not _finite(q)), None)
+        bad = next((q for q in problems.values() if q.vary and not _usable(q)), None)
         if bad is not None:
             continue
         taken.add(key)
         sections = tuple(replace(s, problems=tuple(problems[p.id] for p in s.problems)) for s in ws.sections)
         return replace(ws, sections=sections, variant=number)
     raise WorksheetError(f"{ws.path}: could not draw variant {number}: the 'vary' choices allow too few different "
-                         "worksheets with finite values (give more choices)")
+                         "worksheets with finite values away from kinks (give more choices)")
 
 
 def draw_key(problems: Any) -> tuple[Any, ...]:
@@ -490,11 +499,14 @@ def _draw(p: Problem, rng: np.random.Generator) -> Problem:
     return replace(p, inputs=inputs, constants=constants, descent=descent)
 
 
-def _finite(p: Problem) -> bool:
-    """Whether the problem's function, its gradients and its descent are finite at its inputs."""
+def _usable(p: Problem) -> bool:
+    """Whether the problem's function and its gradients are finite at its inputs, and the function is
+    differentiable there: not at a kink of a non-smooth gate (max's tie, relu or |x| at 0), where
+    the gradient a student works out depends on a tie-breaking convention."""
     if not p.inputs:
         return True
     from ..autodiff import value_and_grad
+    from ..check import kinks
 
     fn = p.expression().function()
     values = list(p.values().values())
@@ -503,4 +515,6 @@ def _finite(p: Problem) -> bool:
             out, grads = value_and_grad(fn, argnums=tuple(range(len(values))))(*values)
         except (ValueError, ArithmeticError, TypeError):
             return False
-    return bool(np.all(np.isfinite(out)) and all(np.all(np.isfinite(g)) for g in grads))
+    if not (np.all(np.isfinite(out)) and all(np.all(np.isfinite(g)) for g in grads)):
+        return False
+    return not kinks(fn, *values)
