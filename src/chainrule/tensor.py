@@ -281,6 +281,9 @@ def apply(gate: Gate, *args: Any, **params: Any) -> Tensor:
     parents = tuple(a if isinstance(a, Tensor) else d for a, d in zip(args, datas)) if track else ()
     t = _result(gate, out, parents, tuple(needs), track, params or _EMPTY, datas, st.anomaly,
                 None if lib is None else LibraryTensor)
+    if gate.view and isinstance(args[0], Tensor) and out.__class__ is np.ndarray and out.base is not None \
+            and np.may_share_memory(out, datas[0]):
+        _link_view(t, args[0], gate, params or _EMPTY)
     if not track and st.record_masks and st.grad_enabled and any(
             isinstance(a, Tensor) and _depends(a) for a in args):
         _record_forward_only(t, gate, tuple(a if isinstance(a, Tensor) else d for a, d in zip(args, datas)),
@@ -426,8 +429,94 @@ _WRITTEN = _IdentityMap()
 
 def mark_written(t: Tensor) -> None:
     """Note that ``t``'s values were changed in place: a backward pass through a node made earlier
-    that read them raises instead of using the new values (optimizers call this for their updates)."""
-    _WRITTEN[t] = _next_seq()
+    that read them raises instead of using the new values (optimizers call this for their updates).
+    The tensors sharing its memory (its base, the other views of it) changed too, and are marked."""
+    seq = _next_seq()
+    for m in _family(t):
+        _WRITTEN[m] = seq
+
+
+# ---- views: x[0:2], x.T, x.reshape(3) share x's memory in NumPy, so a write through one reaches the
+# other. A recorded write copies values (the graph keeps the old ones), so the sharing is redone by
+# hand: the new values are scattered into the base (recorded: gradients follow), and every view of
+# the base is taken again from its new version (recorded too), as PyTorch rebases views.
+
+def _link_view(view: Tensor, base: Tensor, gate: Gate, params: dict[str, Any]) -> None:
+    """Remember that ``view`` is ``gate(base, **params)`` sharing ``base``'s memory."""
+    view._view = (base, gate, params)
+    refs = getattr(base, "_views", None)
+    if refs is None:
+        base._views = refs = []
+    elif len(refs) >= 8 and not len(refs) & (len(refs) - 1):  # at powers of two: forget the views collected
+        refs[:] = [r for r in refs if r() is not None]
+    refs.append(weakref.ref(view))
+
+
+def _live_views(t: Tensor) -> list[Tensor]:
+    refs = getattr(t, "_views", None)
+    if not refs:
+        return []
+    return [v for r in refs if (v := r()) is not None and getattr(v, "_view", None) is not None]
+
+
+def _family(t: Tensor) -> list[Tensor]:
+    """``t``, the tensor it is a view of (up to the one owning the memory) and every live view of those."""
+    link = getattr(t, "_view", None)
+    if link is None and not getattr(t, "_views", None):
+        return [t]
+    while link is not None:
+        t = link[0]
+        link = getattr(t, "_view", None)
+    out, todo = [], [t]
+    while todo:
+        m = todo.pop()
+        out.append(m)
+        todo.extend(_live_views(m))
+    return out
+
+
+def _refuse_read_only_view(t: Tensor, what: str) -> None:
+    """A recorded write into a view NumPy makes read-only (broadcast_to, diagonal, sliding windows)
+    raises as NumPy does, instead of writing into a copy that nothing else sees."""
+    link = getattr(t, "_view", None)
+    if link is not None and t.data.__class__ is np.ndarray and not t.data.flags.writeable \
+            and getattr(link[0].data, "flags", None) is not None and link[0].data.flags.writeable:
+        raise ValueError(f"{what}: this tensor is a read-only view made by {link[1].name} (NumPy refuses to write "
+                         f"into it too); write into a copy (.copy()) or into the array it views, at {user_frame()}")
+
+
+def _scatter(base: Tensor, view: Tensor, gate: Gate, params: dict[str, Any]) -> Tensor:
+    """``base`` with ``view``'s values written where ``gate(base, **params)`` reads them (recorded)."""
+    if gate is _GETITEM:
+        return apply(_SETITEM, base, view, index=params["index"])
+    # where each element of the view lives in the base: the view op applied to the positions
+    where = np.asarray(gate.fn(np.arange(base.size).reshape(base.shape), **params))
+    if np.unique(where).size != where.size:
+        raise ValueError(f"writing through a view made by {gate.name} that shows an element of its base more "
+                         f"than once is not supported: write into a copy (.copy()), at {user_frame()}")
+    flat = apply(_RESHAPE, base, shape=(-1,))
+    return apply(_RESHAPE, apply(_SETITEM, flat, view, index=where), shape=tuple(base.shape))
+
+
+def _write_through(t: Tensor) -> None:
+    """After a recorded write made ``t`` a new node: carry its values into the tensors it is a view of,
+    then take every view of those again from their new versions (t among them)."""
+    link = getattr(t, "_view", None)
+    if link is None and not getattr(t, "_views", None):
+        return
+    while link is not None:
+        base, gate, params = link
+        old = _clone(base)
+        _become(base, _scatter(old, t, gate, params), old)
+        t, link = base, getattr(base, "_view", None)
+    todo = [t]
+    while todo:
+        base = todo.pop()
+        for v in _live_views(base):
+            _, gate, params = v._view
+            old = _clone(v)
+            _become(v, apply(gate, base, **params), old)
+            todo.append(v)
 
 
 def _records(st: Switches, target: Tensor, other: Any) -> bool:
@@ -513,8 +602,10 @@ class Tensor:
     PyTorch: reset them with ``x.grad = None`` (or an optimizer's ``zero_grad()``).
     """
 
+    # _view (set on views only): (base tensor, view gate, params); _views (set on bases only): weak
+    # references to the tensors that are views of this one. Read with getattr(t, "_view", None).
     __slots__ = ("data", "grad", "requires_grad", "name", "_gate", "_parents", "_needs", "_params", "_src",
-                 "_seq", "_args", "__weakref__")
+                 "_seq", "_args", "_view", "_views", "__weakref__")
     __array_priority__ = 1000.0
 
     def __new__(cls, data: Any = None, *args: Any, **kwargs: Any) -> Tensor:
@@ -751,16 +842,27 @@ class Tensor:
         return apply(GATES["abs"], self)
 
     # In-place operators. While recording (the tensor takes part in a graph, or is an input being
-    # differentiated) `x op= y` makes a new node, as `x = x op y` does, and Python binds x to it:
-    # no value the graph holds is overwritten, and the caller's arrays are never changed. Otherwise
-    # (an optimizer's `w -= lr * w.grad`, a plain constant) the values change in place, as in NumPy.
+    # differentiated) `x op= y` turns the tensor object into a new node computed from its previous
+    # version, as `x[...] = x op y` does: every name bound to it, and the tensors it is a view of or
+    # that view it, see the new values (as in NumPy), while no value the graph holds is overwritten
+    # and the caller's arrays are never changed. Otherwise (an optimizer's `w -= lr * w.grad`, a
+    # plain constant) the values change in place, as in NumPy.
     def _inplace(self, gate: Gate, other: Any) -> Tensor:
         if _records(current(), self, other):
-            return apply(gate, self, other)
+            _refuse_read_only_view(self, f"{gate.name}=")
+            old = _clone(self)
+            new = apply(gate, old, old if other is self else other)
+            if new.shape != self.shape:
+                raise ShapeError(_non_broadcastable(gate, self.shape, new.shape))
+            if new.data.dtype != old.data.dtype:
+                new.data = _cast(new.data, old.data.dtype)  # NumPy keeps the target's dtype
+            _become(self, new, old)
+            _write_through(self)
+            return self
         other = other.data if isinstance(other, Tensor) else other
         res = apply(gate, self.data, other).data
         if res.shape != self.data.shape:
-            raise ShapeError(f"{gate.name}=: in-place update of shape {self.shape} with shape {res.shape}")
+            raise ShapeError(_non_broadcastable(gate, self.shape, res.shape))
         if backend.is_lazy(self.data):
             self.data = res  # a Dask array is never written: the tensor takes the new one
         else:
@@ -814,6 +916,7 @@ class Tensor:
             self.data[_plain_index(index)] = value.data if isinstance(value, Tensor) else value
             mark_written(self)
             return
+        _refuse_read_only_view(self, "item assignment")
         old = _clone(self)
         if _is_mask_for(index, self) and np.ndim(value.data if isinstance(value, Tensor) else value) == 0:
             # x[mask] = c is where(mask, c, x): the mask stays a node, recomputed by compile
@@ -823,6 +926,7 @@ class Tensor:
         else:
             new = apply(GATES["setitem"], old, value, index=_plain_index(index))
         _become(self, new, old)
+        _write_through(self)
 
     # ---- methods mirroring NumPy's --------------------------------------------------------
     def reshape(self, *shape: Any, **kw: Any) -> Tensor:
@@ -1010,6 +1114,16 @@ def _values(obj: Any) -> Any:
     return obj
 
 
+def _non_broadcastable(gate: Gate, target: tuple[int, ...], result: tuple[int, ...]) -> str:
+    """NumPy's refusal of ``x op= y`` whose result does not fit in x (it would have to grow x)."""
+    return (f"{gate.name}=: non-broadcastable output operand with shape {tuple(target)} doesn't match the "
+            f"broadcast shape {tuple(result)} (an in-place update cannot change the shape of its target, as "
+            f"in NumPy; write x = x {_SYMBOL.get(gate.name, gate.name)} y for a new array) at {user_frame()}")
+
+
+_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "matmul": "@", "remainder": "%"}
+
+
 def _is_mask_for(index: Any, x: Tensor) -> bool:
     data = index.data if isinstance(index, Tensor) else index
     return isinstance(data, np.ndarray) and data.dtype == bool and data.shape == x.shape
@@ -1069,8 +1183,8 @@ def _library_dtype(xp: Any, dtype: Any) -> Any:
     return dtype
 
 
-_ADD, _SUB, _MUL, _DIV, _POW, _NEG, _MATMUL = (
-    GATES[n] for n in ("add", "sub", "mul", "div", "pow", "neg", "matmul")
+_ADD, _SUB, _MUL, _DIV, _POW, _NEG, _MATMUL, _GETITEM, _SETITEM, _RESHAPE = (
+    GATES[n] for n in ("add", "sub", "mul", "div", "pow", "neg", "matmul", "getitem", "setitem", "reshape")
 )
 
 

@@ -190,7 +190,7 @@ class Compiled:
 
     def _specialize(self, args: list[Any], nums: tuple[int, ...]) -> _Specialization:
         from ..graph import _build, _call_naming_locals
-        from ..tensor import Tensor, enable_grad
+        from ..tensor import _PREVIOUS, Tensor, enable_grad, original
 
         try:
             pnames = [p.name for p in inspect.signature(self.f).parameters.values()
@@ -209,6 +209,8 @@ class Compiled:
                 call_args.append(a.value if isinstance(a, _Static) else a)
         with enable_grad():
             out, local_names = _call_naming_locals(self.f, call_args, {})
+        if _PREVIOUS:  # an input changed in place inside f: its first version is the input
+            leaves = [original(t) for t in leaves]
         if not isinstance(out, Tensor):
             if isinstance(out, (tuple, list, dict)):
                 raise TypeError(f"compile: {getattr(self.f, '__name__', 'f')} must return one array or tensor, "
