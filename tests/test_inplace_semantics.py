@@ -278,3 +278,72 @@ def test_writing_into_a_read_only_view_is_refused_as_numpy_does() -> None:
         f(X.copy())  # NumPy's own refusal
     with pytest.raises(ValueError, match=r"read-only view made by broadcast_to.*test_inplace_semantics\.py:\d+"):
         cr.grad(f)(X.copy())
+
+
+# ---- arrays that are not differentiated (training data, labels) --------------------------------------
+
+def _changes_y(x, y):
+    y += 1
+    return np.sum(x) + np.sum(y * y)
+
+
+@pytest.mark.parametrize("api", ["grad", "value_and_grad", "jacobian", "hessian", "compile"])
+def test_an_argument_not_differentiated_is_never_changed(api: str) -> None:
+    x, y = np.array([0.5, 1.5]), X.copy()
+    run = {"grad": cr.grad, "value_and_grad": cr.value_and_grad, "jacobian": cr.jacobian, "hessian": cr.hessian,
+           "compile": cr.compile}[api]
+    with pytest.raises(cr.ArgumentChangedError,
+                       match=rf"changed its argument 1 \('y'\) in place at .*test_inplace_semantics\.py:\d+"):
+        run(_changes_y)(x, y)
+    np.testing.assert_array_equal(y, X)
+    np.testing.assert_array_equal(x, [0.5, 1.5])
+
+
+def test_a_keyword_argument_written_through_a_slice_is_named() -> None:
+    def f(x, *, data):
+        rows = data[:1]
+        rows[0] = 0.0
+        return np.sum(x * data)
+
+    data = X.copy()
+    with pytest.raises(ValueError, match=r"changed its argument 'data' in place"):
+        cr.grad(f)(np.ones(3), data=data)
+    np.testing.assert_array_equal(data, X)
+
+
+def test_reading_arguments_that_are_not_differentiated_still_works() -> None:
+    labels = np.array([2, 0])
+
+    def loss(w, data, labels):
+        scores = data @ w
+        return -np.sum(scores[np.arange(2), labels])
+
+    data = M.copy()
+    g = cr.grad(loss)(np.ones((3, 3)), data, labels)
+    np.testing.assert_allclose(g, numeric_grad(on_copies(lambda w: loss(w, M, labels)), [np.ones((3, 3))], 0),
+                               atol=1e-6)
+
+
+def test_compile_names_the_in_place_argument_not_an_if() -> None:
+    # the reviewer's case: the update is made by calling __iadd__ (its result discarded)
+    f = lambda x, y: (y.__iadd__(1), np.sum(np.exp(x)) + np.sum(y * y))[1]  # noqa: E731
+    a = X.copy()
+    with pytest.raises(cr.ArgumentChangedError, match=r"argument 1 \('y'\)") as err:
+        cr.compile(f)(np.array([0.5, 1.5, 2.5]), a)
+    assert "`if`" not in str(err.value)
+    np.testing.assert_array_equal(a, X)
+
+
+def test_non_broadcastable_in_place_update_is_refused_as_numpy_does() -> None:
+    def f(x):
+        x = x.reshape(3, 1)
+        x += np.ones((3, 4))
+        return np.sum(x)
+
+    with pytest.raises(ValueError, match="non-broadcastable output operand"):
+        f(X.copy())  # NumPy's own refusal
+    with pytest.raises(cr.ShapeError, match=r"add=: non-broadcastable output operand with shape \(3, 1\).*\(3, 4\)"):
+        cr.grad(f)(X.copy())
+    w = cr.tensor(np.zeros((3, 1)))  # outside differentiation, in place on the values
+    with pytest.raises(cr.ShapeError, match="non-broadcastable"):
+        w += np.ones((3, 4))

@@ -241,7 +241,7 @@ class Compiled:
         defined) and the inputs negated (which catches ``if x > 0`` on a scalar); entries where the
         engine's answer is not finite are not compared."""
         from .. import backend
-        from ..autodiff import value_and_grad
+        from ..autodiff import ArgumentChangedError, value_and_grad
         from .pipeline import on_library
 
         xp = self.__dict__.get("array_module", np)
@@ -258,6 +258,8 @@ class Compiled:
             with np.errstate(all="ignore"):
                 try:
                     expected = value_and_grad(self.f, argnums=nums)(*plain)
+                except ArgumentChangedError:
+                    raise  # f changes an argument that is not differentiated: refused as value_and_grad does
                 except (ValueError, TypeError, ArithmeticError, IndexError):
                     continue  # the function is not defined there: nothing to compare
                 got = fn(*[on_library(xp, a) for a in probe if isinstance(a, np.ndarray)])
