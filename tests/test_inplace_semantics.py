@@ -293,7 +293,7 @@ def test_an_argument_not_differentiated_is_never_changed(api: str) -> None:
     run = {"grad": cr.grad, "value_and_grad": cr.value_and_grad, "jacobian": cr.jacobian, "hessian": cr.hessian,
            "compile": cr.compile}[api]
     with pytest.raises(cr.ArgumentChangedError,
-                       match=rf"changed its argument 1 \('y'\) in place at .*test_inplace_semantics\.py:\d+"):
+                       match=r"changed its argument 1 \('y'\) in place at .*test_inplace_semantics\.py:\d+"):
         run(_changes_y)(x, y)
     np.testing.assert_array_equal(y, X)
     np.testing.assert_array_equal(x, [0.5, 1.5])
@@ -347,3 +347,28 @@ def test_non_broadcastable_in_place_update_is_refused_as_numpy_does() -> None:
     w = cr.tensor(np.zeros((3, 1)))  # outside differentiation, in place on the values
     with pytest.raises(cr.ShapeError, match="non-broadcastable"):
         w += np.ones((3, 4))
+
+
+@pytest.mark.parametrize("api", ["grad", "value_and_grad", "vjp", "jvp", "trace", "compile"])
+def test_a_function_returning_none_is_refused(api: str) -> None:
+    def f(x):
+        x.sort()
+        return x.sort()  # the in-place method's None, not the sorted values
+
+    x = np.array([3.0, 1.0, 2.0])
+    with pytest.raises(TypeError, match=r"f returned None.*np\.sort"):
+        if api == "grad":
+            cr.grad(f)(x)
+        elif api == "value_and_grad":
+            cr.value_and_grad(f)(x)
+        elif api == "vjp":
+            cr.vjp(f, x)
+        elif api == "jvp":
+            cr.jvp(f, (x,), (np.ones(3),))
+        elif api == "trace":
+            cr.trace(f, x=x)
+        else:
+            cr.compile(f)(x)
+    with pytest.raises(TypeError, match="returned None"):
+        cr.grad(lambda x: None)(1.0)
+    np.testing.assert_array_equal(x, [3.0, 1.0, 2.0])

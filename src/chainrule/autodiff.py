@@ -31,6 +31,7 @@ from .tensor import (
     nested,
     original,
     parent_at,
+    refuse_none,
     tensor_class,
     user_frame,
 )
@@ -371,6 +372,7 @@ def _check_output(out: Any, f: Callable[..., Any]) -> Any:
     if isinstance(out, (tuple, list, dict)):
         raise TypeError(f"{getattr(f, '__name__', 'f')} must return one array or tensor to differentiate, "
                         f"not a {type(out).__name__}")
+    refuse_none(out, f)
     return Tensor(out)
 
 

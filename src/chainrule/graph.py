@@ -24,7 +24,17 @@ from . import backend, functions
 from .autodiff import as_float_array, run_backward
 from .gates import FAN_OUT, Gate, local_gradient, pullback
 from .symbolic import const, equation_text, ops, sym, to_text
-from .tensor import _PREVIOUS, Tensor, enable_grad, expanded, original, parents_of, state, topological
+from .tensor import (
+    _PREVIOUS,
+    Tensor,
+    enable_grad,
+    expanded,
+    original,
+    parents_of,
+    refuse_none,
+    state,
+    topological,
+)
 
 
 @dataclass(eq=False)
@@ -411,6 +421,7 @@ def trace(f: Callable[..., Any] | Tensor, *args: Any, expand: bool = False, mode
         if isinstance(out, (tuple, list, dict)):
             raise TypeError("trace: the function must return one array or tensor, not a "
                             f"{type(out).__name__}")
+        refuse_none(out, f)
         out = Tensor(out)
     return _build(out, input_tensors, local_names, expand)
 

@@ -149,6 +149,14 @@ def user_frame() -> str:
     return "<unknown>"
 
 
+def refuse_none(out: Any, f: Any) -> None:
+    """Raise if the function being differentiated or traced returned None (a forgotten ``return``, or
+    an in-place method's result such as ``return x.sort()``), instead of differentiating a constant."""
+    if out is None:
+        raise TypeError(f"{getattr(f, '__name__', 'f')} returned None: it must return the value to differentiate "
+                        "(a forgotten `return`? In-place methods such as x.sort() return None: use np.sort(x))")
+
+
 def _describe(x: Any) -> str:
     shape = getattr(x, "shape", None)
     if shape is None:

@@ -190,7 +190,7 @@ class Compiled:
 
     def _specialize(self, args: list[Any], nums: tuple[int, ...]) -> _Specialization:
         from ..graph import _build, _call_naming_locals
-        from ..tensor import _PREVIOUS, Tensor, enable_grad, original
+        from ..tensor import _PREVIOUS, Tensor, enable_grad, original, refuse_none
 
         try:
             pnames = [p.name for p in inspect.signature(self.f).parameters.values()
@@ -215,6 +215,7 @@ class Compiled:
             if isinstance(out, (tuple, list, dict)):
                 raise TypeError(f"compile: {getattr(self.f, '__name__', 'f')} must return one array or tensor, "
                                 f"not a {type(out).__name__}")
+            refuse_none(out, self.f)
             out = Tensor(out)
         graph = _build(out, [t for t in leaves if t.requires_grad], local_names, False)
         order = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
