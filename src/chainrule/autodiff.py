@@ -18,16 +18,17 @@ import numpy as np
 from . import backend, functions
 from .gates import GATES, Gate, pullback
 from .tensor import (
-    _PKG_DIR,
     _PREVIOUS,
     _WRITTEN,
     Tensor,
     _new_tensor,
     apply,
     check_written,
+    clear_numpy_store_error,
     current,
     detect_switch,
     enable_grad,
+    library_file,
     nested,
     original,
     parent_at,
@@ -274,6 +275,7 @@ def _call(f: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Tensor:
             with enable_grad():
                 return _check_output(f(*args, **kwargs), f)
         except ValueError as e:
+            clear_numpy_store_error(e)
             changed = _changed_argument(e, f, args, kwargs)
             if changed is None:
                 raise
@@ -300,7 +302,7 @@ def _changed_argument(e: ValueError, f: Callable[..., Any], args: list[Any], kwa
     tb, frame = e.__traceback__, None
     while tb is not None:  # the innermost frame of the user's code (not chainrule's, not NumPy's)
         name = tb.tb_frame.f_code.co_filename
-        if not name.startswith(_PKG_DIR) and "numpy" not in name:
+        if not library_file(name):
             frame = tb.tb_frame, tb.tb_lineno
         tb = tb.tb_next
     if frame is None:

@@ -27,6 +27,7 @@ from .symbolic import const, equation_text, ops, sym, to_text
 from .tensor import (
     _PREVIOUS,
     Tensor,
+    clear_numpy_store_error,
     enable_grad,
     expanded,
     original,
@@ -364,6 +365,9 @@ def _call_naming_locals(f: Callable[..., Any], args: list[Any], kwargs: dict[str
         sys.settrace(namer.tracer)
         try:
             out = f(*args, **kwargs)
+        except ValueError as e:
+            clear_numpy_store_error(e)
+            raise
         finally:
             sys.settrace(prev)
         return out, namer.names

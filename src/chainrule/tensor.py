@@ -78,6 +78,13 @@ class _State:
 
 state = _State()
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+_NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
+
+
+def library_file(fname: str) -> bool:
+    """Whether a code file is chainrule's or NumPy's (not the user's: frames there are skipped when
+    naming the user's line)."""
+    return fname.startswith(_PKG_DIR) or fname.startswith(_NUMPY_DIR)
 
 
 class _Switch(ContextDecorator):
@@ -140,13 +147,8 @@ class nested(_Switch):
 
 def user_frame() -> str:
     """``file:line`` of the innermost caller outside chainrule (where the user wrote the op)."""
-    f = sys._getframe(1)
-    while f is not None:
-        fname = f.f_code.co_filename
-        if not fname.startswith(_PKG_DIR) and "numpy" not in fname:
-            return f"{fname}:{f.f_lineno}"
-        f = f.f_back
-    return "<unknown>"
+    f = _user_code_frame()
+    return "<unknown>" if f is None else f"{f.f_code.co_filename}:{f.f_lineno}"
 
 
 def refuse_none(out: Any, f: Any) -> None:
@@ -720,6 +722,7 @@ class Tensor:
     def _refuse_python_number(self, what: str) -> None:
         # math.exp(t), float(t), ... would compute on a plain number and silently drop the gradient
         if self.requires_grad and current().grad_enabled:
+            _refuse_storing_into_numpy()
             raise TypeError(
                 f"{what} on a tensor that requires grad (also what math.exp, math.sqrt, ... do) would drop "
                 "its gradient: use chainrule's or NumPy's functions (cr.exp, np.sqrt, ...), or .item() "
@@ -746,11 +749,24 @@ class Tensor:
                     f"np.{caller} converts its input to a plain array (NumPy does not let it dispatch to "
                     "chainrule), so the gradient would be lost: use "
                     f"cr.{caller.rsplit('.', 1)[-1]} (the same arguments) on tensors that require grad")
+            _refuse_storing_into_numpy()
+            line = _user_line()
+            if ".dot(" in line:
+                first = ("an ndarray's .dot method was given a tensor (X.dot(W) with X a NumPy array: NumPy does "
+                         "not let ndarray methods dispatch to chainrule): write X @ W or np.dot(X, W)")
+            elif "contiguousarray" in line or "asfortranarray" in line:
+                first = ("np.ascontiguousarray / np.asfortranarray convert their input to a plain array without "
+                         "dispatching to chainrule: a tensor needs no contiguous copy, so drop the call (or use "
+                         "x.copy() for a copy)")
+            else:
+                first = ("a NumPy function or ndarray method that does not dispatch to chainrule converted a tensor "
+                         "to a plain array (X.dot(W) with X a NumPy array: write X @ W or np.dot(X, W); "
+                         "np.ascontiguousarray(t): drop it)")
             raise TypeError(
-                "cannot turn a tensor that requires grad into a plain NumPy array: the gradient would be "
-                "lost. Use .detach().numpy() for its values. NumPy converts lists of tensors before chainrule "
-                "sees them: write cr.array([...]) for np.array([...]), and call chainrule's function on a list "
-                "(cr.mean([a, b]) for np.mean([a, b]))"
+                f"cannot turn a tensor that requires grad into a plain NumPy array, the gradient would be lost: "
+                f"{first}, at {user_frame()}. Use .detach().numpy() for its values. NumPy converts lists of "
+                "tensors before chainrule sees them: write cr.array([...]) for np.array([...]), and call "
+                "chainrule's function on a list (cr.mean([a, b]) for np.mean([a, b]))"
             )
         arr = np.asarray(self.data)
         return arr.astype(dtype) if dtype is not None else arr
@@ -1066,6 +1082,48 @@ class Tensor:
         raise TypeError(
             f"{name} is not supported by chainrule on tensors that require grad: it has no gradient rule "
             "(inside cr.no_grad(), or with .detach(), it runs on the values)")
+
+
+def _user_code_frame() -> Any:
+    """The innermost frame of code outside chainrule and NumPy (the user's line that is running)."""
+    f = sys._getframe(1)
+    while f is not None and library_file(f.f_code.co_filename):
+        f = f.f_back
+    return f
+
+
+def _user_line() -> str:
+    import linecache
+
+    f = _user_code_frame()
+    return "" if f is None else linecache.getline(f.f_code.co_filename, f.f_lineno)
+
+
+class StoredIntoArrayError(TypeError):
+    """A tensor that requires grad was stored into an item of a NumPy array (``out[i] = t``)."""
+
+
+def clear_numpy_store_error(e: BaseException) -> None:
+    """NumPy replaces the error of ``out[i] = t`` by "setting an array element with a sequence",
+    keeping chainrule's :class:`StoredIntoArrayError` as its cause: raise that one instead."""
+    if isinstance(e, ValueError) and isinstance(e.__cause__, StoredIntoArrayError):
+        raise e.__cause__.with_traceback(None) from None
+
+
+def _refuse_storing_into_numpy() -> None:
+    """Raise if the user's line is storing a tensor into an item of a NumPy array (``out[i] = t``, which
+    NumPy does by converting t to a number or an array: the gradient would be lost, and NumPy's own
+    message, "setting an array element with a sequence", does not say why)."""
+    import dis
+
+    f = _user_code_frame()
+    if f is None or f.f_lasti < 0 or dis.opname[f.f_code.co_code[f.f_lasti]] != "STORE_SUBSCR":
+        return
+    raise StoredIntoArrayError(
+        "a tensor that requires grad cannot be stored into a NumPy array (out[i] = t): the array keeps plain "
+        "numbers, so the gradient would be lost. Collect the pieces in a list and stack them "
+        "(cr.stack(rows), cr.array([...])), or make the array a tensor, whose item assignment is recorded: "
+        f"out = cr.tensor(np.zeros(shape)); out[i] = t, at {user_frame()}")
 
 
 def _numpy_caller() -> str | None:
