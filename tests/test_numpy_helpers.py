@@ -297,3 +297,29 @@ def test_storing_a_tensor_into_a_numpy_array_names_the_fix() -> None:
 
     z = np.arange(6.0).reshape(2, 3)
     np.testing.assert_allclose(cr.grad(fixed)(z), numeric_grad(lambda a: fixed(a.copy()), [z], 0), atol=1e-6)
+
+
+# ---- linear algebra at singular matrices ---------------------------------------------------------------
+
+def test_inv_of_a_singular_matrix_raises_numpys_linalg_error() -> None:
+    with pytest.raises(np.linalg.LinAlgError, match=r"inv: Singular matrix"):
+        cr.grad(lambda z: np.sum(np.linalg.inv(z)))(np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("a", [
+    [[1.0, 2.0], [2.0, 4.0]],  # rank 1: the gradient is the transposed adjugate [[4, -2], [-2, 1]]
+    np.zeros((3, 3)).tolist(),  # rank 0: every 2x2 minor is 0
+    [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]],  # rank 2
+    [[[1.0, 2.0], [2.0, 4.0]], [[0.5, -1.0], [2.0, 3.0]]],  # a batch: one singular, one regular
+], ids=["rank1", "zeros", "rank2", "batch"])
+def test_det_gradient_at_singular_matrices_is_the_adjugate(a: Any) -> None:
+    a = np.array(a)
+    ref = numeric_grad(lambda z: np.sum(np.linalg.det(z)), [a], 0)
+    np.testing.assert_allclose(cr.grad(lambda z: np.sum(np.linalg.det(z)))(a), ref, atol=1e-6)
+    v = np.random.default_rng(0).standard_normal(a.shape)  # forward mode: the same rule
+    np.testing.assert_allclose(cr.jvp(np.linalg.det, (a,), (v,))[1], np.sum(ref * v, axis=(-2, -1)), atol=1e-6)
+
+
+def test_det_gradient_by_hand_at_a_rank_one_matrix() -> None:
+    # d det [[a, b], [c, d]] = [[d, -c], [-b, a]]
+    np.testing.assert_allclose(cr.grad(np.linalg.det)(np.array([[1.0, 2.0], [2.0, 4.0]])), [[4.0, -2.0], [-2.0, 1.0]])

@@ -169,7 +169,8 @@ def _describe(x: Any) -> str:
 def _op_error(gate: Gate, datas: list[Any], err: Exception, params: dict[str, Any]) -> Exception:
     shapes = " and ".join(_describe(d) for d in datas)
     extra = "".join(f", {k}={v!r}" for k, v in params.items() if k not in ("index", "indices"))
-    kind = ShapeError if isinstance(err, ValueError) else type(err)
+    # NumPy's LinAlgError (a singular matrix) keeps its class, so code catching it still does
+    kind = ShapeError if isinstance(err, ValueError) and not isinstance(err, np.linalg.LinAlgError) else type(err)
     text = str(err)
     for prefix in {f"{gate.name}: ", f"{gate.np_name}: "}:
         text = text.removeprefix(prefix)  # NumPy's own message may already start with the op's name
