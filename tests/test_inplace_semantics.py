@@ -184,3 +184,191 @@ def test_optimizer_style_update_of_a_leaf_still_works() -> None:
         expected = expected - lr * 2 * expected
         np.testing.assert_allclose(w.data, expected)
         assert w.requires_grad and w.is_leaf
+
+
+# ---- writes through views: x[0:2], x.T, x.reshape(3) share x's memory in NumPy ------------------------
+
+def _reshape_then_assign(x):
+    x.reshape(3).__setitem__(0, 0)
+    return np.sum(x ** 2)
+
+
+def _transpose_then_assign(x):
+    y = x.T
+    y[0] = 0
+    return np.sum(x ** 2 * np.array([[1.0, 2.0], [3.0, 4.0]]))
+
+
+def _slice_times_three(x):
+    r = x[0:2]
+    r *= 3
+    return np.sum(x ** 2)
+
+
+def _base_write_seen_by_view(x):
+    v = x[0:2]
+    x[0] = 5.0
+    return np.sum(v ** 2) + np.sum(x)
+
+
+def _write_seen_by_sibling_view(x):
+    a, b = x[0:2], x[1:3]
+    a[1] = a[1] * 4
+    return np.sum(b ** 3)
+
+
+def _view_of_a_view(x):
+    h = x.reshape(2, 2)
+    r = h[1]
+    r += h[0]
+    return np.sum(x * np.arange(4.0))
+
+
+def _write_through_flip(x):
+    np.flip(x)[0] = x[1] * 3
+    return np.sum(x ** 2)
+
+
+def _alias_sees_the_update(x):
+    h = x * 1.0
+    y = h
+    h *= 2
+    return np.sum(y ** 2)
+
+
+@pytest.mark.parametrize("f, x", [
+    (_reshape_then_assign, [1.0, 2.0, 3.0]), (_transpose_then_assign, [[1.0, 2.0], [3.0, 4.0]]),
+    (_slice_times_three, [1.0, 2.0, 3.0]), (_base_write_seen_by_view, [1.0, 2.0, 3.0]),
+    (_write_seen_by_sibling_view, [1.0, 2.0, 3.0]), (_view_of_a_view, [1.0, 2.0, 3.0, 4.0]),
+    (_write_through_flip, [1.0, 2.0, 3.0]), (_alias_sees_the_update, [1.0, 2.0, 3.0]),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_writes_through_views_give_numpys_value_and_the_true_gradient(f: Callable[..., Any], x: Any) -> None:
+    x0 = np.array(x)
+    arg = x0.copy()
+    value, g = cr.value_and_grad(f)(arg)
+    assert value == pytest.approx(on_copies(f)(x0))  # NumPy's own answer on a plain array
+    np.testing.assert_allclose(g, numeric_grad(on_copies(f), [x0], 0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(arg, x0, err_msg="the caller's array was modified")
+
+
+def test_the_reviewers_view_cases_by_hand() -> None:
+    # x.reshape(3)[0] = 0 zeroes x[0]: sum(x^2) = 13, gradient [0, 4, 6]
+    assert cr.value_and_grad(_reshape_then_assign)(X.copy())[0] == pytest.approx(13.0)
+    np.testing.assert_allclose(cr.grad(_reshape_then_assign)(X.copy()), [0.0, 4.0, 6.0])
+    # x[0:2] *= 3: sum(9 x0^2 + 9 x1^2 + x2^2), gradient [18 x0, 18 x1, 2 x2]
+    np.testing.assert_allclose(cr.grad(_slice_times_three)(X.copy()), [18.0, 36.0, 6.0])
+
+
+def test_writes_through_views_compile_to_the_same_answer() -> None:
+    fast = cr.compile(_transpose_then_assign)
+    x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    for _ in range(2):
+        out, g = fast(x)
+        assert out == pytest.approx(on_copies(_transpose_then_assign)(x))
+        np.testing.assert_allclose(g, numeric_grad(on_copies(_transpose_then_assign), [x], 0), atol=1e-6)
+    np.testing.assert_array_equal(x, [[1.0, 2.0], [3.0, 4.0]])
+
+
+def test_writing_into_a_read_only_view_is_refused_as_numpy_does() -> None:
+    def f(x):
+        np.broadcast_to(x, (2, 3))[0, 0] = 1.0
+        return np.sum(x)
+
+    with pytest.raises(ValueError, match="read-only"):
+        f(X.copy())  # NumPy's own refusal
+    with pytest.raises(ValueError, match=r"read-only view made by broadcast_to.*test_inplace_semantics\.py:\d+"):
+        cr.grad(f)(X.copy())
+
+
+# ---- arrays that are not differentiated (training data, labels) --------------------------------------
+
+def _changes_y(x, y):
+    y += 1
+    return np.sum(x) + np.sum(y * y)
+
+
+@pytest.mark.parametrize("api", ["grad", "value_and_grad", "jacobian", "hessian", "compile"])
+def test_an_argument_not_differentiated_is_never_changed(api: str) -> None:
+    x, y = np.array([0.5, 1.5]), X.copy()
+    run = {"grad": cr.grad, "value_and_grad": cr.value_and_grad, "jacobian": cr.jacobian, "hessian": cr.hessian,
+           "compile": cr.compile}[api]
+    with pytest.raises(cr.ArgumentChangedError,
+                       match=r"changed its argument 1 \('y'\) in place at .*test_inplace_semantics\.py:\d+"):
+        run(_changes_y)(x, y)
+    np.testing.assert_array_equal(y, X)
+    np.testing.assert_array_equal(x, [0.5, 1.5])
+
+
+def test_a_keyword_argument_written_through_a_slice_is_named() -> None:
+    def f(x, *, data):
+        rows = data[:1]
+        rows[0] = 0.0
+        return np.sum(x * data)
+
+    data = X.copy()
+    with pytest.raises(ValueError, match=r"changed its argument 'data' in place"):
+        cr.grad(f)(np.ones(3), data=data)
+    np.testing.assert_array_equal(data, X)
+
+
+def test_reading_arguments_that_are_not_differentiated_still_works() -> None:
+    labels = np.array([2, 0])
+
+    def loss(w, data, labels):
+        scores = data @ w
+        return -np.sum(scores[np.arange(2), labels])
+
+    data = M.copy()
+    g = cr.grad(loss)(np.ones((3, 3)), data, labels)
+    np.testing.assert_allclose(g, numeric_grad(on_copies(lambda w: loss(w, M, labels)), [np.ones((3, 3))], 0),
+                               atol=1e-6)
+
+
+def test_compile_names_the_in_place_argument_not_an_if() -> None:
+    # the reviewer's case: the update is made by calling __iadd__ (its result discarded)
+    f = lambda x, y: (y.__iadd__(1), np.sum(np.exp(x)) + np.sum(y * y))[1]  # noqa: E731
+    a = X.copy()
+    with pytest.raises(cr.ArgumentChangedError, match=r"argument 1 \('y'\)") as err:
+        cr.compile(f)(np.array([0.5, 1.5, 2.5]), a)
+    assert "`if`" not in str(err.value)
+    np.testing.assert_array_equal(a, X)
+
+
+def test_non_broadcastable_in_place_update_is_refused_as_numpy_does() -> None:
+    def f(x):
+        x = x.reshape(3, 1)
+        x += np.ones((3, 4))
+        return np.sum(x)
+
+    with pytest.raises(ValueError, match="non-broadcastable output operand"):
+        f(X.copy())  # NumPy's own refusal
+    with pytest.raises(cr.ShapeError, match=r"add=: non-broadcastable output operand with shape \(3, 1\).*\(3, 4\)"):
+        cr.grad(f)(X.copy())
+    w = cr.tensor(np.zeros((3, 1)))  # outside differentiation, in place on the values
+    with pytest.raises(cr.ShapeError, match="non-broadcastable"):
+        w += np.ones((3, 4))
+
+
+@pytest.mark.parametrize("api", ["grad", "value_and_grad", "vjp", "jvp", "trace", "compile"])
+def test_a_function_returning_none_is_refused(api: str) -> None:
+    def f(x):
+        x.sort()
+        return x.sort()  # the in-place method's None, not the sorted values
+
+    x = np.array([3.0, 1.0, 2.0])
+    with pytest.raises(TypeError, match=r"f returned None.*np\.sort"):
+        if api == "grad":
+            cr.grad(f)(x)
+        elif api == "value_and_grad":
+            cr.value_and_grad(f)(x)
+        elif api == "vjp":
+            cr.vjp(f, x)
+        elif api == "jvp":
+            cr.jvp(f, (x,), (np.ones(3),))
+        elif api == "trace":
+            cr.trace(f, x=x)
+        else:
+            cr.compile(f)(x)
+    with pytest.raises(TypeError, match="returned None"):
+        cr.grad(lambda x: None)(1.0)
+    np.testing.assert_array_equal(x, [3.0, 1.0, 2.0])

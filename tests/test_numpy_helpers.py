@@ -247,3 +247,79 @@ def test_complex_input_is_refused_with_a_clear_type_error() -> None:
 def test_complex_output_is_refused_not_cut_to_its_real_part() -> None:
     with pytest.raises(TypeError, match="complex"):
         cr.grad(lambda x: x * (1.0 + 0.2j))(1.0)
+
+
+# ---- CS231n idioms that NumPy does not let chainrule see: the message names the cause and the fix ------
+
+def test_ndarray_dot_with_a_tensor_names_the_fix() -> None:
+    X = np.ones((4, 2))
+
+    def f(w):
+        return np.sum(X.dot(w))
+
+    with pytest.raises(TypeError, match=r"X\.dot\(W\).*write X @ W or np\.dot\(X, W\).*test_numpy_helpers\.py:\d+"):
+        cr.grad(f)(np.ones((2, 3)))
+    # the fixes it names work, with the gradient of sum(X w): X's column sums in every column
+    for fixed in (lambda w: np.sum(X @ w), lambda w: np.sum(np.dot(X, w))):
+        np.testing.assert_allclose(cr.grad(fixed)(np.ones((2, 3))), np.full((2, 3), 4.0))
+
+
+def test_ascontiguousarray_of_a_tensor_is_named() -> None:
+    def f(z):
+        return np.sum(np.ascontiguousarray(z) ** 2)
+
+    with pytest.raises(TypeError, match=r"np\.ascontiguousarray.*drop the call"):
+        cr.grad(f)(np.ones((2, 3)))
+
+
+def test_storing_a_tensor_into_a_numpy_array_names_the_fix() -> None:
+    def scalar_into_array(z):
+        out = np.zeros(3)
+        out[0] = np.sum(z)
+        return np.sum(out)
+
+    def row_into_array(z):
+        out = np.zeros((2, 3))
+        out[0] = z[0]
+        return np.sum(out)
+
+    for f in (scalar_into_array, row_into_array):
+        with pytest.raises(TypeError, match=r"cannot be stored into a NumPy array.*cr\.stack.*cr\.tensor\(np\.zeros"):
+            cr.grad(f)(np.ones((2, 3)))
+        with pytest.raises(TypeError, match="cannot be stored into a NumPy array"):
+            cr.trace(f, z=np.ones((2, 3)))
+
+    def fixed(z):  # the fix the message names: a tensor, whose item assignment is recorded
+        out = cr.tensor(np.zeros((2, 3)))
+        out[0] = z[0] * 2
+        out[1, 0] = np.sum(z)
+        return np.sum(out * np.arange(6.0).reshape(2, 3))
+
+    z = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_allclose(cr.grad(fixed)(z), numeric_grad(lambda a: fixed(a.copy()), [z], 0), atol=1e-6)
+
+
+# ---- linear algebra at singular matrices ---------------------------------------------------------------
+
+def test_inv_of_a_singular_matrix_raises_numpys_linalg_error() -> None:
+    with pytest.raises(np.linalg.LinAlgError, match=r"inv: Singular matrix"):
+        cr.grad(lambda z: np.sum(np.linalg.inv(z)))(np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("a", [
+    [[1.0, 2.0], [2.0, 4.0]],  # rank 1: the gradient is the transposed adjugate [[4, -2], [-2, 1]]
+    np.zeros((3, 3)).tolist(),  # rank 0: every 2x2 minor is 0
+    [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]],  # rank 2
+    [[[1.0, 2.0], [2.0, 4.0]], [[0.5, -1.0], [2.0, 3.0]]],  # a batch: one singular, one regular
+], ids=["rank1", "zeros", "rank2", "batch"])
+def test_det_gradient_at_singular_matrices_is_the_adjugate(a: Any) -> None:
+    a = np.array(a)
+    ref = numeric_grad(lambda z: np.sum(np.linalg.det(z)), [a], 0)
+    np.testing.assert_allclose(cr.grad(lambda z: np.sum(np.linalg.det(z)))(a), ref, atol=1e-6)
+    v = np.random.default_rng(0).standard_normal(a.shape)  # forward mode: the same rule
+    np.testing.assert_allclose(cr.jvp(np.linalg.det, (a,), (v,))[1], np.sum(ref * v, axis=(-2, -1)), atol=1e-6)
+
+
+def test_det_gradient_by_hand_at_a_rank_one_matrix() -> None:
+    # d det [[a, b], [c, d]] = [[d, -c], [-b, a]]
+    np.testing.assert_allclose(cr.grad(np.linalg.det)(np.array([[1.0, 2.0], [2.0, 4.0]])), [[4.0, -2.0], [-2.0, 1.0]])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from . import backend
 from . import functions as _functions
-from .autodiff import AnomalyError, GraphFreedError, detect_anomaly, grad, value_and_grad, vjp
+from .autodiff import AnomalyError, ArgumentChangedError, GraphFreedError, detect_anomaly, grad, value_and_grad, vjp
 from .backend import MixedLibrariesError, UnsupportedError
 from .check import BackwardReport, GradcheckError, check_backward, gradcheck
 from .compile import Compiled, compile  # the package chainrule.compile; the name is the function
@@ -30,7 +30,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackwardReport", "Compiled", "check_backward", "compile",
-    "AnomalyError", "Equation", "GATES", "Gate", "Graph", "Node", "trace", "GradcheckError", "GraphFreedError",
+    "AnomalyError", "ArgumentChangedError", "Equation", "GATES", "Gate", "Graph", "Node", "trace", "GradcheckError",
+    "GraphFreedError",
     "ShapeError", "Tensor", "array", "detect_anomaly", "enable_grad", "expanded", "grad", "gradcheck", "no_grad",
     "tensor", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "gate", "nn", "optim", "data",  # noqa: F405 - nn, optim, data load lazily
     "BackwardStep", "LocalGrad", "GraphTooLargeError", "RenderError", "LibraryTensor", "MixedLibrariesError",

@@ -24,17 +24,20 @@ from .tensor import (
     _new_tensor,
     apply,
     check_written,
+    clear_numpy_store_error,
     current,
     detect_switch,
     enable_grad,
+    library_file,
     nested,
     original,
     parent_at,
+    refuse_none,
     tensor_class,
     user_frame,
 )
 
-__all__ = ["backward", "grad", "value_and_grad", "vjp", "detect_anomaly", "AnomalyError"]
+__all__ = ["backward", "grad", "value_and_grad", "vjp", "detect_anomaly", "AnomalyError", "ArgumentChangedError"]
 
 #: argument types that need no check for mixed array libraries
 _ARGS_FAST = frozenset((np.ndarray, float, int, bool, np.float64, np.float32))
@@ -252,13 +255,67 @@ def _arg_name(f: Callable[..., Any], i: int) -> str:
         return f"argument {i}"
 
 
+class ArgumentChangedError(ValueError):
+    """``f`` changed an array argument that is not differentiated in place (chainrule hands it over
+    read-only, so the caller's array is never changed)."""
+
+
 def _call(f: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Tensor:
-    """Run ``f`` recording a graph, counted as one level of nesting for any grad it calls."""
+    """Run ``f`` recording a graph, counted as one level of nesting for any grad it calls.
+
+    The NumPy arrays among the arguments (those not differentiated: training data, labels) are
+    passed as read-only views, which costs nothing and keeps the caller's arrays unchanged; an
+    in-place change of one raises :class:`ArgumentChangedError` naming it."""
+    args = [_read_only(a) for a in args]
+    kwargs = {k: _read_only(v) for k, v in kwargs.items()} if kwargs else kwargs
     with nested():
-        if current().grad_enabled:
-            return _check_output(f(*args, **kwargs), f)
-        with enable_grad():
-            return _check_output(f(*args, **kwargs), f)
+        try:
+            if current().grad_enabled:
+                return _check_output(f(*args, **kwargs), f)
+            with enable_grad():
+                return _check_output(f(*args, **kwargs), f)
+        except ValueError as e:
+            clear_numpy_store_error(e)
+            changed = _changed_argument(e, f, args, kwargs)
+            if changed is None:
+                raise
+            raise changed from None
+
+
+def _read_only(a: Any) -> Any:
+    if a.__class__ is np.ndarray and a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+def _changed_argument(e: ValueError, f: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+                      ) -> ArgumentChangedError | None:
+    """If ``e`` is NumPy's refusal to write into one of the read-only argument views: the error naming
+    the argument (found among the variables of the user's line that share its memory) and the line."""
+    text = str(e)
+    if isinstance(e, ArgumentChangedError) or "read-only" not in text or (
+            "destination" not in text and "output array" not in text):
+        return None
+    guarded = {(_arg_name(f, i)): a for i, a in enumerate(args) if a.__class__ is np.ndarray}
+    guarded.update({f"argument {k!r}": v for k, v in kwargs.items() if v.__class__ is np.ndarray})
+    tb, frame = e.__traceback__, None
+    while tb is not None:  # the innermost frame of the user's code (not chainrule's, not NumPy's)
+        name = tb.tb_frame.f_code.co_filename
+        if not library_file(name):
+            frame = tb.tb_frame, tb.tb_lineno
+        tb = tb.tb_next
+    if frame is None:
+        return None
+    local = [v for v in frame[0].f_locals.values() if isinstance(v, np.ndarray)]
+    hit = [n for n, a in guarded.items() if any(np.may_share_memory(v, a) for v in local)]
+    if not hit:
+        return None
+    fname = getattr(f, "__name__", "f")
+    return ArgumentChangedError(
+        f"{fname} changed its {' or '.join(hit)} in place at {frame[0].f_code.co_filename}:{frame[1]} "
+        f"(NumPy: {e}); chainrule never changes the caller's arrays: copy it first (y = y.copy()), or write "
+        "y = y + 1 instead of y += 1")
 
 
 def _make_leaves(
@@ -317,6 +374,7 @@ def _check_output(out: Any, f: Callable[..., Any]) -> Any:
     if isinstance(out, (tuple, list, dict)):
         raise TypeError(f"{getattr(f, '__name__', 'f')} must return one array or tensor to differentiate, "
                         f"not a {type(out).__name__}")
+    refuse_none(out, f)
     return Tensor(out)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from . import backend, functions
 from .autodiff import _argnums, _call, _make_leaves, _refuse_complex_output, as_float_array, grad, run_backward
 from .gates import pushforward
-from .tensor import _PREVIOUS, Tensor, enable_grad, nested, original, parents_of, topological
+from .tensor import _PREVIOUS, Tensor, enable_grad, nested, original, parents_of, refuse_none, topological
 
 __all__ = ["jvp", "jacobian", "hessian", "hvp", "run_forward"]
 
@@ -111,6 +111,7 @@ def _call_outputs(f: Callable[..., Any], args: list[Any]) -> tuple[list[Tensor],
     for r in items:
         if isinstance(r, dict):
             raise TypeError(f"{getattr(f, '__name__', 'f')} returned a dict: jvp needs arrays or tuples of arrays")
+        refuse_none(r, f)
         t = r if isinstance(r, Tensor) else Tensor(r)
         _refuse_complex_output(t, f)
         outs.append(t)

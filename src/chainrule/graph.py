@@ -24,7 +24,18 @@ from . import backend, functions
 from .autodiff import as_float_array, run_backward
 from .gates import FAN_OUT, Gate, local_gradient, pullback
 from .symbolic import const, equation_text, ops, sym, to_text
-from .tensor import _PREVIOUS, Tensor, enable_grad, expanded, original, parents_of, state, topological
+from .tensor import (
+    _PREVIOUS,
+    Tensor,
+    clear_numpy_store_error,
+    enable_grad,
+    expanded,
+    original,
+    parents_of,
+    refuse_none,
+    state,
+    topological,
+)
 
 
 @dataclass(eq=False)
@@ -354,6 +365,9 @@ def _call_naming_locals(f: Callable[..., Any], args: list[Any], kwargs: dict[str
         sys.settrace(namer.tracer)
         try:
             out = f(*args, **kwargs)
+        except ValueError as e:
+            clear_numpy_store_error(e)
+            raise
         finally:
             sys.settrace(prev)
         return out, namer.names
@@ -411,6 +425,7 @@ def trace(f: Callable[..., Any] | Tensor, *args: Any, expand: bool = False, mode
         if isinstance(out, (tuple, list, dict)):
             raise TypeError("trace: the function must return one array or tensor, not a "
                             f"{type(out).__name__}")
+        refuse_none(out, f)
         out = Tensor(out)
     return _build(out, input_tensors, local_names, expand)
 

@@ -78,6 +78,13 @@ class _State:
 
 state = _State()
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+_NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
+
+
+def library_file(fname: str) -> bool:
+    """Whether a code file is chainrule's or NumPy's (not the user's: frames there are skipped when
+    naming the user's line)."""
+    return fname.startswith(_PKG_DIR) or fname.startswith(_NUMPY_DIR)
 
 
 class _Switch(ContextDecorator):
@@ -140,13 +147,16 @@ class nested(_Switch):
 
 def user_frame() -> str:
     """``file:line`` of the innermost caller outside chainrule (where the user wrote the op)."""
-    f = sys._getframe(1)
-    while f is not None:
-        fname = f.f_code.co_filename
-        if not fname.startswith(_PKG_DIR) and "numpy" not in fname:
-            return f"{fname}:{f.f_lineno}"
-        f = f.f_back
-    return "<unknown>"
+    f = _user_code_frame()
+    return "<unknown>" if f is None else f"{f.f_code.co_filename}:{f.f_lineno}"
+
+
+def refuse_none(out: Any, f: Any) -> None:
+    """Raise if the function being differentiated or traced returned None (a forgotten ``return``, or
+    an in-place method's result such as ``return x.sort()``), instead of differentiating a constant."""
+    if out is None:
+        raise TypeError(f"{getattr(f, '__name__', 'f')} returned None: it must return the value to differentiate "
+                        "(a forgotten `return`? In-place methods such as x.sort() return None: use np.sort(x))")
 
 
 def _describe(x: Any) -> str:
@@ -159,7 +169,8 @@ def _describe(x: Any) -> str:
 def _op_error(gate: Gate, datas: list[Any], err: Exception, params: dict[str, Any]) -> Exception:
     shapes = " and ".join(_describe(d) for d in datas)
     extra = "".join(f", {k}={v!r}" for k, v in params.items() if k not in ("index", "indices"))
-    kind = ShapeError if isinstance(err, ValueError) else type(err)
+    # NumPy's LinAlgError (a singular matrix) keeps its class, so code catching it still does
+    kind = ShapeError if isinstance(err, ValueError) and not isinstance(err, np.linalg.LinAlgError) else type(err)
     text = str(err)
     for prefix in {f"{gate.name}: ", f"{gate.np_name}: "}:
         text = text.removeprefix(prefix)  # NumPy's own message may already start with the op's name
@@ -281,6 +292,9 @@ def apply(gate: Gate, *args: Any, **params: Any) -> Tensor:
     parents = tuple(a if isinstance(a, Tensor) else d for a, d in zip(args, datas)) if track else ()
     t = _result(gate, out, parents, tuple(needs), track, params or _EMPTY, datas, st.anomaly,
                 None if lib is None else LibraryTensor)
+    if gate.view and isinstance(args[0], Tensor) and out.__class__ is np.ndarray and out.base is not None \
+            and np.may_share_memory(out, datas[0]):
+        _link_view(t, args[0], gate, params or _EMPTY)
     if not track and st.record_masks and st.grad_enabled and any(
             isinstance(a, Tensor) and _depends(a) for a in args):
         _record_forward_only(t, gate, tuple(a if isinstance(a, Tensor) else d for a, d in zip(args, datas)),
@@ -426,8 +440,94 @@ _WRITTEN = _IdentityMap()
 
 def mark_written(t: Tensor) -> None:
     """Note that ``t``'s values were changed in place: a backward pass through a node made earlier
-    that read them raises instead of using the new values (optimizers call this for their updates)."""
-    _WRITTEN[t] = _next_seq()
+    that read them raises instead of using the new values (optimizers call this for their updates).
+    The tensors sharing its memory (its base, the other views of it) changed too, and are marked."""
+    seq = _next_seq()
+    for m in _family(t):
+        _WRITTEN[m] = seq
+
+
+# ---- views: x[0:2], x.T, x.reshape(3) share x's memory in NumPy, so a write through one reaches the
+# other. A recorded write copies values (the graph keeps the old ones), so the sharing is redone by
+# hand: the new values are scattered into the base (recorded: gradients follow), and every view of
+# the base is taken again from its new version (recorded too), as PyTorch rebases views.
+
+def _link_view(view: Tensor, base: Tensor, gate: Gate, params: dict[str, Any]) -> None:
+    """Remember that ``view`` is ``gate(base, **params)`` sharing ``base``'s memory."""
+    view._view = (base, gate, params)
+    refs = getattr(base, "_views", None)
+    if refs is None:
+        base._views = refs = []
+    elif len(refs) >= 8 and not len(refs) & (len(refs) - 1):  # at powers of two: forget the views collected
+        refs[:] = [r for r in refs if r() is not None]
+    refs.append(weakref.ref(view))
+
+
+def _live_views(t: Tensor) -> list[Tensor]:
+    refs = getattr(t, "_views", None)
+    if not refs:
+        return []
+    return [v for r in refs if (v := r()) is not None and getattr(v, "_view", None) is not None]
+
+
+def _family(t: Tensor) -> list[Tensor]:
+    """``t``, the tensor it is a view of (up to the one owning the memory) and every live view of those."""
+    link = getattr(t, "_view", None)
+    if link is None and not getattr(t, "_views", None):
+        return [t]
+    while link is not None:
+        t = link[0]
+        link = getattr(t, "_view", None)
+    out, todo = [], [t]
+    while todo:
+        m = todo.pop()
+        out.append(m)
+        todo.extend(_live_views(m))
+    return out
+
+
+def _refuse_read_only_view(t: Tensor, what: str) -> None:
+    """A recorded write into a view NumPy makes read-only (broadcast_to, diagonal, sliding windows)
+    raises as NumPy does, instead of writing into a copy that nothing else sees."""
+    link = getattr(t, "_view", None)
+    if link is not None and t.data.__class__ is np.ndarray and not t.data.flags.writeable \
+            and getattr(link[0].data, "flags", None) is not None and link[0].data.flags.writeable:
+        raise ValueError(f"{what}: this tensor is a read-only view made by {link[1].name} (NumPy refuses to write "
+                         f"into it too); write into a copy (.copy()) or into the array it views, at {user_frame()}")
+
+
+def _scatter(base: Tensor, view: Tensor, gate: Gate, params: dict[str, Any]) -> Tensor:
+    """``base`` with ``view``'s values written where ``gate(base, **params)`` reads them (recorded)."""
+    if gate is _GETITEM:
+        return apply(_SETITEM, base, view, index=params["index"])
+    # where each element of the view lives in the base: the view op applied to the positions
+    where = np.asarray(gate.fn(np.arange(base.size).reshape(base.shape), **params))
+    if np.unique(where).size != where.size:
+        raise ValueError(f"writing through a view made by {gate.name} that shows an element of its base more "
+                         f"than once is not supported: write into a copy (.copy()), at {user_frame()}")
+    flat = apply(_RESHAPE, base, shape=(-1,))
+    return apply(_RESHAPE, apply(_SETITEM, flat, view, index=where), shape=tuple(base.shape))
+
+
+def _write_through(t: Tensor) -> None:
+    """After a recorded write made ``t`` a new node: carry its values into the tensors it is a view of,
+    then take every view of those again from their new versions (t among them)."""
+    link = getattr(t, "_view", None)
+    if link is None and not getattr(t, "_views", None):
+        return
+    while link is not None:
+        base, gate, params = link
+        old = _clone(base)
+        _become(base, _scatter(old, t, gate, params), old)
+        t, link = base, getattr(base, "_view", None)
+    todo = [t]
+    while todo:
+        base = todo.pop()
+        for v in _live_views(base):
+            _, gate, params = v._view
+            old = _clone(v)
+            _become(v, apply(gate, base, **params), old)
+            todo.append(v)
 
 
 def _records(st: Switches, target: Tensor, other: Any) -> bool:
@@ -513,8 +613,10 @@ class Tensor:
     PyTorch: reset them with ``x.grad = None`` (or an optimizer's ``zero_grad()``).
     """
 
+    # _view (set on views only): (base tensor, view gate, params); _views (set on bases only): weak
+    # references to the tensors that are views of this one. Read with getattr(t, "_view", None).
     __slots__ = ("data", "grad", "requires_grad", "name", "_gate", "_parents", "_needs", "_params", "_src",
-                 "_seq", "_args", "__weakref__")
+                 "_seq", "_args", "_view", "_views", "__weakref__")
     __array_priority__ = 1000.0
 
     def __new__(cls, data: Any = None, *args: Any, **kwargs: Any) -> Tensor:
@@ -621,6 +723,7 @@ class Tensor:
     def _refuse_python_number(self, what: str) -> None:
         # math.exp(t), float(t), ... would compute on a plain number and silently drop the gradient
         if self.requires_grad and current().grad_enabled:
+            _refuse_storing_into_numpy()
             raise TypeError(
                 f"{what} on a tensor that requires grad (also what math.exp, math.sqrt, ... do) would drop "
                 "its gradient: use chainrule's or NumPy's functions (cr.exp, np.sqrt, ...), or .item() "
@@ -647,11 +750,24 @@ class Tensor:
                     f"np.{caller} converts its input to a plain array (NumPy does not let it dispatch to "
                     "chainrule), so the gradient would be lost: use "
                     f"cr.{caller.rsplit('.', 1)[-1]} (the same arguments) on tensors that require grad")
+            _refuse_storing_into_numpy()
+            line = _user_line()
+            if ".dot(" in line:
+                first = ("an ndarray's .dot method was given a tensor (X.dot(W) with X a NumPy array: NumPy does "
+                         "not let ndarray methods dispatch to chainrule): write X @ W or np.dot(X, W)")
+            elif "contiguousarray" in line or "asfortranarray" in line:
+                first = ("np.ascontiguousarray / np.asfortranarray convert their input to a plain array without "
+                         "dispatching to chainrule: a tensor needs no contiguous copy, so drop the call (or use "
+                         "x.copy() for a copy)")
+            else:
+                first = ("a NumPy function or ndarray method that does not dispatch to chainrule converted a tensor "
+                         "to a plain array (X.dot(W) with X a NumPy array: write X @ W or np.dot(X, W); "
+                         "np.ascontiguousarray(t): drop it)")
             raise TypeError(
-                "cannot turn a tensor that requires grad into a plain NumPy array: the gradient would be "
-                "lost. Use .detach().numpy() for its values. NumPy converts lists of tensors before chainrule "
-                "sees them: write cr.array([...]) for np.array([...]), and call chainrule's function on a list "
-                "(cr.mean([a, b]) for np.mean([a, b]))"
+                f"cannot turn a tensor that requires grad into a plain NumPy array, the gradient would be lost: "
+                f"{first}, at {user_frame()}. Use .detach().numpy() for its values. NumPy converts lists of "
+                "tensors before chainrule sees them: write cr.array([...]) for np.array([...]), and call "
+                "chainrule's function on a list (cr.mean([a, b]) for np.mean([a, b]))"
             )
         arr = np.asarray(self.data)
         return arr.astype(dtype) if dtype is not None else arr
@@ -751,16 +867,27 @@ class Tensor:
         return apply(GATES["abs"], self)
 
     # In-place operators. While recording (the tensor takes part in a graph, or is an input being
-    # differentiated) `x op= y` makes a new node, as `x = x op y` does, and Python binds x to it:
-    # no value the graph holds is overwritten, and the caller's arrays are never changed. Otherwise
-    # (an optimizer's `w -= lr * w.grad`, a plain constant) the values change in place, as in NumPy.
+    # differentiated) `x op= y` turns the tensor object into a new node computed from its previous
+    # version, as `x[...] = x op y` does: every name bound to it, and the tensors it is a view of or
+    # that view it, see the new values (as in NumPy), while no value the graph holds is overwritten
+    # and the caller's arrays are never changed. Otherwise (an optimizer's `w -= lr * w.grad`, a
+    # plain constant) the values change in place, as in NumPy.
     def _inplace(self, gate: Gate, other: Any) -> Tensor:
         if _records(current(), self, other):
-            return apply(gate, self, other)
+            _refuse_read_only_view(self, f"{gate.name}=")
+            old = _clone(self)
+            new = apply(gate, old, old if other is self else other)
+            if new.shape != self.shape:
+                raise ShapeError(_non_broadcastable(gate, self.shape, new.shape))
+            if new.data.dtype != old.data.dtype:
+                new.data = _cast(new.data, old.data.dtype)  # NumPy keeps the target's dtype
+            _become(self, new, old)
+            _write_through(self)
+            return self
         other = other.data if isinstance(other, Tensor) else other
         res = apply(gate, self.data, other).data
         if res.shape != self.data.shape:
-            raise ShapeError(f"{gate.name}=: in-place update of shape {self.shape} with shape {res.shape}")
+            raise ShapeError(_non_broadcastable(gate, self.shape, res.shape))
         if backend.is_lazy(self.data):
             self.data = res  # a Dask array is never written: the tensor takes the new one
         else:
@@ -814,6 +941,7 @@ class Tensor:
             self.data[_plain_index(index)] = value.data if isinstance(value, Tensor) else value
             mark_written(self)
             return
+        _refuse_read_only_view(self, "item assignment")
         old = _clone(self)
         if _is_mask_for(index, self) and np.ndim(value.data if isinstance(value, Tensor) else value) == 0:
             # x[mask] = c is where(mask, c, x): the mask stays a node, recomputed by compile
@@ -823,6 +951,7 @@ class Tensor:
         else:
             new = apply(GATES["setitem"], old, value, index=_plain_index(index))
         _become(self, new, old)
+        _write_through(self)
 
     # ---- methods mirroring NumPy's --------------------------------------------------------
     def reshape(self, *shape: Any, **kw: Any) -> Tensor:
@@ -956,6 +1085,48 @@ class Tensor:
             "(inside cr.no_grad(), or with .detach(), it runs on the values)")
 
 
+def _user_code_frame() -> Any:
+    """The innermost frame of code outside chainrule and NumPy (the user's line that is running)."""
+    f = sys._getframe(1)
+    while f is not None and library_file(f.f_code.co_filename):
+        f = f.f_back
+    return f
+
+
+def _user_line() -> str:
+    import linecache
+
+    f = _user_code_frame()
+    return "" if f is None else linecache.getline(f.f_code.co_filename, f.f_lineno)
+
+
+class StoredIntoArrayError(TypeError):
+    """A tensor that requires grad was stored into an item of a NumPy array (``out[i] = t``)."""
+
+
+def clear_numpy_store_error(e: BaseException) -> None:
+    """NumPy replaces the error of ``out[i] = t`` by "setting an array element with a sequence",
+    keeping chainrule's :class:`StoredIntoArrayError` as its cause: raise that one instead."""
+    if isinstance(e, ValueError) and isinstance(e.__cause__, StoredIntoArrayError):
+        raise e.__cause__.with_traceback(None) from None
+
+
+def _refuse_storing_into_numpy() -> None:
+    """Raise if the user's line is storing a tensor into an item of a NumPy array (``out[i] = t``, which
+    NumPy does by converting t to a number or an array: the gradient would be lost, and NumPy's own
+    message, "setting an array element with a sequence", does not say why)."""
+    import dis
+
+    f = _user_code_frame()
+    if f is None or f.f_lasti < 0 or dis.opname[f.f_code.co_code[f.f_lasti]] != "STORE_SUBSCR":
+        return
+    raise StoredIntoArrayError(
+        "a tensor that requires grad cannot be stored into a NumPy array (out[i] = t): the array keeps plain "
+        "numbers, so the gradient would be lost. Collect the pieces in a list and stack them "
+        "(cr.stack(rows), cr.array([...])), or make the array a tensor, whose item assignment is recorded: "
+        f"out = cr.tensor(np.zeros(shape)); out[i] = t, at {user_frame()}")
+
+
 def _numpy_caller() -> str | None:
     """The NumPy function (``lib.stride_tricks.as_strided``) that is converting a tensor, if any."""
     f = sys._getframe(2)
@@ -1008,6 +1179,16 @@ def _values(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _values(v) for k, v in obj.items()}
     return obj
+
+
+def _non_broadcastable(gate: Gate, target: tuple[int, ...], result: tuple[int, ...]) -> str:
+    """NumPy's refusal of ``x op= y`` whose result does not fit in x (it would have to grow x)."""
+    return (f"{gate.name}=: non-broadcastable output operand with shape {tuple(target)} doesn't match the "
+            f"broadcast shape {tuple(result)} (an in-place update cannot change the shape of its target, as "
+            f"in NumPy; write x = x {_SYMBOL.get(gate.name, gate.name)} y for a new array) at {user_frame()}")
+
+
+_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "matmul": "@", "remainder": "%"}
 
 
 def _is_mask_for(index: Any, x: Tensor) -> bool:
@@ -1069,8 +1250,8 @@ def _library_dtype(xp: Any, dtype: Any) -> Any:
     return dtype
 
 
-_ADD, _SUB, _MUL, _DIV, _POW, _NEG, _MATMUL = (
-    GATES[n] for n in ("add", "sub", "mul", "div", "pow", "neg", "matmul")
+_ADD, _SUB, _MUL, _DIV, _POW, _NEG, _MATMUL, _GETITEM, _SETITEM, _RESHAPE = (
+    GATES[n] for n in ("add", "sub", "mul", "div", "pow", "neg", "matmul", "getitem", "setitem", "reshape")
 )
 
 

@@ -190,7 +190,7 @@ class Compiled:
 
     def _specialize(self, args: list[Any], nums: tuple[int, ...]) -> _Specialization:
         from ..graph import _build, _call_naming_locals
-        from ..tensor import Tensor, enable_grad
+        from ..tensor import _PREVIOUS, Tensor, enable_grad, original, refuse_none
 
         try:
             pnames = [p.name for p in inspect.signature(self.f).parameters.values()
@@ -209,10 +209,13 @@ class Compiled:
                 call_args.append(a.value if isinstance(a, _Static) else a)
         with enable_grad():
             out, local_names = _call_naming_locals(self.f, call_args, {})
+        if _PREVIOUS:  # an input changed in place inside f: its first version is the input
+            leaves = [original(t) for t in leaves]
         if not isinstance(out, Tensor):
             if isinstance(out, (tuple, list, dict)):
                 raise TypeError(f"compile: {getattr(self.f, '__name__', 'f')} must return one array or tensor, "
                                 f"not a {type(out).__name__}")
+            refuse_none(out, self.f)
             out = Tensor(out)
         graph = _build(out, [t for t in leaves if t.requires_grad], local_names, False)
         order = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
@@ -239,7 +242,7 @@ class Compiled:
         defined) and the inputs negated (which catches ``if x > 0`` on a scalar); entries where the
         engine's answer is not finite are not compared."""
         from .. import backend
-        from ..autodiff import value_and_grad
+        from ..autodiff import ArgumentChangedError, value_and_grad
         from .pipeline import on_library
 
         xp = self.__dict__.get("array_module", np)
@@ -256,6 +259,8 @@ class Compiled:
             with np.errstate(all="ignore"):
                 try:
                     expected = value_and_grad(self.f, argnums=nums)(*plain)
+                except ArgumentChangedError:
+                    raise  # f changes an argument that is not differentiated: refused as value_and_grad does
                 except (ValueError, TypeError, ArithmeticError, IndexError):
                     continue  # the function is not defined there: nothing to compare
                 got = fn(*[on_library(xp, a) for a in probe if isinstance(a, np.ndarray)])

@@ -217,9 +217,33 @@ def _solve_vjp(m, g, a, b, out, needs):
     return ga, (gb if needs[1] else None)
 
 
+def _adjugate_t(m, a, out):
+    """adj(A)ᵀ, the gradient of det(A): det(A)·A⁻ᵀ where A is regular. On NumPy's arrays it is also
+    computed where A is singular (det·A⁻ᵀ has no value there, its limit adj(A)ᵀ has), from the SVD
+    A = U S Vᵀ: adj(A)ᵀ = det(U) det(V) U diag(∏_{j≠i} s_j) Vᵀ. (Graphs of second derivatives and
+    printed rules keep det·A⁻ᵀ.)"""
+    if a.__class__ is not np.ndarray:
+        try:
+            return m.reshape(out, tuple(out.shape) + (1, 1)) * _T(m, m.inv(a))
+        except np.linalg.LinAlgError:
+            raise np.linalg.LinAlgError(
+                "det: the gradient of det as a graph (for second derivatives: cr.hessian, grad of grad) is "
+                "written det(A)·A⁻ᵀ, which has no value at this singular matrix; first derivatives (cr.grad, "
+                "cr.jvp) are computed there") from None
+    try:
+        return out[..., None, None] * np.swapaxes(np.linalg.inv(a), -1, -2)  # the fast path: A regular
+    except np.linalg.LinAlgError:
+        pass
+    u, s, vt = np.linalg.svd(a)
+    ones = np.ones(s.shape[:-1] + (1,), dtype=s.dtype)
+    before = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)  # ∏_{j<i} s_j
+    after = np.cumprod(np.concatenate([ones, s[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]  # ∏_{j>i} s_j
+    sign = np.linalg.det(u) * np.linalg.det(vt)
+    return sign[..., None, None] * ((u * (before * after)[..., None, :]) @ vt)
+
+
 def _det_vjp(m, g, a, out, needs):
-    scale = m.reshape(g * out, tuple(out.shape) + (1, 1))
-    return (scale * _T(m, m.inv(a)),)
+    return (m.reshape(g, tuple(g.shape) + (1, 1)) * _adjugate_t(m, a, out),)
 
 
 def _logabsdet(xp, a):
@@ -364,7 +388,7 @@ def _solve_jvp(m, tangents, a, b, out):
 
 
 def _det_jvp(m, tangents, a, out):
-    return out * m.sum(_T(m, m.inv(a)) * tangents[0], axis=(-2, -1))
+    return m.sum(_adjugate_t(m, a, out) * tangents[0], axis=(-2, -1))
 
 
 def _logabsdet_jvp(m, tangents, a, out):
