@@ -293,7 +293,7 @@ def apply(gate: Gate, *args: Any, **params: Any) -> Tensor:
     t = _result(gate, out, parents, tuple(needs), track, params or _EMPTY, datas, st.anomaly,
                 None if lib is None else LibraryTensor)
     if gate.view and isinstance(args[0], Tensor) and out.__class__ is np.ndarray and out.base is not None \
-            and np.may_share_memory(out, datas[0]):
+            and _shares(out, datas[0]):
         _link_view(t, args[0], gate, params or _EMPTY)
     if not track and st.record_masks and st.grad_enabled and any(
             isinstance(a, Tensor) and _depends(a) for a in args):
@@ -387,6 +387,14 @@ def binary_op(gate: Gate, reflected: bool = False) -> Any:
     op.__name__ = gate.name
     op.gate, op.reflected = gate, reflected  # (LibraryTensor's operators are made from these)
     return op
+
+
+def _shares(out: np.ndarray, d: Any) -> bool:
+    """Whether the view ``out`` shares ``d``'s memory: NumPy points a slice's or a transpose's base at
+    the array owning the memory (``d`` or ``d.base``), checked first by identity (the common case, at
+    no cost); other bases (as_strided's, a view of a view kept apart) by NumPy's overlap test."""
+    b = out.base
+    return b is d or (b is getattr(d, "base", None)) or np.may_share_memory(out, d)
 
 
 def apply1(gate: Gate, a: Any) -> Tensor:
