@@ -12,8 +12,9 @@ appending, so a crash or a kill leaves at most a torn last line, which ``--resum
 grades that submission again). Every submission's files are read once when the batch starts (their
 SHA-256): a submission whose files changed before its turn (another submission wrote them) is not
 run but reported, and ``--resume`` keeps only records bound to the files as they are now (a record for
-a submission that is not there, or for other contents, is graded again and said so). ``grading.json`` holds what decides the grades; a resume against
-different problems, points or test points is refused.
+a submission that is not there, or for other contents, is graded again and said so).
+``grading.json`` holds what decides the grades; a resume against different problems, points or test
+points is refused.
 """
 
 from __future__ import annotations

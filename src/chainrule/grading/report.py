@@ -20,7 +20,8 @@ from typing import Any
 from ..fileio import atomic_write
 from .grade import Plan
 
-__all__ = ["status_counts", "write_reports", "results_csv", "feedback_blocks", "histogram_svg", "gradescope_json", "summary_blocks"]
+__all__ = ["status_counts", "write_reports", "results_csv", "feedback_blocks", "histogram_svg", "gradescope_json",
+           "summary_blocks"]
 
 CSV_COLUMNS = ("id", "name", "score", "max", "status", "feedback")
 Block = tuple[Any, ...]  # ("h1"|"h2"|"p"|"pre", text) or ("table", header, rows) or ("raw_html", md, html)
