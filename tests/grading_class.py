@@ -192,9 +192,9 @@ def build() -> dict[str, Expect]:
     c["m19_complex"] = Expect(_swap(RIGHT, "out = q * z\n", "out = q * z + 0j\n"),
                               _ok(q2a=(1.5, "wrong", "complex")))
     c["m20_broadcast"] = Expect(_swap(RIGHT, "dx = dq\n", "dx = dq * np.ones(3)\n"),
-                                _ok(q2a=(1.5, "wrong", "shape (3,)")))
+                                _ok(q2a=(1.5, "wrong", "wrong shape: expected () (a scalar), got (3,)")))
     c["m21_returns_none"] = Expect(RIGHT.replace(Q2A, "\ndef q2a(x, y, z):\n    out = (x + y) * z\n"),
-                                   _ok(q2a=(0.0, "wrong", "returned 1 value")))
+                                   _ok(q2a=(0.0, "wrong", "returned None (no return statement?)")))
     c["m22_gz_is_z"] = Expect(_swap(RIGHT, "dz = np.zeros_like(z)", "dz = z"), _ok(q2c=(3.75, "wrong", "dz")))
     # every way of not returning
     c["f23_loop_at_import"] = Expect("while True:\n    pass\n" + RIGHT, _all("failed", "time"))

@@ -54,6 +54,28 @@ def test_code_that_does_not_return_is_exit_3_with_its_reason(tmp_path, monkeypat
     assert reason in err and err.count("\n") == 1
 
 
+def test_a_checked_function_that_kills_its_runner_did_not_run(tmp_path, monkeypatch, capsys):
+    """Before: exit 1 (documented as "wrong") with "is the machine out of memory?", and no JSON."""
+    import subprocess
+
+    (tmp_path / "sol.py").write_text("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + RIGHT)
+    src = str(Path(cr.__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-m", "chainrule", "check", "sol.py:q2a", *AGAINST, "--json"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": src, "CHAINRULE_NO_LANDLOCK": "1"})  # the signal gets there
+    code, doc = done.returncode, json.loads(done.stdout)
+    assert code == 3 and doc["status"] == "failed" and doc["exit_code"] == 3
+    assert doc["reason"].startswith("killed the grader's process")
+
+
+def test_a_usage_error_with_json_is_one_json_object(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["check", "nosuch.py:q2a", "--against", "(x + y) * z", "--at", "x=1", "y=3", "z=2", "--json"])
+    out = capsys.readouterr().out
+    assert code == 2 and json.loads(out) == {"ok": False, "status": "usage_error", "exit_code": 2,
+                                             "error": "nosuch.py: no such file"}
+
+
 def test_right_answer_is_still_exit_0_and_prints_are_shown_apart(tmp_path, monkeypatch, capsys):
     code, out, err = check(tmp_path, monkeypatch, capsys, "print('hi from import')\n" + RIGHT)
     assert code == 0, out + err
@@ -63,8 +85,9 @@ def test_right_answer_is_still_exit_0_and_prints_are_shown_apart(tmp_path, monke
 
 
 @pytest.mark.parametrize("change,why", [
-    ("return out + 5j, dq, dq, q", "out: complex values (dtype complex128); the answer is real, and 5j is not 0"),
-    ("return out, np.full(3, dq), dq, q", "gradient of x: shape (3,), but it should be a scalar"),
+    ("return out + 5j, dq, dq, q", "out: expected 8, got (8+5j) — complex values (dtype complex128); the answer is "
+     "real, and 5j is not 0"),
+    ("return out, np.full(3, dq), dq, q", "gradient of x: wrong shape: expected () (a scalar), got (3,)"),
     ("return out, dq, dq, 'q'", "not a number or array (str)"),
     ("return out, dq > 0, dq, q", "True/False values, not numbers"),
 ])
@@ -73,6 +96,26 @@ def test_complex_broadcast_and_non_numbers_are_wrong(tmp_path, monkeypatch, caps
     body = "import numpy as np\n" + RIGHT.replace("return out, dq, dq, q", change)
     code, out, _ = check(tmp_path, monkeypatch, capsys, body)
     assert code == 1 and why in out, out
+
+
+def test_a_wrong_shape_is_said_first_and_a_complex_answer_shows_both_numbers(tmp_path, monkeypatch, capsys):
+    """Before: a (3,) gradient for scalar x got "gradient of x is not the gradient of x: through `x + y`
+    ..." as its feedback; a complex answer gave "expected": "nan", "got": "nan" in --json."""
+    body = "import numpy as np\n" + RIGHT.replace("return out, dq, dq, q", "return out, np.full(3, dq), dq, q")
+    code, out, _ = check(tmp_path, monkeypatch, capsys, body, "--json")
+    doc = json.loads(out)
+    assert code == 1 and doc["mistake"] == "wrong_shape"
+    assert doc["feedback"] == "gradient of x has the wrong shape: expected () (a scalar), got (3,)"
+    assert doc["first_wrong_step"] is None
+    body = RIGHT.replace("return out, dq, dq, q", "return out + 0j, dq, dq, q")
+    code, out, _ = check(tmp_path, monkeypatch, capsys, body, "--json")
+    (wrong,) = json.loads(out)["wrong"]
+    assert code == 1 and (wrong["expected"], wrong["got"]) == (8.0, "(8+0j)")
+
+
+def test_none_returned_is_said(tmp_path, monkeypatch, capsys):
+    code, out, _ = check(tmp_path, monkeypatch, capsys, "def q2a(x, y, z):\n    q = x + y\n")
+    assert code == 1 and "q2a returned None (no return statement?); expected 4 values" in out
 
 
 def test_library_check_backward_is_strict_too():

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chainrule import sandbox
+from chainrule import landlock, sandbox
 from chainrule.check import Opaque
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the sandbox needs os.fork")
@@ -248,7 +248,8 @@ def test_ctrl_c_on_check_stops_the_checked_code_too(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "chainrule", "check", "sleepy.py:q2a", "--against", "x*y*z",
                              "--at", "x=1", "y=2", "z=3", "--timeout", "300"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")})
+                            env={**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                                 "CHAINRULE_NO_LANDLOCK": "1"})  # so the child may write its pid there
     try:
         for _ in range(1500):
             if (tmp_path / "pid").exists() and (tmp_path / "pid").read_text():
@@ -341,3 +342,58 @@ def test_closing_a_runner_during_a_run_ends_that_run(tmp_path):
     assert not t.is_alive() and errors == ["the runner was closed while the code ran"]
     assert r._proc is None
     r.close()
+
+
+@pytest.mark.parametrize("sig,how", [("SIGKILL", "killed"), ("SIGSTOP", "stopped")])
+def test_code_that_kills_or_stops_its_runner_fails_alone(tmp_path, monkeypatch, sig, how):
+    """Without Landlock's signal scope the child can signal the runner: the run is charged to the code
+    (not a SandboxError that stops a whole batch), within the watchdog, and the next run gets a new runner."""
+    monkeypatch.setenv("CHAINRULE_NO_LANDLOCK", "1")
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"import os, signal\nos.kill(os.getppid(), signal.{sig})\ndef f(x, y, z):\n    return x, x, x, x\n")
+    good = tmp_path / "good.py"
+    good.write_text("def f(x, y, z):\n    return x, y, z, x\n")
+    with sandbox.Runner(sandbox.Limits(seconds=2)) as r:
+        res = r.run(sandbox.Job(str(evil), "f", [XYZ], ["x", "y", "z"]))
+        assert not res.ok and res.kind == "runner"
+        assert res.reason.startswith(f"{how} the grader's process")
+        assert r.run(sandbox.Job(str(good), "f", [XYZ], ["x", "y", "z"])).ok
+
+
+landlock_abi = landlock.abi()
+
+
+@pytest.mark.skipif(landlock_abi < 1, reason="needs Landlock (Linux >= 5.13)")
+def test_landlock_confines_writes_and_reads_to_the_submission(runner, tmp_path):
+    """The child writes only in its scratch folder, reads its own folder but not the key's, and (ABI >= 6)
+    cannot signal the runner."""
+    key = tmp_path / "key.py"
+    key.write_text("SECRET = 1\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "helper.py").write_text("H = 2\n")
+    (sub / "other.py").write_text("untouched\n")
+    path = sub / "s.py"
+    path.write_text(textwrap.dedent(f"""
+        import os, signal
+        def attempt(fn):
+            try:
+                fn()
+                return "allowed"
+            except OSError:
+                return "refused"
+        def f(x, y, z):
+            print("read own", attempt(lambda: open({str(sub / 'helper.py')!r}).read()))
+            print("read key", attempt(lambda: open({str(key)!r}).read()))
+            print("write other", attempt(lambda: open({str(sub / 'other.py')!r}, "w").write("x")))
+            print("create", attempt(lambda: open({str(tmp_path / 'new.txt')!r}, "w").write("x")))
+            print("scratch", attempt(lambda: open("mine.txt", "w").write("x")))
+            print("signal", attempt(lambda: os.kill(os.getppid(), 0)))
+            return x, x, x, x
+    """))
+    res = runner.run(sandbox.Job(str(path), "f", [XYZ], ["x", "y", "z"]))
+    assert res.ok, res.reason
+    lines = dict(line.rsplit(" ", 1) for line in res.stdout.splitlines())
+    assert lines == {"read own": "allowed", "read key": "refused", "write other": "refused", "create": "refused",
+                     "scratch": "allowed", "signal": "refused" if landlock_abi >= 6 else "allowed"}
+    assert (sub / "other.py").read_text() == "untouched\n" and not (tmp_path / "new.txt").exists()

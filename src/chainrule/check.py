@@ -123,15 +123,18 @@ class Mismatch:
     count: int = 1                 # how many elements differ
     note: str = ""
     line: int | None = None        # the line of the checked file that last assigns it (intermediates)
+    got_text: str | None = None    # what it returned, as text, where that is not a real number (complex)
 
     def to_json(self) -> dict[str, Any]:
-        """As JSON-ready data (inf and nan as the strings "inf", "nan")."""
+        """As JSON-ready data (inf and nan as the strings "inf", "nan"; a complex value as its text)."""
         return {"name": self.name, "index": list(self.index), "expected": _json_value(self.expected),
-                "got": _json_value(self.got), "count": self.count, "note": self.note, "line": self.line,
-                "text": str(self)}
+                "got": self.got_text if self.got_text is not None else _json_value(self.got), "count": self.count,
+                "note": self.note, "line": self.line, "text": str(self)}
 
     def __str__(self) -> str:
         note = f" — {self.note}" if self.note else ""
+        if self.got_text is not None:
+            return f"{self.name}: expected {self.expected:.10g}, got {self.got_text}{note}"
         if math.isnan(self.expected) and math.isnan(self.got) and self.note:
             return f"{self.name}: {self.note}"  # a wrong kind or shape: there are no two numbers to show
         where = f"[{', '.join(map(str, self.index))}]" if self.index else ""
@@ -153,7 +156,8 @@ class BackwardReport:
     the checked function, matched to the reference by name and value: :mod:`chainrule.feedback`),
     ``mistake`` names the classic mistake that explains it at every input set (a key of
     :data:`chainrule.feedback.MISTAKES`: ``fan_out_overwritten``, ``wrong_input``,
-    ``upstream_missing``, ``local_missing``, ``lost_sign``, ``missing_factor``, ``wrong_element``, else
+    ``upstream_missing``, ``local_missing``, ``lost_sign``, ``missing_factor``, ``wrong_element``,
+    ``wrong_shape`` (said first: no arithmetic mistake is looked for in a value of the wrong shape), else
     ``wrong_value`` or ``wrong_forward``), ``feedback`` says it in one sentence that names only what
     the checked code itself wrote (its variables, its lines, the gate rules in its names), and
     ``line`` is the line of the checked file where that step goes wrong (of several lines adding up
@@ -259,17 +263,27 @@ def _first_diff(name: str, expected: Any, got: Any, rtol: float, atol: float) ->
     e = np.asarray(expected, dtype=np.float64)
     problem = _kind_problem(got, e)
     if problem is not None:
-        return Mismatch(name, (), float("nan"), float("nan"), note=problem)
+        m = Mismatch(name, (), float("nan"), float("nan"), note=problem)
+        if not isinstance(got, Opaque) and np.asarray(got).dtype.kind == "c":  # show both numbers
+            g = np.asarray(got)
+            m.expected = float(e.ravel()[0]) if e.size else float("nan")
+            m.got_text = str(g.ravel()[0]) if g.size == 1 or g.shape == e.shape else np.array2string(g, threshold=6)
+        return m
     g = np.asarray(got, dtype=np.float64)
     if g.shape != e.shape:
-        what = "a scalar" if e.ndim == 0 else f"shape {e.shape}"
-        return Mismatch(name, (), float("nan"), float("nan"),
-                        note=f"shape {g.shape}, but it should be {what}, like the value it belongs to")
+        return Mismatch(name, (), float("nan"), float("nan"), note=_shape_note(e.shape, g.shape))
     bad = ~np.isclose(g, e, rtol=rtol, atol=atol)
     if not bad.any():
         return None
     idx = tuple(int(i) for i in np.argwhere(bad)[0])
     return Mismatch(name, idx, float(e[idx]), float(g[idx]), int(bad.sum()))
+
+
+def _shape_note(expected: tuple[int, ...], got: tuple[int, ...], short: bool = False) -> str:
+    scalar = " (a scalar)" if expected == () else ""
+    text = f"expected {expected}{scalar}, got {got}"
+    return text if short else (f"wrong shape: {text} (a value has exactly the shape of what it belongs to; "
+                               "nothing is broadcast)")
 
 
 @dataclass
@@ -358,7 +372,8 @@ def judge(fname: str, reference: Callable[..., Any], params: list[str], inputs: 
     result = captured.result
     if not isinstance(result, (tuple, list)) or len(result) != len(inputs) + 1:
         n = len(result) if isinstance(result, (tuple, list)) else 1
-        report.error = (f"{fname} returned {n} value{'s' if n != 1 else ''}; expected {len(inputs) + 1}: "
+        what = "None (no return statement?)" if _is_none(result) else f"{n} value{'s' if n != 1 else ''}"
+        report.error = (f"{fname} returned {what}; expected {len(inputs) + 1} values: "
                         f"the output, then one gradient per input ({', '.join(params)})")
         return report
     holders = captured.holders + [[]] * (len(result) - len(captured.holders))
@@ -372,6 +387,12 @@ def judge(fname: str, reference: Callable[..., Any], params: list[str], inputs: 
         return None
     if any(_kind_problem(g, np.asarray(e, dtype=np.float64)) is not None for e, g in zip(expected, result)):
         return report  # not numbers: there is no arithmetic mistake to find
+    shapes = [(nm, np.shape(e), np.shape(g)) for nm, e, g in zip(names, expected, result) if np.shape(e) != np.shape(g)]
+    if shapes:  # said first, and alone: a value of the wrong shape is no arithmetic mistake to diagnose
+        nm, e_shape, g_shape = shapes[0]
+        report.mistake = "wrong_shape"
+        report.feedback = f"{nm} has the wrong shape: {_shape_note(e_shape, g_shape, short=True)}"
+        return report
     if runs is None:
         runs, failing = [Run(list(inputs), captured.locals, result)], 0
     # a wrong returned gradient that no local variable holds (return out, 2 * x) is looked at as it is
@@ -392,6 +413,11 @@ def judge(fname: str, reference: Callable[..., Any], params: list[str], inputs: 
         report.first_wrong_step = step
         report.mistake, report.feedback, report.line = d.mistake, d.feedback, d.line
     return report
+
+
+def _is_none(v: Any) -> bool:
+    """``None`` returned, here or described by the sandbox (an :class:`Opaque` of NoneType)."""
+    return v is None or (isinstance(v, Opaque) and v.type_name == "NoneType")
 
 
 def check_backward(

@@ -16,6 +16,7 @@ process (:mod:`chainrule.sandbox`), never in this one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -439,8 +440,11 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
         raise UsageError(str(e)) from None
     try:
         report = check_file(path, func, expr.function, values, expr.variables, limits=limits)
-    except SandboxError as e:
-        raise Failure(str(e)) from None
+    except SandboxError as e:  # the code did not run (exit 3), whatever the reason: never "wrong" (exit 1)
+        from .check import BackwardReport
+
+        report = BackwardReport(False, f"{path.name}:{func}", {}, "", failure=f"the sandbox could not run it: {e}",
+                                failure_kind="internal")
     if report.failure_kind == "needs_values":
         raise UsageError(report.failure)
     code = CHECK_EXIT[report.status]
@@ -461,7 +465,8 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
             for line in text.rstrip("\n").splitlines():
                 more = f" [... {len(line) - 300} more characters]" if len(line) > 300 else ""
                 out.write(f"  │ {line[:300]}{more}")
-    if report.failure:
+    if report.failure and not (_isatty(out.stream) and _isatty(sys.stderr)):
+        # for scripts that read stderr; on a terminal the report above already said it once
         sys.stderr.write(f"{PROG} check: {args.target} failed: {report.failure}\n")
     return code
 
@@ -800,13 +805,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(code or 0)
     except ExprError as e:
         sys.stderr.write(f"{PROG} {command}: error: {e.render()}\n")
-        return 2
+        return _json_error(args, 2, str(e))
     except UsageError as e:
         sys.stderr.write(f"{PROG} {command}: error: {e}\n")
-        return 2
+        return _json_error(args, 2, str(e))
     except Failure as e:
         sys.stderr.write(f"{PROG} {command}: error: {e}\n")
-        return 1
+        return _json_error(args, 1, str(e))
     except BrokenPipeError:
         try:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
@@ -822,6 +827,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{PROG} {command}: error: {type(e).__name__}: {e}\n"
                          "(set CHAINRULE_DEBUG=1 to see where)\n")
         return 1
+
+
+def _json_error(args: argparse.Namespace, code: int, message: str) -> int:
+    """With ``--json``, an error is one JSON object on stdout too (a script reading it gets an answer)."""
+    if getattr(args, "json", False):
+        doc = {"ok": False, "status": "usage_error" if code == 2 else "error", "exit_code": code, "error": message}
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    return code
 
 
 def _takes_printer(func: Callable[..., Any]) -> bool:

@@ -51,6 +51,7 @@ MISTAKES: dict[str, str] = {
     "wrong_element": "an element of a vector's gradient holds another element's (w[0] where w[1] belongs)",
     "wrong_value": "a wrong gradient that none of the classic mistakes explains",
     "wrong_forward": "a forward value differs from the function's",
+    "wrong_shape": "a returned value has the wrong shape (a gradient has its input's shape)",
 }
 
 _FACTORS = (2, 3, 4, 0.5, 1 / 3, 0.25)

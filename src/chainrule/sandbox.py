@@ -102,6 +102,7 @@ class Job:
     input_sets: list[dict[str, np.ndarray]]
     positional: list[str]
     capture_locals: bool = True
+    readable: list[str] = field(default_factory=list)   # folders it may read besides Python's own (Landlock)
 
 
 @dataclass
@@ -136,6 +137,14 @@ class RunResult:
 
 class SandboxError(RuntimeError):
     """The runner itself could not run (no fork on this system, or its process stopped answering)."""
+
+
+class _RunnerLost(SandboxError):
+    """The runner ended (``how``: died), was stopped (stopped) or stopped answering (hung) during a run."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__(f"the sandbox runner {how}")
+        self.how = how
 
 
 def parse_bytes(text: str) -> int:
@@ -291,6 +300,7 @@ def _child(jobs: list[Job], limits: Limits, fds: dict[str, int], token: bytes, s
         sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
         _set_limits(limits, base_vm, len(jobs))
         os.chdir(scratch)
+        _confine(jobs, scratch)
         os.environ.clear()
         os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch,
                            "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
@@ -310,6 +320,25 @@ def _child(jobs: list[Job], limits: Limits, fds: dict[str, int], token: bytes, s
             traceback.print_exc()
         os._exit(70)
     os._exit(0)
+
+
+_SYSTEM_PATHS: list[str] | None = None  # what Python needs to read (computed once, in the runner)
+
+
+def _confine(jobs: list[Job], scratch: str) -> None:
+    """Landlock, where the kernel has it (:mod:`chainrule.landlock`): from here on the child writes only
+    in its scratch folder, reads only what Python needs and the submission's own folders, and cannot
+    signal or connect to processes outside its domain (the runner, the grader, other submissions)."""
+    from . import landlock
+
+    global _SYSTEM_PATHS
+    if os.environ.get("CHAINRULE_NO_LANDLOCK"):  # to see what holds without it (tests, other systems)
+        return
+    if _SYSTEM_PATHS is None:
+        _SYSTEM_PATHS = landlock.system_paths()
+    own = {os.path.dirname(os.path.abspath(j.path)) for j in jobs} | {r for j in jobs for r in j.readable}
+    with contextlib.suppress(OSError):  # refused by an unusual kernel: the other limits still hold
+        landlock.confine([scratch], [*_SYSTEM_PATHS, *sorted(own)])
 
 
 def _send(fd: int, reply: dict[str, Any], token: bytes, limits: Limits) -> None:
@@ -806,6 +835,10 @@ def _runner_main() -> None:
     os.dup2(2, 1)  # nothing printed by accident may corrupt the replies
     os.close(null)
     from . import check, tensor  # noqa: F401 - imported once here, so a child starts with them loaded
+    from .landlock import system_paths
+
+    global _SYSTEM_PATHS
+    _SYSTEM_PATHS = system_paths()
 
     _write_frame(proto_out, pack({"ready": True, "pid": os.getpid()}))
     while True:
@@ -860,6 +893,8 @@ class Runner:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": self._home,
                "PYTHONPATH": src, "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1",
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+        if os.environ.get("CHAINRULE_NO_LANDLOCK"):
+            env["CHAINRULE_NO_LANDLOCK"] = "1"
         debug = bool(os.environ.get("CHAINRULE_DEBUG"))
         self._proc = subprocess.Popen(
             [sys.executable, "-s", "-m", "chainrule.sandbox"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -900,20 +935,42 @@ class Runner:
             shutil.rmtree(self._home, ignore_errors=True)
             self._home = None
 
-    def _read(self, deadline: float) -> Any:
+    def _read(self, deadline: float, watch: bool = False) -> Any:
+        """One framed reply. With ``watch``, a runner seen stopped (SIGSTOP) twice a second apart
+        ends the wait: SandboxError("... was stopped")."""
         try:
             proc = self._proc
             if proc is None or proc.stdout is None:
                 raise OSError("the runner was stopped")
             fd = proc.stdout.fileno()
+            if watch:
+                seen = 0
+                while not select.select([fd], [], [], min(1.0, max(deadline - time.monotonic(), 0)))[0]:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError
+                    seen = seen + 1 if _is_stopped(proc.pid) else 0
+                    if seen >= 2:
+                        raise _RunnerLost("stopped")
             (n,) = struct.unpack("<Q", _read_exactly(fd, 8, deadline))
             if n > 4 * self.limits.result_bytes + (8 << 20):
                 raise ValueError("reply too large")
             return unpack(_read_exactly(fd, n, deadline))
         except TimeoutError:
-            raise SandboxError("the sandbox runner stopped answering") from None
+            raise _RunnerLost("hung") from None
         except (EOFError, OSError, ValueError, struct.error):
-            raise SandboxError("the sandbox runner stopped") from None
+            raise _RunnerLost("died") from None
+
+    def _kill_process(self) -> None:
+        """End a runner that died, stopped or hangs, and the child group it was running (a stopped
+        runner cannot do it: its children are found in /proc and their groups killed)."""
+        proc = self._proc
+        if proc is not None:
+            for child in _children(proc.pid):
+                with contextlib.suppress(OSError):
+                    os.killpg(child, signal.SIGKILL)  # the child leads its own group
+            with contextlib.suppress(OSError):
+                proc.kill()
+        self._stop_process()
 
     def run(self, job: Job, limits: Limits | None = None) -> RunResult:
         """Run ``job`` in a fresh child; returns its :class:`RunResult` (never raises for anything the
@@ -931,9 +988,12 @@ class Runner:
             raise ValueError("run_all runs functions of one file: every job needs the same path")
         limits = limits or self.limits
         request = pack({"jobs": [dataclasses.asdict(j) for j in jobs], "limits": dataclasses.asdict(limits)})
+        # the watchdog: the runner gives each job its time limit (a fresh child per job at worst) and
+        # answers; past this, it was stopped (or is stuck) and the run is charged to the code it ran
+        watchdog = len(jobs) * (limits.seconds + 2.0) + 10.0
         with self._lock:
-            closes = self._closes
-            for attempt in (1, 2):
+            closes, failed_starts, deaths = self._closes, 0, 0
+            while True:
                 try:
                     self.start()
                     proc = self._proc
@@ -941,16 +1001,56 @@ class Runner:
                         raise OSError("the runner was stopped")
                     proc.stdin.write(struct.pack("<Q", len(request)) + request)
                     proc.stdin.flush()
-                    body = self._read(time.monotonic() + 2 * len(jobs) * limits.seconds + 30)
-                    break
                 except (SandboxError, OSError, ValueError):  # ValueError: a stream closed under us
                     self._stop_process()
                     if self._closes != closes:
                         raise SandboxError("the runner was closed while the code ran") from None
-                    if attempt == 2:
+                    failed_starts += 1
+                    if failed_starts >= 2:
                         raise SandboxError("the sandbox runner failed twice; is the machine out of memory?") \
                             from None
-        return _results_of(body, len(jobs))
+                    continue
+                try:
+                    return _results_of(self._read(time.monotonic() + watchdog, watch=True), len(jobs))
+                except _RunnerLost as e:  # the runner died, stopped or hung while the checked code ran
+                    self._kill_process()
+                    if self._closes != closes:
+                        raise SandboxError("the runner was closed while the code ran") from None
+                    deaths += e.how == "died"
+                    # stopped or hung: the code did that (the watchdog is far past its limits); died: once
+                    # may be the machine (the runner is tried again), twice is the code's doing
+                    if e.how != "died" or deaths >= 2:
+                        why = {"died": "killed", "stopped": "stopped"}.get(e.how, "stopped or hung")
+                        return [RunResult(False, kind="runner", reason=f"{why} the grader's process (the sandbox "
+                                          "runner that ran it)", seconds=watchdog) for _ in jobs]
+
+
+def _is_stopped(pid: int) -> bool:
+    """Linux: whether process ``pid`` is stopped (state T), e.g. by a SIGSTOP."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] in (b"T", b"t")
+    except (OSError, IndexError):
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    """Linux: the processes whose parent is ``pid``."""
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                if int(fh.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                    found.append(int(name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
 
 
 def _results_of(body: Any, n: int) -> list[RunResult]:

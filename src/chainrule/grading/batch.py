@@ -9,12 +9,17 @@ worker process. Dask cannot interrupt a running task, which is why the limits ar
 
 Nothing finished is lost: each record is one line written with one ``write`` to a file opened for
 appending, so a crash or a kill leaves at most a torn last line, which ``--resume`` drops (and
-grades that submission again). ``grading.json`` holds what decides the grades; a resume against
-different problems, points or test points is refused.
+grades that submission again). Every submission's files are read once when the batch starts (their
+SHA-256): a submission whose files changed before its turn (another submission wrote them) is not
+run but reported, and ``--resume`` keeps only records bound to the files as they are now (a record for
+a submission that is not there, or for other contents, is graded again and said so).
+``grading.json`` holds what decides the grades; a resume against different problems, points or test
+points is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -28,8 +33,8 @@ from typing import Any, TextIO
 
 from ..fileio import atomic_write
 from ..sandbox import Runner
-from .grade import Plan, grade_submission
-from .submissions import Submission
+from .grade import Plan, grade_fatal, grade_submission
+from .submissions import Submission, digest
 
 __all__ = ["GradingError", "run_batch", "read_results", "Progress", "BatchOutcome"]
 
@@ -46,6 +51,7 @@ class BatchOutcome:
     records: list[dict[str, Any]] = field(default_factory=list)   # every finished record, previous runs' too
     graded_now: int = 0
     skipped_done: int = 0
+    refused: list[str] = field(default_factory=list)   # records --resume did not trust (why, one line each)
     interrupted: bool = False
     error: str | None = None      # why the batch stopped early (a runner or the cluster failed)
     seconds: float = 0.0
@@ -59,10 +65,17 @@ class BatchOutcome:
 def read_results(path: Path, repair: bool = False) -> list[dict[str, Any]]:
     """The records in ``results.jsonl`` (the last one per id); a torn last line (the process was killed
     while writing it) is dropped, and with ``repair`` cut off the file, so appending goes on cleanly."""
+    return _read(path, repair)[0]
+
+
+def _read(path: Path, repair: bool = False) -> tuple[list[dict[str, Any]], dict[tuple[str, str], int]]:
+    """The records, and how many times each (id, sha256) was started since its last record for those
+    contents (a line ``{"id", "started": sha256}`` is written before each submission runs)."""
     if not path.exists():
-        return []
+        return [], {}
     data = path.read_bytes()
     records: dict[str, dict[str, Any]] = {}
+    starts: dict[tuple[str, str], int] = {}
     good = 0
     for line in data.splitlines(keepends=True):
         if not line.endswith(b"\n"):
@@ -72,12 +85,17 @@ def read_results(path: Path, repair: bool = False) -> list[dict[str, Any]]:
         except ValueError:
             break
         if isinstance(rec, dict) and "id" in rec:
-            records[str(rec["id"])] = rec
+            if "started" in rec:
+                key = (str(rec["id"]), str(rec["started"]))
+                starts[key] = starts.get(key, 0) + 1
+            else:
+                records[str(rec["id"])] = rec
+                starts.pop((str(rec["id"]), str(rec.get("sha256"))), None)  # finished: its starts are done
         good += len(line)
     if repair and good < len(data):
         with open(path, "r+b") as fh:
             fh.truncate(good)
-    return list(records.values())
+    return list(records.values()), starts
 
 
 class _Appender:
@@ -153,7 +171,7 @@ class Progress:
 
     def step(self, record: dict[str, Any]) -> None:
         self.done += 1
-        self.failed += record.get("status") == "failed"
+        self.failed += any(p.get("status") == "failed" for p in record.get("problems", []))
         if not self.enabled:
             return
         now = time.monotonic()
@@ -199,17 +217,35 @@ def _isatty(stream: TextIO) -> bool:
 
 def run_batch(subs: list[Submission], plan: Plan, out: Path, *, jobs: int = 1, dask: str | None = None,
               resume: bool = False, restart: bool = False, progress: bool = True,
-              on_record: Callable[[dict[str, Any]], None] | None = None) -> BatchOutcome:
+              on_record: Callable[[dict[str, Any]], None] | None = None,
+              on_start: Callable[[list[str]], None] | None = None) -> BatchOutcome:
     """Grade ``subs`` into ``out``/results.jsonl (see the module docstring). Ctrl-C stops the batch
     (the running children are killed), keeps what is finished and returns with ``interrupted``; a
-    failure of the machinery itself (a runner that cannot start, a lost cluster) returns with ``error``."""
+    failure of the machinery itself (a runner that cannot start, a lost cluster) returns with ``error``.
+    ``on_start`` is called with the records ``--resume`` refused once the output folder is accepted,
+    before any submission runs. A submission during which the grading process ended twice (it was
+    killed: by the submission, where Landlock does not stop it, or for want of memory) is not run a
+    third time: it fails with that reason."""
     out.mkdir(parents=True, exist_ok=True)
     _check_plan(out, plan, resume, restart)
     t0 = time.monotonic()
-    done = {r["id"]: r for r in read_results(out / RESULTS, repair=True)} if resume else {}
-    ids = {s.id for s in subs}
+    subs = [dataclasses.replace(s, sha256=digest(s)) for s in subs]  # every file read once, before any runs
+    ids = {s.id: s for s in subs}
+    done: dict[str, dict[str, Any]] = {}
+    refused: list[str] = []
+    previous, starts = _read(out / RESULTS, repair=True) if resume else ([], {})
+    for r in previous:
+        rid = str(r["id"])
+        if rid not in ids:
+            refused.append(f"{rid}: no such submission in this folder")
+        elif r.get("sha256") != ids[rid].sha256:
+            refused.append(f"{rid}: its record was not made from these files (graded again)")
+        else:
+            done[rid] = r
     todo = [s for s in subs if s.id not in done]
-    outcome = BatchOutcome(skipped_done=len(subs) - len(todo))
+    outcome = BatchOutcome(skipped_done=len(subs) - len(todo), refused=refused)
+    if on_start is not None:
+        on_start(refused)
     bar = Progress(len(subs), len(subs) - len(todo), enabled=progress)
     appender = _Appender(out / RESULTS)
     fresh: dict[str, dict[str, Any]] = {}
@@ -221,12 +257,20 @@ def run_batch(subs: list[Submission], plan: Plan, out: Path, *, jobs: int = 1, d
         if on_record is not None:
             on_record(record)
 
+    fatal = [s for s in todo if starts.get((s.id, s.sha256), 0) >= 2]
+    todo = [s for s in todo if s not in fatal]
+
+    def started(sub: Submission) -> None:  # from a worker thread: one write, before the code runs
+        appender.add({"id": sub.id, "started": sub.sha256})
+
     try:
+        for s in fatal:
+            take(grade_fatal(s, plan))
         if todo:
             if dask:
                 _run_dask(todo, plan, jobs, dask, take)
             else:
-                _run_local(todo, plan, jobs, take)
+                _run_local(todo, plan, jobs, take, started)
     except KeyboardInterrupt:
         outcome.interrupted = True
     except GradingError:
@@ -238,12 +282,13 @@ def run_batch(subs: list[Submission], plan: Plan, out: Path, *, jobs: int = 1, d
         bar.close()
     outcome.graded_now = len(fresh)
     merged = {**done, **fresh}
-    outcome.records = [merged[s.id] for s in subs if s.id in merged and s.id in ids]
+    outcome.records = [merged[s.id] for s in subs if s.id in merged]
     outcome.seconds = time.monotonic() - t0
     return outcome
 
 
-def _run_local(todo: list[Submission], plan: Plan, jobs: int, take: Callable[[dict[str, Any]], None]) -> None:
+def _run_local(todo: list[Submission], plan: Plan, jobs: int, take: Callable[[dict[str, Any]], None],
+               started: Callable[[Submission], None]) -> None:
     """``jobs`` threads, each with its own runner process; records come back to this thread."""
     work: queue.Queue[Submission | None] = queue.Queue()
     for s in todo:
@@ -259,6 +304,7 @@ def _run_local(todo: list[Submission], plan: Plan, jobs: int, take: Callable[[di
             except queue.Empty:
                 break
             try:
+                started(sub)
                 results.put(("ok", grade_submission(sub, plan, runner)))
             except BaseException as e:  # noqa: BLE001 - reported in the main thread
                 if stop.is_set():

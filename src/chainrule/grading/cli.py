@@ -127,15 +127,23 @@ def cmd_grade(args: argparse.Namespace) -> int:
         if not subs:
             raise UsageError(f"{args.submissions}: no submissions found (Python files, notebooks or folders)")
         ids = [s.id for s in subs]
-        say(f"grading {len(subs)} submission{'s' if len(subs) != 1 else ''} on "
-            f"{', '.join(p.name for p in problems)} ({_num(plan.max_score)} point"
-            f"{'' if plan.max_score == 1 else 's'}) with "
-            + (f"Dask ({args.dask}, {jobs} workers)" if args.dask else f"{jobs} worker{'s' if jobs != 1 else ''}"))
+
+        def announce(refused: list[str]) -> None:
+            for why in refused:
+                sys.stderr.write(f"chainrule grade: --resume: did not use the record of {why}\n")
+            say(f"grading {len(subs)} submission{'s' if len(subs) != 1 else ''} on "
+                f"{', '.join(p.name for p in problems)} ({_num(plan.max_score)} point"
+                f"{'' if plan.max_score == 1 else 's'}) with "
+                + (f"Dask ({args.dask}, {jobs} workers)" if args.dask else f"{jobs} worker{'s' if jobs != 1 else ''}"))
+
         try:
             outcome = run_batch(subs, plan, out, jobs=jobs, dask=args.dask, resume=args.resume,
-                                restart=args.restart, progress=not (args.no_progress or args.quiet))
+                                restart=args.restart, progress=not (args.no_progress or args.quiet), on_start=announce)
         except GradingError as e:
             raise UsageError(str(e)) from None
+        for r in outcome.records:
+            for note in r.get("notes", []):
+                say(f"chainrule grade: {r['id']}: {note}")
         write_reports(out, outcome.records, plan)
         if gradescope is not None and outcome.records:
             write_gradescope(gradescope, outcome.records[0], plan)
@@ -177,15 +185,14 @@ def _num(x: float) -> str:
 
 def _print_summary(outcome: Any, plan: Any, out: Path, gradescope: Path | None) -> None:
     import statistics
-    from collections import Counter
+
+    from .report import status_counts
 
     recs = outcome.records
-    c = Counter(r["status"] for r in recs)
     mean = statistics.fmean(r["score"] for r in recs) if recs else 0.0
     done = f" ({outcome.skipped_done} already graded)" if outcome.skipped_done else ""
     print(f"graded {outcome.graded_now} submission{'s' if outcome.graded_now != 1 else ''} in "
-          f"{outcome.seconds:.1f} s{done}: mean {_num(mean)} / {_num(plan.max_score)}; {c['correct']} all correct, "
-          f"{c['wrong']} with wrong values, {c['failed']} with a function that did not run")
+          f"{outcome.seconds:.1f} s{done}: mean {_num(mean)} / {_num(plan.max_score)}; {status_counts(recs)}")
     if gradescope is not None:
         print(f"Gradescope results: {gradescope}")
     else:

@@ -26,9 +26,9 @@ from ..check import BackwardReport, Captured, _file_source, _first_diff, judge
 from ..feedback import MISTAKES, Run
 from ..sandbox import Job, Limits, Runner, RunResult
 from .problems import Problem, input_sets
-from .submissions import Submission, choose_files
+from .submissions import Submission, _relative, digest, file_choices
 
-__all__ = ["Plan", "grade_submission", "value_names"]
+__all__ = ["Plan", "grade_submission", "grade_fatal", "value_names"]
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,17 @@ def _values_key(problem: Problem) -> tuple[tuple[str, bytes, tuple[int, ...]], .
 
 
 def grade_submission(sub: Submission, plan: Plan, runner: Runner) -> dict[str, Any]:
-    """Run and score every problem of ``sub``; returns its record (plain data, one line of results.jsonl)."""
-    chosen = choose_files(sub, [p.function for p in plan.problems])
+    """Run and score every problem of ``sub``; returns its record (plain data, one line of results.jsonl).
+
+    A submission whose files changed since the batch read them (``sub.sha256``) is not run: every
+    problem fails with that reason (another submission may have written them)."""
+    sha = digest(sub)
+    if sub.sha256 and sha != sub.sha256:
+        why = ("its files changed after grading began (another submission may have written them): check "
+               "them, then grade it again")
+        records = [_failed(p, "changed", why) for p in plan.problems]
+        return _record(sub, plan, records, [], 0.0, sha, [])
+    chosen, notes = file_choices(sub, [p.function for p in plan.problems])
     by_file: dict[str, list[Problem]] = {}
     for p in plan.problems:
         f = chosen[p.function]
@@ -96,7 +105,7 @@ def grade_submission(sub: Submission, plan: Plan, runner: Runner) -> dict[str, A
     seconds = 0.0
     for f, problems in by_file.items():
         jobs = [Job(f, p.function, [inputs for _, inputs in input_sets(p, plan.random, plan.seed)],
-                    list(p.variables)) for p in problems]
+                    list(p.variables), readable=sub.readable()) for p in problems]
         runs = runner.run_all(jobs, plan.limits)
         for p, res in zip(problems, runs):
             results[p.name] = (f, res)
@@ -110,14 +119,29 @@ def grade_submission(sub: Submission, plan: Plan, runner: Runner) -> dict[str, A
         else:
             files = ", ".join(_shown(f, sub) for f in sub.files)
             records.append(_failed(p, "missing_function", f"no file defines {p.function} (files: {files})"))
+    return _record(sub, plan, records, [_output(_shown(f, sub), res) for f, res in outputs], seconds, sha, notes)
+
+
+def grade_fatal(sub: Submission, plan: Plan) -> dict[str, Any]:
+    """The record of a submission during which the grading process ended twice (``--resume``): it is
+    not run again."""
+    why = ("the grading process ended twice while this submission ran: it killed or stopped the grader "
+           "(or the machine ran out of memory)")
+    return _record(sub, plan, [_failed(p, "runner", why) for p in plan.problems], [], 0.0, sub.sha256, [])
+
+
+def _record(sub: Submission, plan: Plan, records: list[dict[str, Any]], output: list[dict[str, Any]],
+            seconds: float, sha: str, notes: list[str]) -> dict[str, Any]:
+    """A submission's record. Its status: ``correct`` (every problem), else ``wrong`` when some function
+    returned wrong values, else ``failed`` (some function did not run)."""
     score = round(sum(r["score"] for r in records), 6)
     statuses = {r["status"] for r in records}
-    status = "correct" if statuses == {"correct"} else ("failed" if "failed" in statuses else "wrong")
-    feedback = "; ".join(f"{', '.join(names)}: {text}" for names, text in _grouped(records))
+    status = "correct" if statuses == {"correct"} else ("wrong" if "wrong" in statuses else "failed")
+    feedback = "; ".join(f"{', '.join(names)}: {text}" for names, text in _grouped(records)) or "all correct"
+    feedback = "; ".join(["note: " + n for n in notes] + [feedback])
     return {"id": sub.id, "name": sub.name, "path": sub.path, "late": sub.late, "score": score,
-            "max": plan.max_score, "status": status, "feedback": feedback or "all correct",
-            "problems": records, "output": [_output(_shown(f, sub), res) for f, res in outputs],
-            "seconds": round(seconds, 4)}
+            "max": plan.max_score, "status": status, "feedback": feedback,
+            "problems": records, "output": output, "seconds": round(seconds, 4), "sha256": sha, "notes": notes}
 
 
 def _grouped(records: list[dict[str, Any]]) -> list[tuple[list[str], str]]:
@@ -134,13 +158,7 @@ def _shown(path: str, sub: Submission) -> str:
     """A file as the student knows it: relative to their submission folder where it is inside it."""
     from pathlib import Path
 
-    root = Path(sub.path).resolve()
-    if root.is_dir():
-        try:
-            return str(Path(path).relative_to(root))
-        except ValueError:
-            pass
-    return Path(path).name
+    return _relative(path, Path(sub.path))
 
 
 def _output(shown: str, res: RunResult) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from typing import Any
 from ..fileio import atomic_write
 from .grade import Plan
 
-__all__ = ["write_reports", "results_csv", "feedback_blocks", "histogram_svg", "gradescope_json", "summary_blocks"]
+__all__ = ["status_counts", "write_reports", "results_csv", "feedback_blocks", "histogram_svg", "gradescope_json",
+           "summary_blocks"]
 
 CSV_COLUMNS = ("id", "name", "score", "max", "status", "feedback")
 Block = tuple[Any, ...]  # ("h1"|"h2"|"p"|"pre", text) or ("table", header, rows) or ("raw_html", md, html)
@@ -111,6 +112,8 @@ def feedback_blocks(rec: dict[str, Any], plan: Plan) -> list[Block]:
         else "the given inputs"
     blocks.append(("p", f"Each function was run in a sandbox and checked at {points}: the output and every "
                         "gradient must have the right shape and values (real numbers) at each of them."))
+    for note in rec.get("notes", []):
+        blocks.append(("p", f"Note: {note}."))
     problems = {p.name: p for p in plan.problems}
     for pr in rec["problems"]:
         head = f"{pr['problem']}: {_num(pr['score'])} / {_num(pr['points'])}, {_STATUS[pr['status']]}"
@@ -142,6 +145,18 @@ def feedback_blocks(rec: dict[str, Any], plan: Plan) -> list[Block]:
                 blocks.append(("h2", f"What {out['file']} printed ({stream})"))
                 blocks.append(("pre", text + (f"\n[... {more} more bytes not kept]" if more else "")))
     return blocks
+
+
+def status_counts(records: Sequence[dict[str, Any]]) -> str:
+    """``3 all correct, 7 with wrong values, 24 with a function that did not run``: submissions, counted
+    by what their problems did (one with a wrong problem and one that did not run is in both counts,
+    as in the per-problem table)."""
+    n = len(records)
+    correct = sum(r["status"] == "correct" for r in records)
+    wrong = sum(any(p["status"] == "wrong" for p in r["problems"]) for r in records)
+    failed = sum(any(p["status"] == "failed" for p in r["problems"]) for r in records)
+    both = " (some in both)" if wrong + failed > n - correct else ""
+    return f"{correct} all correct, {wrong} with wrong values, {failed} with a function that did not run{both}"
 
 
 def _listed(v: Any) -> Any:
@@ -216,10 +231,8 @@ def summary_blocks(records: Sequence[dict[str, Any]], plan: Plan, svg: str, top:
     if not records:
         blocks.append(("p", "No submission was graded."))
         return blocks
-    status = Counter(r["status"] for r in records)
     blocks.append(("p", f"Mean {_num(round(statistics.fmean(scores), 3))} / {_num(plan.max_score)}, median "
-                        f"{_num(statistics.median(scores))}; {status['correct']} all correct, {status['wrong']} with "
-                        f"wrong values, {status['failed']} with a function that did not run."))
+                        f"{_num(statistics.median(scores))}; {status_counts(records)}."))
     blocks.append(("raw_html", "![score histogram](histogram.svg)", svg))
     rows = []
     for p in plan.problems:

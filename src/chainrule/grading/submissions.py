@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Submission", "discover", "choose_files", "SubmissionsError"]
+__all__ = ["Submission", "discover", "choose_files", "file_choices", "digest", "SubmissionsError"]
 
 PYTHON = (".py", ".ipynb")
 _SKIP_DIRS = {"__pycache__", "__MACOSX", ".ipynb_checkpoints", ".git", "venv", ".venv", "node_modules"}
@@ -50,6 +50,31 @@ class Submission:
     name: str = ""
     late: bool = False
     notes: tuple[str, ...] = field(default=())
+    sha256: str = ""      # of its files as read when the batch started (:func:`digest`)
+
+    def readable(self) -> list[str]:
+        """The folders its code may read in the sandbox: its own folder (or its file's), and those of
+        its staged copies."""
+        root = Path(self.path)
+        own = [str(root.resolve())] if root.is_dir() else [str(root.resolve().parent)]
+        return sorted(set(own) | {str(Path(f).parent) for f in self.files})
+
+
+def digest(sub: Submission) -> str:
+    """SHA-256 of a submission's files (names and contents): what its grade is bound to, so a file that
+    changed after it was read (another submission wrote it, say) is noticed, and ``--resume`` keeps a
+    record only for the files it was made from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(sub.files):
+        try:
+            data = Path(f).read_bytes()
+        except OSError:
+            data = b"\0unreadable"
+        h.update(f"{Path(f).name}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
 
 
 def discover(root: str | Path, staging: str | Path) -> tuple[list[Submission], list[str]]:
@@ -228,9 +253,15 @@ def _stage_notebook(path: Path, folder: Path) -> Path:
 
 
 def choose_files(sub: Submission, functions: Sequence[str]) -> dict[str, str | None]:
+    """For each function, the submission's file that defines it (see :func:`file_choices`)."""
+    return file_choices(sub, functions)[0]
+
+
+def file_choices(sub: Submission, functions: Sequence[str]) -> tuple[dict[str, str | None], list[str]]:
     """For each function, the submission's file that defines it (``def NAME(`` at the start of a line;
-    the shallowest, then the one named after it); a function defined in none goes to the only file,
-    or to None (no file to run) when there are several."""
+    the shallowest, then the one named after it, then the first by name); a function defined in none
+    goes to the only file, or to None (no file to run) when there are several. Also a warning for
+    each function that several files define, naming the one graded and why."""
     texts = {}
     for f in sub.files:
         try:
@@ -239,12 +270,26 @@ def choose_files(sub: Submission, functions: Sequence[str]) -> dict[str, str | N
         except OSError:
             continue
     chosen: dict[str, str | None] = {}
+    warnings: list[str] = []
     for fn in functions:
         pattern = re.compile(rf"^def\s+{re.escape(fn)}\s*\(", re.MULTILINE)
         hits = [f for f in sub.files if f in texts and pattern.search(texts[f])]
         if hits:
             hits.sort(key=lambda f: (len(Path(f).parts), Path(f).stem != fn, f))
             chosen[fn] = hits[0]
+            if len(hits) > 1:
+                names = [_relative(f, Path(sub.path)) for f in hits]
+                warnings.append(f"{fn} is defined in {len(hits)} files ({', '.join(names)}): graded {names[0]} "
+                                "(the file nearest the top of the folder, then the one named after the function, "
+                                "then the first by name)")
         else:
             chosen[fn] = sub.files[0] if len(sub.files) == 1 else None
-    return chosen
+    return chosen, warnings
+
+
+def _relative(f: str, root: Path) -> str:
+    """A file as the student knows it: relative to their folder, else its name (a staged copy)."""
+    try:
+        return str(Path(f).relative_to(root.resolve()))
+    except ValueError:
+        return Path(f).name
