@@ -215,19 +215,28 @@ def test_your_backward_is_checked_and_a_wrong_one_is_refused_naming_the_input() 
 
 def test_your_forward_mode_rule_is_checked_too() -> None:
     @cr.gate(check=True)
-    def square(x):
+    def my_square(x):
         return x * x
 
-    @square.vjp
-    def square_vjp(g, x, out):
+    @my_square.vjp
+    def my_square_vjp(g, x, out):
         return 2 * g * x
 
-    @square.jvp
-    def square_jvp(tangents, x, out):
+    @my_square.jvp
+    def my_square_jvp(tangents, x, out):
         return -2 * x * tangents[0]  # the wrong sign
 
     with pytest.raises(cr.GradcheckError, match="forward-mode rule"):
-        cr.jacobian(square, mode="fwd")(np.array([1.0, 2.0]))
+        cr.jacobian(my_square, mode="fwd")(np.array([1.0, 2.0]))
+
+
+def test_a_gate_you_define_never_replaces_one_of_the_table() -> None:
+    with pytest.raises(ValueError, match=r"'square' is a gate of chainrule's table.*name='my_square'"):
+        @cr.gate
+        def square(x):
+            return x * x
+    assert cr.GATES["square"].kind != "custom"
+    np.testing.assert_allclose(cr.grad(lambda x: cr.sum(np.square(x)))(np.array([1.0, 2.0])), [2.0, 4.0])
 
 
 def test_gates_you_define_take_keywords_and_defaults() -> None:

@@ -58,6 +58,13 @@ class UserGate:
         self._vjp: Callable[..., Any] | None = None
         self._jvp: Callable[..., Any] | None = None
         self._checked = False
+        from .gates import GATES
+
+        known = GATES.get(self.name)
+        if known is not None and known.kind != "custom":
+            # replacing a gate of the table would change what np.square, cr.exp, ... compute everywhere
+            raise ValueError(f"{self.name!r} is a gate of chainrule's table ({known.explain}); give yours "
+                             f"another name: @cr.gate(name='my_{self.name}') or rename the function")
         placeholders = ", ".join("{" + str(i) + "}" for i in range(len(self.inputs)))
         self.entry = Gate(
             self.name, _forward_of(self), explain or f"{self.name} gate (defined by you)",
