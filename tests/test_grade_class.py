@@ -144,7 +144,9 @@ def test_ctrl_c_keeps_what_is_done_and_kills_the_running_children(tmp_path):
         pids = [tmp_path / f"pid{k}" for k in range(2)]
         done = tmp_path / "grades" / "results.jsonl"
         for _ in range(3000):
-            if all(p.exists() and p.read_text() for p in pids) and done.exists() and done.read_bytes():
+            # a "started" line is written before each submission runs: wait for a_right's record itself
+            if all(p.exists() and p.read_text() for p in pids) and done.exists() and any(
+                    '"a_right"' in line and '"started"' not in line for line in done.read_text().splitlines()):
                 break
             time.sleep(0.01)
         children = [int(p.read_text()) for p in pids]
