@@ -129,10 +129,9 @@ def main() -> int:
         for name, extra in runs:
             out = folder / f"grades-{name}"
             wall, cpu = grade_cli(folder, args.jobs, out, extra)
-            got = {}
-            for line in (out / "results.jsonl").read_text().splitlines():
-                rec = json.loads(line)
-                got[rec["id"]] = rec["score"]
+            from chainrule.grading.batch import read_results  # finished records only (not the "started" lines)
+
+            got = {rec["id"]: rec["score"] for rec in read_results(out / "results.jsonl")}
             wrong = [k for k in expected if abs(got.get(k, -1) - expected[k]) > 1e-9]
             if wrong:
                 print(f"{name}: {len(wrong)} scores differ from the intended ones, e.g. {wrong[:3]}")
