@@ -125,6 +125,12 @@ def test_hessian_of_a_vector_function_is_one_hessian_per_output(rng) -> None:
         cr.hvp(f, a, a)
 
 
+def test_hessian_keeps_integer_labels_integers() -> None:
+    """The arguments not differentiated (labels, indices) reach f as given, also in the nested pass."""
+    H = cr.hessian(lambda w, y: cr.sum(w[y] ** 3))(np.array([1.0, 2.0, 3.0]), np.array([0, 2]))
+    np.testing.assert_allclose(H, np.diag([6.0, 0.0, 18.0]))
+
+
 def test_hvp_is_hessian_times_vector(rng) -> None:
     A = rng.normal(size=(5, 5))
     f = lambda x: cr.sum(cr.exp(A @ x) / 10) + x @ A @ x  # noqa: E731

@@ -292,14 +292,9 @@ def test_an_argument_not_differentiated_is_never_changed(api: str) -> None:
     x, y = np.array([0.5, 1.5]), X.copy()
     run = {"grad": cr.grad, "value_and_grad": cr.value_and_grad, "jacobian": cr.jacobian, "hessian": cr.hessian,
            "compile": cr.compile}[api]
-    if api == "hessian":
-        # forward over reverse hands the inner pass every argument as a tensor, whose in-place update
-        # is recorded as a new node: f sees y + 1, as NumPy would compute it, and the caller's y stays
-        np.testing.assert_allclose(run(_changes_y)(x, y), np.zeros((2, 2)))
-    else:
-        with pytest.raises(cr.ArgumentChangedError,
-                           match=r"changed its argument 1 \('y'\) in place at .*test_inplace_semantics\.py:\d+"):
-            run(_changes_y)(x, y)
+    with pytest.raises(cr.ArgumentChangedError,
+                       match=r"changed its argument 1 \('y'\) in place at .*test_inplace_semantics\.py:\d+"):
+        run(_changes_y)(x, y)
     np.testing.assert_array_equal(y, X)
     np.testing.assert_array_equal(x, [0.5, 1.5])
 

@@ -248,6 +248,8 @@ def _argnums(argnums: int | Sequence[int]) -> tuple[tuple[int, ...], bool]:
 
 
 def _arg_name(f: Callable[..., Any], i: int) -> str:
+    while hasattr(f, "__wrapped__"):  # a transform of f (cr.jacobian(f), ...): f's own argument names
+        f = f.__wrapped__
     try:
         names = f.__code__.co_varnames[: f.__code__.co_argcount]
         return f"argument {i} ({names[i]!r})" if i < len(names) else f"argument {i}"

@@ -13,6 +13,7 @@ gradient is a graph like any other.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -135,6 +136,7 @@ def jacobian(f: Callable[..., Any], argnums: int | Sequence[int] = 0, mode: str 
     ``argnums`` gives a tuple of Jacobians."""
     nums, single = _argnums(argnums)
 
+    @functools.wraps(f)  # named as f (errors that name f's arguments read them through __wrapped__)
     def jac(*args: Any) -> Any:
         args_l, leaves, create = _make_leaves(f, args, nums)
         if create:  # inside an outer differentiation: per-element jvps keep every link to it
@@ -192,10 +194,12 @@ def _jac_nested(f: Callable[..., Any], args: tuple[Any, ...], nums: tuple[int, .
     for i in nums:
         shape = tuple(np.shape(args[i].data if isinstance(args[i], Tensor) else args[i]))
         cols = []
+
+        def along_i(a: Any, i: int = i) -> Any:  # f of argument i alone: the others (labels too) as given
+            return f(*args[:i], a, *args[i + 1:])
+
         for k in range(int(np.prod(shape))):
-            ts = tuple(_basis(shape, k, np.float64) if j == i else
-                       np.zeros(np.shape(a.data if isinstance(a, Tensor) else a)) for j, a in enumerate(args))
-            cols.append(jvp(f, args, ts)[1])
+            cols.append(jvp(along_i, (args[i],), (_basis(shape, k, np.float64),))[1])
         out_shape = tuple(cols[0].shape) if cols else ()
         blocks.append(functions.reshape(functions.stack(cols, axis=-1), out_shape + shape))
     return blocks
