@@ -372,3 +372,74 @@ def test_a_function_returning_none_is_refused(api: str) -> None:
     with pytest.raises(TypeError, match="returned None"):
         cr.grad(lambda x: None)(1.0)
     np.testing.assert_array_equal(x, [3.0, 1.0, 2.0])
+
+
+# ---- a second review of the view semantics ---------------------------------------------------------
+
+def test_flatten_and_unary_plus_are_copies_ravel_is_a_view() -> None:
+    """NumPy's flatten and +y make new arrays (a write into them never reaches y); ravel is a view."""
+    def with_(make):
+        def f(x):
+            y = x * 1.0
+            r = make(y)
+            r[0] = 100.0
+            return np.sum(y * y) + np.sum(r)
+        return f
+
+    x = np.array([1.0, 2.0, 3.0])
+    for make in (lambda y: y.flatten(), lambda y: +y, lambda y: y.ravel()):
+        f = with_(make)
+        y = x * 1.0
+        r = make(y)  # NumPy on copies: the expected value
+        r[0] = 100.0
+        value, grad = cr.value_and_grad(f)(x)
+        assert value == pytest.approx(np.sum(y * y) + np.sum(r))
+        np.testing.assert_allclose(grad, numeric_grad(on_copies(f), [x], 0), rtol=1e-6, atol=1e-8)
+
+
+def test_writing_through_a_view_of_a_parameter_is_refused_outside_differentiation() -> None:
+    """The leaf would become a node and lose its gradient (PyTorch refuses too); under no_grad the
+    update reaches the parameter's values and it stays a leaf."""
+    w = cr.tensor(np.arange(4.0), requires_grad=True)
+    v = w[0:2]
+    with pytest.raises(RuntimeError, match="view of a leaf that requires grad.*cr.no_grad"):
+        v += 1
+    with pytest.raises(RuntimeError, match="view of a leaf that requires grad"):
+        w.T[1] = 5.0
+    with cr.no_grad():
+        v = w[0:2]
+        v += 1
+    np.testing.assert_array_equal(w.data, [1.0, 2.0, 2.0, 3.0])
+    assert w.is_leaf
+    cr.sum(w * w).backward()
+    np.testing.assert_array_equal(w.grad, 2 * w.data)
+
+
+def test_arrays_inside_containers_are_never_changed() -> None:
+    W, L = np.ones(3), [np.zeros(3)]
+
+    def f(W, L):
+        L[0] += 1
+        return cr.sum(W * L[0])
+
+    with pytest.raises(cr.ArgumentChangedError, match=r"argument 1 \('L'\)\[0\] in place"):
+        cr.grad(f)(W, L)
+    np.testing.assert_array_equal(L[0], np.zeros(3))
+
+    def g(W, d):
+        d["seen"] = True  # the container is f's own copy
+        return cr.sum(W * d["a"])
+
+    d = {"a": np.arange(3.0)}
+    np.testing.assert_array_equal(cr.grad(g)(W, d), np.arange(3.0))
+    assert d == {"a": d["a"]} and "seen" not in d
+
+
+def test_an_item_of_a_plain_tensor_is_updated_in_place() -> None:
+    t = cr.tensor(np.zeros((2, 2)))
+    t[0, 1] += 3
+    t[0, 1] *= 3
+    np.testing.assert_array_equal(t.data, [[0.0, 9.0], [0.0, 0.0]])
+    i = cr.tensor(np.arange(3))
+    i[1] += 5
+    assert i.data.dtype.kind == "i" and list(i.data) == [0, 6, 2]

@@ -284,11 +284,32 @@ def _call(f: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Tensor:
             raise changed from None
 
 
-def _read_only(a: Any) -> Any:
-    if a.__class__ is np.ndarray and a.flags.writeable:
-        a = a.view()
-        a.flags.writeable = False
+def _read_only(a: Any, depth: int = 0) -> Any:
+    """``a`` with its NumPy arrays as read-only views, also inside lists, tuples and dicts (which are
+    copied, so f's changes to the containers themselves stay inside f too)."""
+    cls = a.__class__
+    if cls is np.ndarray:
+        if a.flags.writeable:
+            a = a.view()
+            a.flags.writeable = False
+        return a
+    if depth < 4 and cls in (list, tuple):
+        items = [_read_only(v, depth + 1) for v in a]
+        return a if cls is tuple and all(x is y for x, y in zip(items, a)) else cls(items)
+    if depth < 4 and cls is dict:
+        return {k: _read_only(v, depth + 1) for k, v in a.items()}
     return a
+
+
+def _arrays_in(obj: Any, name: str, depth: int = 0) -> list[tuple[str, np.ndarray]]:
+    """The NumPy arrays in ``obj`` (itself, or inside lists, tuples and dicts), each with its path."""
+    if obj.__class__ is np.ndarray:
+        return [(name, obj)]
+    if depth < 4 and obj.__class__ in (list, tuple):
+        return [p for k, v in enumerate(obj) for p in _arrays_in(v, f"{name}[{k}]", depth + 1)]
+    if depth < 4 and obj.__class__ is dict:
+        return [p for k, v in obj.items() for p in _arrays_in(v, f"{name}[{k!r}]", depth + 1)]
+    return []
 
 
 def _changed_argument(e: ValueError, f: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
@@ -299,8 +320,8 @@ def _changed_argument(e: ValueError, f: Callable[..., Any], args: list[Any], kwa
     if isinstance(e, ArgumentChangedError) or "read-only" not in text or (
             "destination" not in text and "output array" not in text):
         return None
-    guarded = {(_arg_name(f, i)): a for i, a in enumerate(args) if a.__class__ is np.ndarray}
-    guarded.update({f"argument {k!r}": v for k, v in kwargs.items() if v.__class__ is np.ndarray})
+    guarded = dict(p for i, a in enumerate(args) for p in _arrays_in(a, _arg_name(f, i)))
+    guarded.update(p for k, v in kwargs.items() for p in _arrays_in(v, f"argument {k!r}"))
     tb, frame = e.__traceback__, None
     while tb is not None:  # the innermost frame of the user's code (not chainrule's, not NumPy's)
         name = tb.tb_frame.f_code.co_filename
@@ -309,7 +330,7 @@ def _changed_argument(e: ValueError, f: Callable[..., Any], args: list[Any], kwa
         tb = tb.tb_next
     if frame is None:
         return None
-    local = [v for v in frame[0].f_locals.values() if isinstance(v, np.ndarray)]
+    local = [a for v in frame[0].f_locals.values() for _, a in _arrays_in(v, "")]
     hit = [n for n, a in guarded.items() if any(np.may_share_memory(v, a) for v in local)]
     if not hit:
         return None

@@ -494,6 +494,24 @@ def _family(t: Tensor) -> list[Tensor]:
     return out
 
 
+def _refuse_write_into_leaf_view(t: Tensor, what: str) -> None:
+    """A recorded write through a view of a leaf that requires grad, outside any differentiation
+    (``v = w[0:2]; v += 1`` on a parameter): carried into the leaf it would turn the leaf into a node,
+    and its gradient would be lost. Raise, as PyTorch does, naming the two ways to write it."""
+    link = getattr(t, "_view", None)
+    if link is None:
+        return
+    root = link[0]
+    while getattr(root, "_view", None) is not None:
+        root = root._view[0]
+    st = current()
+    if root._gate is None and root.requires_grad and not (st.nesting > 0 or st.record_masks):
+        raise RuntimeError(
+            f"{what}: this tensor is a view of a leaf that requires grad ({root.name or 'a parameter'}); writing "
+            "through it would make the leaf a node and lose its gradient. For an update of the values write it "
+            "under cr.no_grad() (w[0:2] -= lr * g), else work on a copy (w.copy()), at " + user_frame())
+
+
 def _refuse_read_only_view(t: Tensor, what: str) -> None:
     """A recorded write into a view NumPy makes read-only (broadcast_to, diagonal, sliding windows)
     raises as NumPy does, instead of writing into a copy that nothing else sees."""
@@ -869,7 +887,7 @@ class Tensor:
         return apply1(_NEG, self)
 
     def __pos__(self) -> Tensor:
-        return self
+        return self.copy()  # NumPy's +y is a new array: writing into it never changes y
 
     def __abs__(self) -> Tensor:
         return apply(GATES["abs"], self)
@@ -883,6 +901,7 @@ class Tensor:
     def _inplace(self, gate: Gate, other: Any) -> Tensor:
         if _records(current(), self, other):
             _refuse_read_only_view(self, f"{gate.name}=")
+            _refuse_write_into_leaf_view(self, f"{gate.name}=")
             old = _clone(self)
             new = apply(gate, old, old if other is self else other)
             if new.shape != self.shape:
@@ -896,8 +915,10 @@ class Tensor:
         res = apply(gate, self.data, other).data
         if res.shape != self.data.shape:
             raise ShapeError(_non_broadcastable(gate, self.shape, res.shape))
-        if backend.is_lazy(self.data):
-            self.data = res  # a Dask array is never written: the tensor takes the new one
+        if backend.is_lazy(self.data) or not hasattr(self.data, "__setitem__"):
+            # a Dask array is never written, and a NumPy scalar (t[0] of a tensor, before t[0] += 1
+            # stores it back) cannot be: the tensor takes the new value, in the target's dtype
+            self.data = res if backend.is_lazy(self.data) else _cast(res, np.asarray(self.data).dtype)[()]
         else:
             self.data[...] = res
         mark_written(self)
@@ -950,6 +971,7 @@ class Tensor:
             mark_written(self)
             return
         _refuse_read_only_view(self, "item assignment")
+        _refuse_write_into_leaf_view(self, "item assignment")
         old = _clone(self)
         if _is_mask_for(index, self) and np.ndim(value.data if isinstance(value, Tensor) else value) == 0:
             # x[mask] = c is where(mask, c, x): the mask stays a node, recomputed by compile
@@ -974,12 +996,20 @@ class Tensor:
             axes = tuple(axes[0])
         return apply(GATES["transpose"], self, axes=axes or None)
 
-    def flatten(self, order: str = "C") -> Tensor:
+    def ravel(self, order: str = "C") -> Tensor:
+        """One dimension: a view of this tensor where NumPy's ravel makes one (a write through it
+        reaches this tensor)."""
         from .functions import reshape
 
         return reshape(self, (-1,), order=order)
 
-    ravel = flatten
+    def flatten(self, order: str = "C") -> Tensor:
+        """One dimension, always a copy (as NumPy's flatten: a write into it never reaches this tensor)."""
+        out = self.ravel(order)
+        if getattr(out, "_view", None) is not None:
+            out._view = None  # no longer a view: the base's weak list skips it
+            out.data = out.data.copy()
+        return out
 
     def squeeze(self, axis: Any = None) -> Tensor:
         from .functions import squeeze
