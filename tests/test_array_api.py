@@ -357,6 +357,46 @@ def test_a_model_moved_to_a_library_trains_like_on_numpy(lib: Library, lazy_only
     assert all(type(p) is cr.nn.Parameter and isinstance(p.data, np.ndarray) for p in moved.parameters())
 
 
+OPTIMIZERS = {"sgd": lambda ps: cr.optim.SGD(ps, lr=0.1),
+              "sgd-momentum": lambda ps: cr.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+              "adam": lambda ps: cr.optim.Adam(ps, lr=0.05, weight_decay=0.01),
+              "adamw": lambda ps: cr.optim.AdamW(ps, lr=0.05)}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizers_update_parameters_of_a_library_like_on_numpy(lib: Library, name: str, lazy_only: None) -> None:
+    """Three training steps of an MLP moved to the library change its parameters exactly as on NumPy (a
+    Dask array is never written in place: the parameter takes the new lazy array)."""
+    import importlib
+
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((8, 6)), rng.integers(0, 3, 8)
+    moved, ref = _mlp(), _mlp()
+    moved.to(importlib.import_module(lib.name))
+    opt, opt0 = OPTIMIZERS[name](moved.parameters()), OPTIMIZERS[name](ref.parameters())
+    for _ in range(3):
+        for model, o, Xs, ys in ((moved, opt, lib.convert(X), lib.convert(y)), (ref, opt0, X, y)):
+            o.zero_grad()
+            cr.nn.cross_entropy(model(Xs), ys).backward()
+            o.step()
+    params, params0 = list(moved.parameters()), list(ref.parameters())
+    assert not np.allclose(params0[0].data, next(_mlp().parameters()).data)  # NumPy's model did move
+    _check(lib, [p.data for p in params], [p.data for p in params0], f"{name}: parameters after 3 steps")
+
+
+def test_sgd_on_one_dask_parameter_takes_the_step() -> None:
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    p = cr.nn.Parameter(da.from_array(np.array([1.0, 2.0]), chunks=1))
+    opt = cr.optim.SGD([p], lr=0.5)
+    with dask.config.set(scheduler=_forbid):
+        (p**2).sum().backward()
+        opt.step()
+    assert isinstance(p.data, da.Array)
+    np.testing.assert_array_equal(p.data.compute(scheduler="sync"), [0.0, 0.0])
+
+
 def test_compile_on_a_numpy_like_library_runs_the_numpy_plan_there() -> None:
     """The path CuPy takes (tests/test_cupy.py runs it on a GPU): the NumPy plan's code with ``np``
     standing for the library's module, traced and checked on host copies, run on the library's arrays.
