@@ -234,6 +234,32 @@ def test_numpy_constants_inside_the_function_are_moved_into_the_library(lib: Lib
     _check(lib, [value, g], [value0, g0], "value and gradient")
 
 
+DASK_OWN = {"sum": lambda da, a: da.sum(a**2), "dot": lambda da, a: da.dot(a, a),
+            "mean": lambda da, a: da.mean(da.sin(a)), "stack": lambda da, a: da.stack([a, a]).sum(),
+            "map_blocks": lambda da, a: da.map_blocks(np.sin, a).sum(), "asarray": lambda da, a: da.asarray(a).sum()}
+
+
+@pytest.mark.parametrize("name", list(DASK_OWN))
+def test_dask_own_functions_on_tensors_raise_instead_of_a_zero_gradient(name: str) -> None:
+    """dask.array.sum(t) and the like compute on the tensor's values outside chainrule: the call raises,
+    naming the Dask function and the line (never a gradient of zeros)."""
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    x = da.from_array(np.array([0.5, 1.0, 2.0]), chunks=2)
+    with dask.config.set(scheduler=_forbid), pytest.raises(
+            TypeError, match=rf"dask\.array\.{name} was given a chainrule tensor that requires grad, at .*"
+                             r"test_array_api\.py:\d+: .*gradient would be lost"):
+        cr.value_and_grad(lambda a: DASK_OWN[name](da, a))(x)
+    t = cr.tensor(x, requires_grad=True)
+    with pytest.raises(TypeError, match=rf"dask\.array\.{name} was given a chainrule tensor"):
+        DASK_OWN[name](da, t)
+    # the same function written with NumPy's names dispatches to chainrule: the right gradient, still lazy
+    with dask.config.set(scheduler=_forbid):
+        v, g = cr.value_and_grad(lambda a: np.mean(np.sin(a)))(x)
+    np.testing.assert_allclose(g.compute(scheduler="sync"), np.cos([0.5, 1.0, 2.0]) / 3, rtol=1e-12)
+
+
 def test_set_array_namespace_still_overrides() -> None:
     """The old switch: one NumPy-compatible module for all array math, whatever the inputs."""
     from chainrule import backend
