@@ -184,6 +184,24 @@ def test_forward_mode_and_second_order_on_other_libraries(which: str, r: Row) ->
            rtol=1e-9)
 
 
+def _mixes(v: Any) -> Any:
+    return np.sin(v) * v.sum() + v**2
+
+
+@pytest.mark.parametrize("mode", ["rev", "fwd", None])
+def test_jacobian_and_hessian_stay_in_the_library(lib: Library, mode: str | None, lazy_only: None) -> None:
+    """cr.jacobian (both modes) and cr.hessian answer with the inputs' library's arrays (on Dask: lazy,
+    nothing computed inside chainrule) equal to NumPy's; the basis vectors are built in that library."""
+    x = np.array([0.5, 1.0, 1.5, 2.0])
+    for f in (_mixes, lambda v: v**2, lambda v: np.ones(4)):  # (the last: no dependence, all zeros)
+        J = cr.jacobian(f, mode=mode)(lib.convert(x))
+        _check(lib, [J], [cr.jacobian(f, mode=mode)(x)], f"jacobian mode={mode}")
+    H = cr.hessian(lambda v: (np.sin(v) * v).sum())(lib.convert(x))
+    H0 = cr.hessian(lambda v: (np.sin(v) * v).sum())(x)
+    np.testing.assert_allclose(H0, np.diag(2 * np.cos(x) - x * np.sin(x)), rtol=1e-12, atol=1e-15)
+    _check(lib, [H], [H0], "hessian")
+
+
 # ---- the namespace follows the inputs; one library per call --------------------------------------
 
 
