@@ -278,6 +278,72 @@ def test_dask_own_functions_on_tensors_raise_instead_of_a_zero_gradient(name: st
     np.testing.assert_allclose(g.compute(scheduler="sync"), np.cos([0.5, 1.0, 2.0]) / 3, rtol=1e-12)
 
 
+LAZY_INDEX = {"rows": lambda a, i: (a[i] ** 2).sum(), "rows-sliced": lambda a, i: (a[i, :] ** 3).sum(),
+              "columns": lambda a, i: (a[:, i % 2] * np.arange(1.0, 5.0)).sum(),
+              "ellipsis": lambda a, i: np.sin(a[..., i % 2]).sum(),
+              "every-axis": lambda a, i: (a[i, i % 2] ** 2).sum()}
+
+
+@pytest.mark.parametrize("name", list(LAZY_INDEX))
+def test_gradient_of_indexing_with_dask_index_arrays_equals_numpy(name: str) -> None:
+    """Indexing a 2-D Dask array with a Dask integer array (labels of a lazy loss), repeated entries
+    included: lazy, chunked like the input, and equal to NumPy's gradient."""
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    xn, idx = np.arange(6.0).reshape(3, 2), np.array([0, 0, 2, 0])
+    x = da.from_array(xn, chunks=(2, 1))
+    with dask.config.set(scheduler=_forbid):
+        v, g = cr.value_and_grad(lambda a: LAZY_INDEX[name](a, da.from_array(idx, chunks=3)))(x)
+    v0, g0 = cr.value_and_grad(lambda a: LAZY_INDEX[name](a, idx))(xn)
+    if name == "rows":
+        np.testing.assert_array_equal(g0, [[0, 6], [0, 0], [8, 10]])  # 2·x, the first row read three times
+    assert g.chunks == x.chunks
+    np.testing.assert_allclose(v.compute(scheduler="sync"), v0, rtol=1e-12)
+    np.testing.assert_allclose(g.compute(scheduler="sync"), g0, rtol=1e-12)
+
+
+def test_a_dask_boolean_mask_says_it_is_not_supported_and_what_to_write() -> None:
+    da = pytest.importorskip("dask.array")
+    x = da.from_array(np.arange(6.0).reshape(3, 2), chunks=(2, 1))
+    with pytest.raises(IndexError, match=r"Dask boolean mask \(a\[a > 0\]\) is not supported.*cr\.where\(a > 0, a, 0\)"):
+        cr.grad(lambda a: (a[a > 2.0] ** 2).sum())(x)
+    g = cr.grad(lambda a: (cr.where(a > 2.0, a, 0) ** 2).sum())(x)  # what it says to write instead
+    np.testing.assert_array_equal(g.compute(scheduler="sync"), [[0, 0], [0, 6], [8, 10]])
+
+
+def test_the_scatter_add_gradient_on_dask_is_chunked_like_the_input() -> None:
+    """The gradient of indexing with repeated NumPy indices is chunked like the input, and the scatter-add
+    itself never makes the whole array in one task: its chunks follow Dask's chunk-size setting."""
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    xn = np.random.default_rng(5).standard_normal(4000)
+    idx = np.random.default_rng(6).integers(0, 4000, 3000)
+    x = da.from_array(xn, chunks=500)
+    f = lambda a: (a[idx] ** 2).sum()  # noqa: E731
+    with dask.config.set(scheduler=_forbid):
+        g = cr.grad(f)(x)
+        _, pull = cr.vjp(lambda a: a[idx], x)
+        (gv,) = pull(da.ones(3000, chunks=700))
+    assert g.chunks == x.chunks and gv.chunks == x.chunks
+    np.testing.assert_allclose(g.compute(scheduler="sync"), cr.grad(f)(xn), rtol=1e-12)
+    np.testing.assert_allclose(gv.compute(scheduler="sync"), np.bincount(idx, minlength=4000))
+    X = da.from_array(xn.reshape(40, 100), chunks=(10, 50))
+    f2 = lambda a: (a[idx % 40] ** 2).sum()  # noqa: E731
+    with dask.config.set(scheduler=_forbid):
+        g2 = cr.grad(f2)(X)
+    assert g2.chunks == X.chunks
+    np.testing.assert_allclose(g2.compute(scheduler="sync"), cr.grad(f2)(xn.reshape(40, 100)), rtol=1e-12)
+    adapter = cr.backend.library_of(x).adapter
+    with dask.config.set({"array.chunk-size": "4KiB"}):  # 512 float64 (8 rows of 100 for the 2-D array)
+        s1 = adapter.gate_scatter(da.ones(3000, chunks=700), index=idx, shape=(4000,))
+        s2 = adapter.gate_scatter(da.ones((3000, 100), chunks=700), index=idx % 40, shape=(40, 100))
+    assert max(s1.chunks[0]) <= 512 and max(s2.chunks[0]) * 100 <= 512 and s2.chunks[1] == (100,)
+    np.testing.assert_allclose(s1.compute(scheduler="sync"), np.bincount(idx, minlength=4000))
+    np.testing.assert_allclose(s2.compute(scheduler="sync")[:, 0], np.bincount(idx % 40, minlength=40))
+
+
 def test_set_array_namespace_still_overrides() -> None:
     """The old switch: one NumPy-compatible module for all array math, whatever the inputs."""
     from chainrule import backend

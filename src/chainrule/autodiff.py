@@ -182,6 +182,8 @@ def _library_grad(g: Any, like: Any, delivered: set[int]) -> Any:
         g = xp.broadcast_to(g, tuple(like.shape))
     if not lib.lazy and (id(g) in delivered or g is like):
         g = xp.asarray(g, copy=True)
+    elif lib.lazy and g.chunks != like.chunks:
+        g = g.rechunk(like.chunks)  # chunked like the input (a scatter-add chunks its own way)
     return g
 
 
@@ -465,7 +467,11 @@ def vjp(f: Callable[..., Any], *args: Any) -> tuple[Any, Callable[[Any], tuple[A
         res = []
         for leaf in leaves:
             gl = got.get(id(leaf))
-            res.append(backend.namespace_of(leaf.data).zeros_like(leaf.data) if gl is None else gl)
+            if gl is None:
+                gl = backend.namespace_of(leaf.data).zeros_like(leaf.data)
+            elif not nested and backend.is_lazy(leaf.data):
+                gl = _library_grad(gl, leaf.data, set())  # chunked like the input
+            res.append(gl)
         return tuple(res)
 
     return (out if nested else out.data), vjp_fn
