@@ -370,6 +370,27 @@ def test_set_array_namespace_still_overrides() -> None:
     assert "exp" in calls
 
 
+def test_set_array_namespace_to_dask_computes_numpy_inputs_with_dask() -> None:
+    """The override as a whole library: NumPy inputs are computed with dask.array (lazily), and the value
+    and gradients equal NumPy's."""
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    from chainrule import backend
+
+    x, y = np.array([1.5, 2.0, 0.7]), np.array([0.5, 1.0, 1.3])
+    v0, (gx0, gy0) = cr.value_and_grad(complex_layer, argnums=(0, 1))(x, y)
+    try:
+        backend.set_array_namespace(da)
+        with dask.config.set(scheduler=_forbid):
+            v, (gx, gy) = cr.value_and_grad(complex_layer, argnums=(0, 1))(x, y)
+    finally:
+        backend.set_array_namespace(np)
+    assert all(isinstance(a, da.Array) for a in (v, gx, gy))
+    for got, want in zip(dask.compute(v, gx, gy, scheduler="sync"), (v0, gx0, gy0)):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
 # ---- Dask on a cluster ----------------------------------------------------------------------------
 
 

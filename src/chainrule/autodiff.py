@@ -423,7 +423,9 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> C
                     g = backend.xp.asarray(g)
                     if g.dtype.kind == "c":
                         _refuse_complex(g, leaf.data)
-                    if id(g) in seen or g is leaf.data or g.base is not None or g.dtype != leaf.data.dtype:
+                    # (getattr: the override module of set_array_namespace may have arrays without .base)
+                    if id(g) in seen or g is leaf.data or getattr(g, "base", None) is not None or \
+                            g.dtype != leaf.data.dtype:
                         g = g.astype(leaf.data.dtype)  # a copy: gradients never alias each other or a view
                 seen.add(id(g))
             grads.append(g)
