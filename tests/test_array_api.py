@@ -202,6 +202,13 @@ def test_jacobian_and_hessian_stay_in_the_library(lib: Library, mode: str | None
     _check(lib, [H], [H0], "hessian")
 
 
+def test_convolve_on_array_api_strict_names_convolve() -> None:
+    """np.convolve contracts its windows by einsum, which the standard lacks: the error names convolve."""
+    with pytest.raises(UnsupportedError, match=r"^convolve \(np\.convolve, cr\.signal\.convolve\): array_api_strict "
+                                               r"cannot serve it: .*einsum"):
+        cr.grad(lambda a: np.convolve(a, np.array([1.0, 2.0])).sum())(strict.asarray([1.0, 2.0, 3.0]))
+
+
 # ---- the namespace follows the inputs; one library per call --------------------------------------
 
 
