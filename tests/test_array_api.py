@@ -184,6 +184,31 @@ def test_forward_mode_and_second_order_on_other_libraries(which: str, r: Row) ->
            rtol=1e-9)
 
 
+def _mixes(v: Any) -> Any:
+    return np.sin(v) * v.sum() + v**2
+
+
+@pytest.mark.parametrize("mode", ["rev", "fwd", None])
+def test_jacobian_and_hessian_stay_in_the_library(lib: Library, mode: str | None, lazy_only: None) -> None:
+    """cr.jacobian (both modes) and cr.hessian answer with the inputs' library's arrays (on Dask: lazy,
+    nothing computed inside chainrule) equal to NumPy's; the basis vectors are built in that library."""
+    x = np.array([0.5, 1.0, 1.5, 2.0])
+    for f in (_mixes, lambda v: v**2, lambda v: np.ones(4)):  # (the last: no dependence, all zeros)
+        J = cr.jacobian(f, mode=mode)(lib.convert(x))
+        _check(lib, [J], [cr.jacobian(f, mode=mode)(x)], f"jacobian mode={mode}")
+    H = cr.hessian(lambda v: (np.sin(v) * v).sum())(lib.convert(x))
+    H0 = cr.hessian(lambda v: (np.sin(v) * v).sum())(x)
+    np.testing.assert_allclose(H0, np.diag(2 * np.cos(x) - x * np.sin(x)), rtol=1e-12, atol=1e-15)
+    _check(lib, [H], [H0], "hessian")
+
+
+def test_convolve_on_array_api_strict_names_convolve() -> None:
+    """np.convolve contracts its windows by einsum, which the standard lacks: the error names convolve."""
+    with pytest.raises(UnsupportedError, match=r"^convolve \(np\.convolve, cr\.signal\.convolve\): array_api_strict "
+                                               r"cannot serve it: .*einsum"):
+        cr.grad(lambda a: np.convolve(a, np.array([1.0, 2.0])).sum())(strict.asarray([1.0, 2.0, 3.0]))
+
+
 # ---- the namespace follows the inputs; one library per call --------------------------------------
 
 
@@ -234,6 +259,99 @@ def test_numpy_constants_inside_the_function_are_moved_into_the_library(lib: Lib
     _check(lib, [value, g], [value0, g0], "value and gradient")
 
 
+DASK_OWN = {"sum": lambda da, a: da.sum(a**2), "dot": lambda da, a: da.dot(a, a),
+            "mean": lambda da, a: da.mean(da.sin(a)), "stack": lambda da, a: da.stack([a, a]).sum(),
+            "map_blocks": lambda da, a: da.map_blocks(np.sin, a).sum(), "asarray": lambda da, a: da.asarray(a).sum()}
+
+
+@pytest.mark.parametrize("name", list(DASK_OWN))
+def test_dask_own_functions_on_tensors_raise_instead_of_a_zero_gradient(name: str) -> None:
+    """dask.array.sum(t) and the like compute on the tensor's values outside chainrule: the call raises,
+    naming the Dask function and the line (never a gradient of zeros)."""
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    x = da.from_array(np.array([0.5, 1.0, 2.0]), chunks=2)
+    with dask.config.set(scheduler=_forbid), pytest.raises(
+            TypeError, match=rf"dask\.array\.{name} was given a chainrule tensor that requires grad, at .*"
+                             r"test_array_api\.py:\d+: .*gradient would be lost"):
+        cr.value_and_grad(lambda a: DASK_OWN[name](da, a))(x)
+    t = cr.tensor(x, requires_grad=True)
+    with pytest.raises(TypeError, match=rf"dask\.array\.{name} was given a chainrule tensor"):
+        DASK_OWN[name](da, t)
+    # the same function written with NumPy's names dispatches to chainrule: the right gradient, still lazy
+    with dask.config.set(scheduler=_forbid):
+        v, g = cr.value_and_grad(lambda a: np.mean(np.sin(a)))(x)
+    np.testing.assert_allclose(g.compute(scheduler="sync"), np.cos([0.5, 1.0, 2.0]) / 3, rtol=1e-12)
+
+
+LAZY_INDEX = {"rows": lambda a, i: (a[i] ** 2).sum(), "rows-sliced": lambda a, i: (a[i, :] ** 3).sum(),
+              "columns": lambda a, i: (a[:, i % 2] * np.arange(1.0, 5.0)).sum(),
+              "ellipsis": lambda a, i: np.sin(a[..., i % 2]).sum(),
+              "every-axis": lambda a, i: (a[i, i % 2] ** 2).sum()}
+
+
+@pytest.mark.parametrize("name", list(LAZY_INDEX))
+def test_gradient_of_indexing_with_dask_index_arrays_equals_numpy(name: str) -> None:
+    """Indexing a 2-D Dask array with a Dask integer array (labels of a lazy loss), repeated entries
+    included: lazy, chunked like the input, and equal to NumPy's gradient."""
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    xn, idx = np.arange(6.0).reshape(3, 2), np.array([0, 0, 2, 0])
+    x = da.from_array(xn, chunks=(2, 1))
+    with dask.config.set(scheduler=_forbid):
+        v, g = cr.value_and_grad(lambda a: LAZY_INDEX[name](a, da.from_array(idx, chunks=3)))(x)
+    v0, g0 = cr.value_and_grad(lambda a: LAZY_INDEX[name](a, idx))(xn)
+    if name == "rows":
+        np.testing.assert_array_equal(g0, [[0, 6], [0, 0], [8, 10]])  # 2·x, the first row read three times
+    assert g.chunks == x.chunks
+    np.testing.assert_allclose(v.compute(scheduler="sync"), v0, rtol=1e-12)
+    np.testing.assert_allclose(g.compute(scheduler="sync"), g0, rtol=1e-12)
+
+
+def test_a_dask_boolean_mask_says_it_is_not_supported_and_what_to_write() -> None:
+    da = pytest.importorskip("dask.array")
+    x = da.from_array(np.arange(6.0).reshape(3, 2), chunks=(2, 1))
+    said = r"Dask boolean mask \(a\[a > 0\]\) is not supported.*cr\.where\(a > 0, a, 0\)"
+    with pytest.raises(IndexError, match=said):
+        cr.grad(lambda a: (a[a > 2.0] ** 2).sum())(x)
+    g = cr.grad(lambda a: (cr.where(a > 2.0, a, 0) ** 2).sum())(x)  # what it says to write instead
+    np.testing.assert_array_equal(g.compute(scheduler="sync"), [[0, 0], [0, 6], [8, 10]])
+
+
+def test_the_scatter_add_gradient_on_dask_is_chunked_like_the_input() -> None:
+    """The gradient of indexing with repeated NumPy indices is chunked like the input, and the scatter-add
+    itself never makes the whole array in one task: its chunks follow Dask's chunk-size setting."""
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    xn = np.random.default_rng(5).standard_normal(4000)
+    idx = np.random.default_rng(6).integers(0, 4000, 3000)
+    x = da.from_array(xn, chunks=500)
+    f = lambda a: (a[idx] ** 2).sum()  # noqa: E731
+    with dask.config.set(scheduler=_forbid):
+        g = cr.grad(f)(x)
+        _, pull = cr.vjp(lambda a: a[idx], x)
+        (gv,) = pull(da.ones(3000, chunks=700))
+    assert g.chunks == x.chunks and gv.chunks == x.chunks
+    np.testing.assert_allclose(g.compute(scheduler="sync"), cr.grad(f)(xn), rtol=1e-12)
+    np.testing.assert_allclose(gv.compute(scheduler="sync"), np.bincount(idx, minlength=4000))
+    X = da.from_array(xn.reshape(40, 100), chunks=(10, 50))
+    f2 = lambda a: (a[idx % 40] ** 2).sum()  # noqa: E731
+    with dask.config.set(scheduler=_forbid):
+        g2 = cr.grad(f2)(X)
+    assert g2.chunks == X.chunks
+    np.testing.assert_allclose(g2.compute(scheduler="sync"), cr.grad(f2)(xn.reshape(40, 100)), rtol=1e-12)
+    adapter = cr.backend.library_of(x).adapter
+    with dask.config.set({"array.chunk-size": "4KiB"}):  # 512 float64 (8 rows of 100 for the 2-D array)
+        s1 = adapter.gate_scatter(da.ones(3000, chunks=700), index=idx, shape=(4000,))
+        s2 = adapter.gate_scatter(da.ones((3000, 100), chunks=700), index=idx % 40, shape=(40, 100))
+    assert max(s1.chunks[0]) <= 512 and max(s2.chunks[0]) * 100 <= 512 and s2.chunks[1] == (100,)
+    np.testing.assert_allclose(s1.compute(scheduler="sync"), np.bincount(idx, minlength=4000))
+    np.testing.assert_allclose(s2.compute(scheduler="sync")[:, 0], np.bincount(idx % 40, minlength=40))
+
+
 def test_set_array_namespace_still_overrides() -> None:
     """The old switch: one NumPy-compatible module for all array math, whatever the inputs."""
     from chainrule import backend
@@ -257,6 +375,27 @@ def test_set_array_namespace_still_overrides() -> None:
     finally:
         backend.set_array_namespace(np)
     assert "exp" in calls
+
+
+def test_set_array_namespace_to_dask_computes_numpy_inputs_with_dask() -> None:
+    """The override as a whole library: NumPy inputs are computed with dask.array (lazily), and the value
+    and gradients equal NumPy's."""
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    from chainrule import backend
+
+    x, y = np.array([1.5, 2.0, 0.7]), np.array([0.5, 1.0, 1.3])
+    v0, (gx0, gy0) = cr.value_and_grad(complex_layer, argnums=(0, 1))(x, y)
+    try:
+        backend.set_array_namespace(da)
+        with dask.config.set(scheduler=_forbid):
+            v, (gx, gy) = cr.value_and_grad(complex_layer, argnums=(0, 1))(x, y)
+    finally:
+        backend.set_array_namespace(np)
+    assert all(isinstance(a, da.Array) for a in (v, gx, gy))
+    for got, want in zip(dask.compute(v, gx, gy, scheduler="sync"), (v0, gx0, gy0)):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 # ---- Dask on a cluster ----------------------------------------------------------------------------
@@ -355,6 +494,46 @@ def test_a_model_moved_to_a_library_trains_like_on_numpy(lib: Library, lazy_only
     with dask.config.set(scheduler="sync"):  # (back to NumPy computes: that is what it is asked to do)
         moved.to(np)
     assert all(type(p) is cr.nn.Parameter and isinstance(p.data, np.ndarray) for p in moved.parameters())
+
+
+OPTIMIZERS = {"sgd": lambda ps: cr.optim.SGD(ps, lr=0.1),
+              "sgd-momentum": lambda ps: cr.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+              "adam": lambda ps: cr.optim.Adam(ps, lr=0.05, weight_decay=0.01),
+              "adamw": lambda ps: cr.optim.AdamW(ps, lr=0.05)}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizers_update_parameters_of_a_library_like_on_numpy(lib: Library, name: str, lazy_only: None) -> None:
+    """Three training steps of an MLP moved to the library change its parameters exactly as on NumPy (a
+    Dask array is never written in place: the parameter takes the new lazy array)."""
+    import importlib
+
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((8, 6)), rng.integers(0, 3, 8)
+    moved, ref = _mlp(), _mlp()
+    moved.to(importlib.import_module(lib.name))
+    opt, opt0 = OPTIMIZERS[name](moved.parameters()), OPTIMIZERS[name](ref.parameters())
+    for _ in range(3):
+        for model, o, Xs, ys in ((moved, opt, lib.convert(X), lib.convert(y)), (ref, opt0, X, y)):
+            o.zero_grad()
+            cr.nn.cross_entropy(model(Xs), ys).backward()
+            o.step()
+    params, params0 = list(moved.parameters()), list(ref.parameters())
+    assert not np.allclose(params0[0].data, next(_mlp().parameters()).data)  # NumPy's model did move
+    _check(lib, [p.data for p in params], [p.data for p in params0], f"{name}: parameters after 3 steps")
+
+
+def test_sgd_on_one_dask_parameter_takes_the_step() -> None:
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    p = cr.nn.Parameter(da.from_array(np.array([1.0, 2.0]), chunks=1))
+    opt = cr.optim.SGD([p], lr=0.5)
+    with dask.config.set(scheduler=_forbid):
+        (p**2).sum().backward()
+        opt.step()
+    assert isinstance(p.data, da.Array)
+    np.testing.assert_array_equal(p.data.compute(scheduler="sync"), [0.0, 0.0])
 
 
 def test_compile_on_a_numpy_like_library_runs_the_numpy_plan_there() -> None:

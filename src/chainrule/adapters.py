@@ -7,11 +7,12 @@ below supplies one, or nothing, and then the gate raises an error naming itself 
 ==========================  =====================  ========================  ==========================
 what the standard lacks     NumPy-like (CuPy)      Dask                      standard only (the rest)
 ==========================  =====================  ========================  ==========================
-scatter-add (indexing's     ``add.at``             ``bincount`` with         one gather per repeat of
-gradient, repeated indices                         weights (chunk by chunk)  an index (exact)
-add up; data-apis#177)
+scatter-add (indexing's     ``add.at``             per output chunk, a       one gather per repeat of
+gradient, repeated indices                         ``bincount`` of its       an index (exact)
+add up; data-apis#177)                             entries from each chunk
 NumPy indexing (index       native                 native, else a gather of  a gather of positions
-arrays, several of them)                           positions (``take``)      (``take``)
+arrays, several of them)                           positions (``take``); no  (``take``)
+                                                   Dask boolean masks
 item assignment             copy, then ``x[i]=v``  ``where`` of a gather     ``where`` of a gather
 pad, sliding windows,       native                 native (windows, strided  a gather of positions
 as_strided, diag(onal)                             views: gathers)           (their NumPy index map)
@@ -371,13 +372,36 @@ class Dask(NumPyLike):
 
         return fn
 
-    def scatter_flat(self, g: Any, positions: np.ndarray, n: int) -> Any:
+    def scatter_flat(self, g: Any, positions: Any, n: int) -> Any:
+        return self._scatter(g, positions, (n,))
+
+    def _scatter(self, g: Any, positions: Any, shape: tuple[int, ...]) -> Any:
+        """Zeros of ``shape`` with ``g`` added at the flat ``positions`` (a NumPy array, or a lazy Dask
+        one, shaped like ``g``), chunked along the first axis: each output chunk is the sum, over the
+        chunks of ``g``, of a bincount of the entries that fall into it (no array of the whole size is
+        ever made in one task)."""
         da = self.native
-        p = np.asarray(positions).reshape(-1)
-        if p.size == 0:
-            return da.zeros((n,), dtype=g.dtype)
-        where = da.from_array(p, chunks=g.chunks)
-        return da.bincount(where, weights=g, minlength=n).astype(g.dtype)
+        n = int(np.prod(shape, dtype=np.int64))
+        if n == 0 or int(np.prod(g.shape, dtype=np.int64)) == 0:
+            return da.zeros(shape, dtype=g.dtype)
+        gflat = g.reshape((-1,), merge_chunks=True)
+        if isinstance(positions, np.ndarray):
+            flat = da.from_array(positions.reshape(-1), chunks=gflat.chunks)
+        else:
+            flat = da.broadcast_to(positions, tuple(g.shape)).reshape((-1,), merge_chunks=True).rechunk(gflat.chunks)
+        from dask.array.core import normalize_chunks
+
+        full = tuple(shape) or (1,)
+        row = int(np.prod(full[1:], dtype=np.int64))
+        rows = normalize_chunks(("auto",) + (-1,) * (len(full) - 1), full, dtype=g.dtype)[0]
+        pieces, lo = [], 0
+        for r in rows:
+            size = int(r) * row
+            part = da.map_blocks(_bincount_range, flat, gflat, lo=lo, size=size, new_axis=1,
+                                 chunks=((1,) * gflat.numblocks[0], (size,)), dtype=g.dtype)
+            pieces.append(part.sum(axis=0, dtype=g.dtype))
+            lo += size
+        return da.concatenate(pieces).reshape(tuple(shape), merge_chunks=True)
 
     def getitem(self, x: Any, index: Any) -> Any:
         idx = index if isinstance(index, tuple) else (index,)
@@ -403,11 +427,12 @@ class Dask(NumPyLike):
     def _lazy_gather(self, x: Any, idx: tuple[Any, ...]) -> Any:
         """``x[idx]`` where index arrays are Dask arrays (labels of a lazy loss): one along one axis as
         Dask indexes, one integer array per axis through the flat positions, computed lazily."""
+        self._refuse_mask(idx)
         arrays = [i for i in idx if not _basic(i)]
         if len(arrays) == 1 and arrays[0].ndim == 1 and backend_kind(arrays[0]) in "iu":
             return x[idx]
         if len(idx) != x.ndim or any(_basic(i) or backend_kind(i) not in "iu" for i in idx):
-            raise IndexError("indexing a Dask array with Dask index arrays: give one integer array for one "
+            raise IndexError("indexing a Dask array with Dask index arrays: give one 1-D integer array for one "
                              "axis, or one for every axis")
         strides = np.cumprod((1,) + tuple(x.shape[:0:-1]))[::-1]
         flat = sum(i * int(st) for i, st in zip(idx, strides))
@@ -415,18 +440,51 @@ class Dask(NumPyLike):
 
     def gate_scatter(self, g: Any, index: Any = None, shape: tuple[int, ...] = ()) -> Any:
         idx = index if isinstance(index, tuple) else (index,)
+        shape = tuple(shape)
         if not any(isinstance(i, self.lib.array_type) for i in idx):
-            return Standard.gate_scatter(self, g, index, shape)
-        # index arrays that are Dask arrays themselves (a lazy argsort's order): the flat positions
-        # computed lazily, one integer array per axis, then a bincount
-        if len(idx) != len(shape) or any(_basic(i) for i in idx):
-            raise IndexError("scatter on Dask: with Dask index arrays, give one integer array per axis")
-        strides = np.cumprod((1,) + tuple(shape[:0:-1]))[::-1]
-        flat = sum(i * int(st) for i, st in zip(idx, strides))
-        flat = self.native.broadcast_to(flat, tuple(g.shape)).rechunk(g.chunks)
-        n = int(np.prod(shape, dtype=np.int64))
-        out = self.native.bincount(flat.reshape((-1,)), weights=g.reshape((-1,)), minlength=n)
-        return out.astype(g.dtype).reshape(tuple(shape))
+            pos = np.asarray(_positions(shape)[self.numpy_index(index)])
+            return self._scatter(self.native.broadcast_to(g, pos.shape), pos, shape)
+        # index arrays that are Dask arrays themselves (labels, a lazy argsort's order): their flat
+        # positions computed lazily, then the chunked bincount
+        return self._scatter(g, self._lazy_positions(idx, shape), shape)
+
+    def _lazy_positions(self, idx: tuple[Any, ...], shape: tuple[int, ...]) -> Any:
+        """The flat positions ``x[idx]`` reads (a lazy Dask array shaped like the result) for an index of
+        Dask integer arrays: one per axis, or one among slices (NumPy's layout: its axes in its place)."""
+        self._refuse_mask(idx)
+        if any(i is Ellipsis for i in idx):
+            k = idx.index(Ellipsis)
+            idx = idx[:k] + (slice(None),) * (len(shape) - len(idx) + 1) + idx[k + 1:]
+        idx = idx + (slice(None),) * (len(shape) - len(idx))
+        arrays = [k for k, i in enumerate(idx) if not isinstance(i, slice)]
+        strides = np.cumprod((1,) + shape[:0:-1])[::-1]
+        integer = [isinstance(idx[k], (self.lib.array_type, np.ndarray)) and backend_kind(idx[k]) in "iu"
+                   for k in arrays]
+        if len(idx) != len(shape) or not all(integer) or (len(arrays) > 1 and len(arrays) != len(shape)):
+            raise IndexError("the gradient of indexing a Dask array with Dask index arrays needs one integer array "
+                             "for one axis (the others sliced), or one for every axis; index in two steps "
+                             "(x[0][idx]) for integers mixed with them")
+        if len(arrays) > 1:  # one per axis: broadcast together
+            return sum((idx[k] % shape[k]) * int(st) for k, st in zip(range(len(shape)), strides))
+        ax = arrays[0]
+        arr = idx[ax] % shape[ax]
+        nd_arr = arr.ndim
+        out = arr.reshape((1,) * ax + tuple(arr.shape) + (1,) * (len(shape) - ax - 1)) * int(strides[ax])
+        for k, i in enumerate(idx):
+            if k == ax:
+                continue
+            r = np.arange(shape[k])[i] * int(strides[k])
+            dim = k if k < ax else k - 1 + nd_arr  # the result's axis this slice becomes
+            r = r.reshape((1,) * dim + (-1,) + (1,) * (len(shape) - 2 + nd_arr - dim))
+            out = out + r
+        return out
+
+    def _refuse_mask(self, idx: tuple[Any, ...]) -> None:
+        if any(isinstance(i, self.lib.array_type) and backend_kind(i) == "b" for i in idx):
+            raise IndexError(
+                "indexing with a Dask boolean mask (a[a > 0]) is not supported: its result has chunks of unknown "
+                "size, through which chainrule cannot keep the gradient lazy. Write cr.where(a > 0, a, 0) (the "
+                "entries outside the mask as zeros, which leaves a sum unchanged), or a NumPy mask (a[m.compute()])")
 
     def gate_setitem(self, x: Any, v: Any, index: Any = None) -> Any:
         return Standard.gate_setitem(self, x, v, index)
@@ -520,3 +578,10 @@ class Dask(NumPyLike):
         b = b.rechunk({b.ndim - 2: -1, b.ndim - 1: -1})
         return self.native.blockwise(np.linalg.solve, batch + "yw", a, batch + "yz", b, bb + "zw", dtype=a.dtype,
                                      concatenate=True)
+
+
+def _bincount_range(p: np.ndarray, w: np.ndarray, lo: int = 0, size: int = 0) -> np.ndarray:
+    """One chunk of positions ``p`` and values ``w``: the values added at the positions in
+    ``[lo, lo + size)``, as a row of ``size`` (a partial sum of one output chunk of the scatter-add)."""
+    sel = (p >= lo) & (p < lo + size)
+    return np.bincount(p[sel] - lo, weights=w[sel], minlength=size).astype(w.dtype)[None, :]

@@ -182,6 +182,8 @@ def _library_grad(g: Any, like: Any, delivered: set[int]) -> Any:
         g = xp.broadcast_to(g, tuple(like.shape))
     if not lib.lazy and (id(g) in delivered or g is like):
         g = xp.asarray(g, copy=True)
+    elif lib.lazy and g.chunks != like.chunks:
+        g = g.rechunk(like.chunks)  # chunked like the input (a scatter-add chunks its own way)
     return g
 
 
@@ -444,7 +446,9 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> C
                     g = backend.xp.asarray(g)
                     if g.dtype.kind == "c":
                         _refuse_complex(g, leaf.data)
-                    if id(g) in seen or g is leaf.data or g.base is not None or g.dtype != leaf.data.dtype:
+                    # (getattr: the override module of set_array_namespace may have arrays without .base)
+                    if id(g) in seen or g is leaf.data or getattr(g, "base", None) is not None or \
+                            g.dtype != leaf.data.dtype:
                         g = g.astype(leaf.data.dtype)  # a copy: gradients never alias each other or a view
                 seen.add(id(g))
             grads.append(g)
@@ -488,7 +492,11 @@ def vjp(f: Callable[..., Any], *args: Any) -> tuple[Any, Callable[[Any], tuple[A
         res = []
         for leaf in leaves:
             gl = got.get(id(leaf))
-            res.append(backend.namespace_of(leaf.data).zeros_like(leaf.data) if gl is None else gl)
+            if gl is None:
+                gl = backend.namespace_of(leaf.data).zeros_like(leaf.data)
+            elif not nested and backend.is_lazy(leaf.data):
+                gl = _library_grad(gl, leaf.data, set())  # chunked like the input
+            res.append(gl)
         return tuple(res)
 
     return (out if nested else out.data), vjp_fn

@@ -148,7 +148,7 @@ def jacobian(f: Callable[..., Any], argnums: int | Sequence[int] = 0, mode: str 
             leaves = [original(leaf) for leaf in leaves]
         how = _choose(mode, sum(leaf.size for leaf in leaves), out.size)
         if not out.requires_grad:
-            blocks = [np.zeros(out.shape + leaf.shape) for leaf in leaves]
+            blocks = [_zeros(leaf.data, out.shape + leaf.shape) for leaf in leaves]
         elif how == "rev":
             blocks = _jac_rev(out, leaves)
         else:
@@ -158,48 +158,70 @@ def jacobian(f: Callable[..., Any], argnums: int | Sequence[int] = 0, mode: str 
     return jac
 
 
-def _basis(shape: tuple[int, ...], k: int, dtype: Any) -> np.ndarray:
-    e = np.zeros(int(np.prod(shape)), dtype=dtype if np.dtype(dtype).kind == "f" else np.float64)
+# The Jacobian is assembled in the inputs' library (its zeros, basis vectors and stack): on Dask it stays
+# one lazy graph, nothing is computed inside chainrule.
+
+
+def _zeros(like: Any, shape: tuple[int, ...]) -> Any:
+    """Zeros of ``shape`` in ``like``'s library, of its floating dtype (float64 for integer data)."""
+    xp = backend.namespace_of(like)
+    dtype = like.dtype if backend.kind(like.dtype) == "f" else xp.float64
+    return xp.zeros(shape, dtype=dtype)
+
+
+def _basis(shape: tuple[int, ...], k: int, like: Any) -> Any:
+    """The ``k``-th basis array of ``shape`` (a one at flat position ``k``) in ``like``'s library."""
+    dtype = backend.numpy_dtype(like.dtype)
+    e = np.zeros(int(np.prod(shape)), dtype=dtype if dtype.kind == "f" else np.float64)
     e[k] = 1.0
-    return e.reshape(shape)
+    e = e.reshape(shape)
+    lib = None if like.__class__ in backend.NATIVE else backend.library_of(like)
+    return e if lib is None or backend.override is not None else lib.constant(e)
 
 
-def _jac_rev(out: Tensor, leaves: list[Tensor]) -> list[np.ndarray]:
-    rows: list[list[np.ndarray]] = [[] for _ in leaves]
+def _stack(like: Any, items: list[Any], axis: int, shape: tuple[int, ...]) -> Any:
+    """``items`` stacked along ``axis`` and reshaped to ``shape``, in ``like``'s library."""
+    xp = backend.namespace_of(like)
+    return xp.reshape(xp.stack(items, axis=axis), shape) if items else _zeros(like, shape)
+
+
+def _jac_rev(out: Tensor, leaves: list[Tensor]) -> list[Any]:
+    rows: list[list[Any]] = [[] for _ in leaves]
     for k in range(out.size):
-        got = run_backward(out, _basis(out.shape, k, out.dtype), targets=leaves, accumulate=False,
+        got = run_backward(out, _basis(out.shape, k, out.data), targets=leaves, accumulate=False,
                            retain_graph=True)
         for j, leaf in enumerate(leaves):
             g = got.get(id(leaf))
-            rows[j].append(np.zeros(leaf.shape) if g is None else np.asarray(g))
-    return [np.stack(r).reshape(out.shape + leaf.shape) if r else np.zeros(out.shape + leaf.shape)
-            for r, leaf in zip(rows, leaves)]
+            xp = backend.namespace_of(leaf.data)
+            rows[j].append(_zeros(leaf.data, leaf.shape) if g is None else xp.broadcast_to(g, leaf.shape))
+    return [_stack(leaf.data, r, 0, out.shape + leaf.shape) for r, leaf in zip(rows, leaves)]
 
 
-def _jac_fwd(out: Tensor, leaves: list[Tensor]) -> list[np.ndarray]:
+def _jac_fwd(out: Tensor, leaves: list[Tensor]) -> list[Any]:
     order = _topological(out)
+    xp = backend.namespace_of(out.data)
     blocks = []
     for leaf in leaves:
         cols = []
         for k in range(leaf.size):
-            t = run_forward(out, {id(leaf): _basis(leaf.shape, k, leaf.dtype)}, order=order).get(id(out))
-            cols.append(np.zeros(out.shape) if t is None else np.broadcast_to(np.asarray(t), out.shape))
-        stacked = np.stack(cols, axis=-1) if cols else np.zeros(out.shape + (0,))
-        blocks.append(stacked.reshape(out.shape + leaf.shape))
+            t = run_forward(out, {id(leaf): _basis(leaf.shape, k, leaf.data)}, order=order).get(id(out))
+            cols.append(_zeros(out.data, out.shape) if t is None else xp.broadcast_to(xp.asarray(t), out.shape))
+        blocks.append(_stack(out.data, cols, -1, out.shape + leaf.shape))
     return blocks
 
 
 def _jac_nested(f: Callable[..., Any], args: tuple[Any, ...], nums: tuple[int, ...], mode: str | None) -> list[Any]:
+    datas = [a.data if isinstance(a, Tensor) else a for a in args]
     blocks = []
     for i in nums:
-        shape = tuple(np.shape(args[i].data if isinstance(args[i], Tensor) else args[i]))
+        shape = tuple(np.shape(datas[i]))
         cols = []
 
         def along_i(a: Any, i: int = i) -> Any:  # f of argument i alone: the others (labels too) as given
             return f(*args[:i], a, *args[i + 1:])
 
         for k in range(int(np.prod(shape))):
-            cols.append(jvp(along_i, (args[i],), (_basis(shape, k, np.float64),))[1])
+            cols.append(jvp(along_i, (args[i],), (_basis(shape, k, as_float_array(datas[i], "jacobian")),))[1])
         out_shape = tuple(cols[0].shape) if cols else ()
         blocks.append(functions.reshape(functions.stack(cols, axis=-1), out_shape + shape))
     return blocks

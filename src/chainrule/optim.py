@@ -2,7 +2,8 @@
 
 At heart every one is the worksheet's ``w -= step_size * grad``, applied in place on the
 parameter's array (``p.data``), so the model, the optimizer and anything else holding the
-parameter all see the new values. Momentum and Adam only change *which* step is taken.
+parameter all see the new values. Momentum and Adam only change *which* step is taken. A Dask
+array is never written: there the parameter tensor takes the new (lazy) array instead.
 
 >>> import numpy as np, chainrule as cr
 >>> w = cr.tensor([1.0, 2.0], requires_grad=True)
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import backend
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
@@ -56,10 +58,14 @@ class Optimizer:
         for i, p in enumerate(self.params):
             g = p.grad if grads is None else grads[i]
             if g is not None:
-                self._update(i, p.data, g)
+                new = self._update(i, p.data, g)
+                if new is not None and new is not p.data:
+                    # ``w -= ...`` on an immutable (Dask) array made a new array: the parameter takes it
+                    p.data = new
 
-    def _update(self, i: int, w: np.ndarray, g: Any) -> None:
-        """Update parameter ``i``'s values ``w`` in place from its gradient ``g`` (each optimizer's rule)."""
+    def _update(self, i: int, w: np.ndarray, g: Any) -> Any:
+        """Update parameter ``i``'s values ``w`` from its gradient ``g`` (each optimizer's rule) and return
+        them: ``w`` itself, changed in place, or a new array where ``w`` cannot be written (Dask)."""
         raise NotImplementedError(f"{type(self).__name__} does not define its update rule (_update)")
 
 
@@ -81,17 +87,19 @@ class SGD(Optimizer):
         self.momentum, self.weight_decay, self.nesterov = float(momentum), float(weight_decay), bool(nesterov)
         self.velocity: list[np.ndarray | None] = [None] * len(self.params)
 
-    def _update(self, i: int, w: np.ndarray, g: Any) -> None:
+    def _update(self, i: int, w: np.ndarray, g: Any) -> Any:
         if self.weight_decay:
             g = g + self.weight_decay * w
         if self.momentum:
             v = self.velocity[i]
             if v is None:
-                v = self.velocity[i] = np.zeros_like(w)
-            v *= self.momentum
+                v = backend.namespace_of(w).zeros_like(w)
+            v *= self.momentum  # in place on NumPy; a new array on Dask (kept below)
             v += g
+            self.velocity[i] = v
             g = g + self.momentum * v if self.nesterov else v
         w -= self.lr * g  # the worksheet's update
+        return w
 
 
 class Adam(Optimizer):
@@ -119,26 +127,28 @@ class Adam(Optimizer):
         self.m: list[np.ndarray | None] = [None] * len(self.params)
         self.v: list[np.ndarray | None] = [None] * len(self.params)
 
-    def _update(self, i: int, w: np.ndarray, g: Any) -> None:
+    def _update(self, i: int, w: np.ndarray, g: Any) -> Any:
         b1, b2 = self.betas
         if self.weight_decay:
             if self.decoupled:
                 w -= (self.lr * self.weight_decay) * w
             else:
                 g = g + self.weight_decay * w
+        xp = backend.namespace_of(w)
         m, v = self.m[i], self.v[i]
         if m is None:
-            m = self.m[i] = np.zeros_like(w)
-            v = self.v[i] = np.zeros_like(w)
-        m *= b1
+            m, v = xp.zeros_like(w), xp.zeros_like(w)
+        m *= b1  # in place on NumPy; new arrays on Dask (kept below)
         m += (1 - b1) * g
         v *= b2
         v += (1 - b2) * (g * g)
+        self.m[i], self.v[i] = m, v
         t = self.steps
         step_size = self.lr / (1 - b1**t)
-        denom = np.sqrt(v / (1 - b2**t))
+        denom = xp.sqrt(v / (1 - b2**t))
         denom += self.eps
         w -= step_size * (m / denom)  # the worksheet's update, along the adapted direction
+        return w
 
 
 class AdamW(Adam):

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from . import backend
 from . import functions as F
+from .backend import UnsupportedError
 from .tensor import Tensor
 
 __all__ = ["convolve", "np_convolve"]
@@ -55,7 +57,14 @@ def convolve(in1: Any, in2: Any, mode: str = "full", method: str = "auto") -> Te
         pads = [(n - 1 - (n - 1) // 2, (n - 1) // 2) for n in s2]
     padded = F.pad(in1, pads) if any(p != (0, 0) for p in pads) else in1
     windows = F.sliding_window_view(padded, s2)          # (*out, *s2): every window the size of in2
-    return F.tensordot(windows, F.flip(in2), axes=len(s2))  # each window · the flipped kernel
+    try:
+        return F.tensordot(windows, F.flip(in2), axes=len(s2))  # each window · the flipped kernel
+    except UnsupportedError as e:
+        if not str(e).startswith("einsum:"):
+            raise
+        lib = backend.library_name(getattr(in1, "data", in1))
+        raise UnsupportedError(f"convolve (np.convolve, cr.signal.convolve): {lib} cannot serve it: its windows are "
+                               f"contracted with the kernel by einsum, which {lib} lacks ({e})") from None
 
 
 def np_convolve(a: Any, v: Any, mode: str = "full") -> Tensor:

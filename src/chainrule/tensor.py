@@ -798,6 +798,37 @@ class Tensor:
         arr = np.asarray(self.data)
         return arr.astype(dtype) if dtype is not None else arr
 
+    # Dask's own functions (dask.array.sum, dot, mean, stack...) do not dispatch to chainrule: they wrap a
+    # tensor as an array-like with from_array / asarray and compute on its values outside the graph, so
+    # the gradient would come back as zeros. Both routes ask the tensor first (asarray calls
+    # to_dask_array, from_array tokenizes it), which is where the one clear error is raised.
+    def to_dask_array(self) -> Any:
+        """``dask.array.asarray(t)``: refused while ``t`` requires grad (the gradient would be lost);
+        otherwise the values as a Dask array."""
+        self._refuse_dask("dask.array.asarray")
+        import dask.array as da
+
+        return da.asarray(self.data)
+
+    def __dask_tokenize__(self) -> Any:
+        self._refuse_dask("dask.array.from_array")
+        from dask.base import tokenize
+
+        return type(self).__name__, tokenize(self.data)
+
+    def _refuse_dask(self, default: str) -> None:
+        if self.requires_grad and current().grad_enabled:
+            name, where = _dask_caller()
+            name = name or default
+            short = name.rsplit(".", 1)[-1]
+            instead = f"NumPy's np.{short} (it dispatches to chainrule and keeps the Dask arrays), " if hasattr(
+                np, short) else ""
+            raise TypeError(
+                f"{name} was given a chainrule tensor that requires grad, at {where}: Dask's own functions compute "
+                "on the tensor's values outside chainrule, so the gradient would be lost (it would come out as "
+                f"zeros). Use {instead}chainrule's functions (cr.sum, cr.dot, cr.stack, ...) or the tensor's "
+                "methods (t.sum(), t.mean())")
+
     # ---- conversions --------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """The values as a NumPy array (shares memory with a NumPy tensor; a Dask array is computed, a
@@ -1179,6 +1210,22 @@ def _numpy_caller() -> str | None:
             return None
         f = f.f_back
     return None
+
+
+def _dask_caller() -> tuple[str | None, str]:
+    """The Dask function called from the user's code (``dask.array.sum``) that is converting a tensor,
+    and ``file:line`` of that call."""
+    f, found = sys._getframe(2), None
+    while f is not None:
+        module = f.f_globals.get("__name__", "")
+        if module.startswith("dask"):
+            if not f.f_code.co_name.startswith("_"):
+                found = f.f_code.co_name
+        elif not module.startswith("chainrule"):
+            break
+        f = f.f_back
+    where = "<unknown>" if f is None else f"{f.f_code.co_filename}:{f.f_lineno}"
+    return (None if found is None else f"dask.array.{found}"), where
 
 
 def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
