@@ -161,3 +161,17 @@ def test_used_up_iterator_is_explained():
     list(params)
     with pytest.raises(ValueError, match="used up"):
         optim.SGD(params)
+
+
+def test_a_backward_pass_through_a_graph_made_before_a_step_raises() -> None:
+    """The step changes the values the graph's nodes read: never a gradient at the new values."""
+    for opt_class in (cr.optim.SGD, cr.optim.Adam):
+        w = cr.nn.Parameter(np.array([1.0, 2.0]))
+        opt = opt_class([w], lr=0.5)
+        loss = (w ** 3).sum()
+        loss.backward(retain_graph=True)
+        np.testing.assert_allclose(w.grad, [3.0, 12.0])
+        opt.step()
+        opt.zero_grad()
+        with pytest.raises(RuntimeError, match="changed in place"):
+            loss.backward()

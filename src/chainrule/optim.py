@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import backend
-from .tensor import Tensor
+from .tensor import Tensor, mark_written
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
@@ -62,6 +62,9 @@ class Optimizer:
                 if new is not None and new is not p.data:
                     # ``w -= ...`` on an immutable (Dask) array made a new array: the parameter takes it
                     p.data = new
+                # a backward pass through a graph made before this step would read the new values: it
+                # raises instead (as after the worksheet's own ``w -= lr * w.grad``)
+                mark_written(p)
 
     def _update(self, i: int, w: np.ndarray, g: Any) -> Any:
         """Update parameter ``i``'s values ``w`` from its gradient ``g`` (each optimizer's rule) and return
