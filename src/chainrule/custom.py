@@ -135,13 +135,8 @@ class UserGate:
                 down = np.sum(g * np.asarray(self.fn(*arrays)))
                 a[idx] = old
                 numeric[idx] = (up - down) / (2 * eps)
-            bad = ~np.isclose(gk, numeric, rtol=rtol, atol=atol * max(1.0, float(np.abs(numeric).max(initial=0))))
-            if bad.any():
-                idx = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise GradcheckError(
-                    f"{self.name}: the backward rule's gradient for input {k} ({self.inputs[k]!r}) is wrong: "
-                    f"at {list(idx)} it gives {gk[idx]:.10g}, central differences give {numeric[idx]:.10g} "
-                    f"({int(bad.sum())} of {bad.size} elements disagree)")
+            _agree(gk, numeric, rtol, atol,
+                   f"{self.name}: the backward rule's gradient for input {k} ({self.inputs[k]!r}) is wrong: at")
         if self._jvp is not None:
             self._check_jvp(arrays, out, eps, rtol, atol)
         return True
@@ -156,18 +151,14 @@ class UserGate:
         if got.shape != out.shape:
             raise GradcheckError(f"{self.name}: the forward-mode rule's tangent has shape {got.shape}, "
                                  f"the output has {out.shape}")
+
         def moved(step: float) -> list[np.ndarray]:
             return [a + step * t if t is not None else a for a, t in zip(arrays, tangents)]
 
         numeric = (np.asarray(self.fn(*moved(eps)), dtype=np.float64)
                    - np.asarray(self.fn(*moved(-eps)), dtype=np.float64)) / (2 * eps)
-        bad = ~np.isclose(got, numeric, rtol=rtol, atol=atol * max(1.0, float(np.abs(numeric).max(initial=0))))
-        if bad.any():
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise GradcheckError(
-                f"{self.name}: the forward-mode rule (@{self.name}.jvp) is wrong: at {list(idx)} of the output it "
-                f"gives {got[idx]:.10g}, central differences give {numeric[idx]:.10g} "
-                f"({int(bad.sum())} of {bad.size} elements disagree)")
+        _agree(got, numeric, rtol, atol, f"{self.name}: the forward-mode rule (@{self.name}.jvp) is wrong: "
+               "at the output's")
 
     # ---- the rules as the engine calls them ----------------------------------------------------------
     def _pull(self, m: Any, g: Any, *args: Any) -> tuple[Any, ...]:
@@ -200,6 +191,18 @@ class UserGate:
     @property
     def vjp_name(self) -> str:
         return self._vjp.__name__ if self._vjp is not None else f"{self.name}_vjp"
+
+def _agree(got: np.ndarray, numeric: np.ndarray, rtol: float, atol: float, what: str) -> None:
+    """Raise :class:`~chainrule.GradcheckError` (``what``, then the first element that disagrees) unless
+    a rule's values agree with central differences."""
+    from .check import GradcheckError
+
+    bad = ~np.isclose(got, numeric, rtol=rtol, atol=atol * max(1.0, float(np.abs(numeric).max(initial=0))))
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise GradcheckError(f"{what} {list(idx)} it gives {got[idx]:.10g}, central differences give "
+                             f"{numeric[idx]:.10g} ({int(bad.sum())} of {bad.size} elements disagree)")
+
 
 def _forward_of(user: UserGate) -> Callable[..., Any]:
     def forward(xp: Any, *inputs: Any) -> Any:
