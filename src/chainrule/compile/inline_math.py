@@ -80,17 +80,25 @@ def _from_bits(typingctx: Any, i: Any) -> Any:
     return types.float64(i), codegen
 
 
-@intrinsic
-def _fma(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
-    """``a * b + c``, fused where the CPU has FMA (``llvm.fmuladd``: one rounding there, two
-    elsewhere; nothing here relies on the fused rounding for exactness)."""
-    if not all(t == types.float64 for t in (a, b, c)):
-        return None
+def _multiply_add(llvm_name: str, doc: str) -> Any:
+    """An intrinsic ``f(a, b, c) = a * b + c`` on float64, lowered to the LLVM intrinsic ``llvm_name``."""
+    def typer(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+        if not all(t == types.float64 for t in (a, b, c)):
+            return None
 
-    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_DBL, [_DBL] * 3), "llvm.fmuladd.f64")
-        return builder.call(fn, args)
-    return types.float64(types.float64, types.float64, types.float64), codegen
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_DBL, [_DBL] * 3), llvm_name)
+            return builder.call(fn, args)
+        return types.float64(types.float64, types.float64, types.float64), codegen
+
+    typer.__name__ = typer.__qualname__ = llvm_name.replace(".", "_")
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+#: ``a * b + c``, fused where the CPU has FMA (``llvm.fmuladd``: one rounding there, two elsewhere;
+#: nothing here relies on the fused rounding for exactness)
+_fma = _multiply_add("llvm.fmuladd.f64", "a * b + c, fused where the CPU has FMA")
 
 
 @intrinsic
@@ -271,16 +279,8 @@ _C6 = -1.13596475577881948265e-11
 TRIG_MAX = 1647099.3291652855
 
 
-@intrinsic
-def _fma_exact(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
-    """``a * b + c`` rounded once (``llvm.fma``: the FMA instruction; a libm call on a CPU without)."""
-    if not all(t == types.float64 for t in (a, b, c)):
-        return None
-
-    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_DBL, [_DBL] * 3), "llvm.fma.f64")
-        return builder.call(fn, args)
-    return types.float64(types.float64, types.float64, types.float64), codegen
+#: ``a * b + c`` rounded once (``llvm.fma``: the FMA instruction; a libm call on a CPU without)
+_fma_exact = _multiply_add("llvm.fma.f64", "a * b + c rounded once")
 
 
 @njit(**_JIT)
