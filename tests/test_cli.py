@@ -523,3 +523,16 @@ def test_fuzz_grad_and_step_in_process(capsys) -> None:
             assert cap.err.startswith(f"chainrule {command}: error: ")
 
     check()
+
+
+def test_a_step_of_the_expression_is_bounded_like_a_value() -> None:
+    """A row times a column of allowed sizes would make an array of 160,000 elements: refused before
+    it is computed, naming the operation, as for values given with --at."""
+    row = "[" + ",".join(["1"] * 400) + "]"
+    col = "[" + ",".join(["[1]"] * 400) + "]"
+    res = run("grad", "x * y", "--at", f"x={row}", f"y={col}")
+    assert_clean_error(res, 2)
+    assert "160,000 elements" in res.stderr and "(400,) and (400, 1)" in res.stderr and "at most 100,000" in res.stderr
+    res = run("step", "sum(x * y)", "--at", f"x={row}", f"y={col}", "--steps", "1")
+    assert_clean_error(res, 2)
+    assert "160,000 elements" in res.stderr

@@ -438,3 +438,4 @@ def test_serve_without_the_web_extra_says_what_to_install(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if uvicorn were not installed
     assert main(["serve", "--port", "0"]) == 1
     assert "pip install 'chainrule[web]'" in capsys.readouterr().err
+

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .expr import ExprError, Expression, parse, parse_values
+from .expr import MAX_VALUE_ELEMENTS, ExprError, Expression, parse, parse_values
 
 PROG = "chainrule"
 
@@ -233,7 +233,7 @@ def cmd_grad(args: argparse.Namespace, out: Printer) -> int:
     if extra and not args.json:
         _warn(f"{', '.join(extra)} {'does' if len(extra) == 1 else 'do'} not appear in the expression; "
               "kept as input(s) with gradient 0")
-    g = trace(expr.function(params=order), expand=args.expand, **values)
+    g = trace(expr.function(params=order, max_elements=MAX_VALUE_ELEMENTS), expand=args.expand, **values)
     name = g.output.name
     grads = {n.name: n.grad for n in g.inputs}
     picture: str | None = None
@@ -363,7 +363,8 @@ def cmd_step(args: argparse.Namespace, out: Printer) -> int:
         raise UsageError("--lr must be a finite number")
     from .worksheet import descend
 
-    history = descend(expr.function(params=order), order, values, args.lr, args.steps, wrt)
+    history = descend(expr.function(params=order, max_elements=MAX_VALUE_ELEMENTS), order, values, args.lr,
+                      args.steps, wrt)
     name = expr.output
     if args.json:
         doc = {

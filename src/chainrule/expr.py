@@ -616,12 +616,14 @@ class Expression:
         """``f(x, y)``: the function's name (declared, else ``name``, else ``f``) and its inputs."""
         return f"{self.name or name or 'f'}({', '.join(order)})"
 
-    def function(self, params: Sequence[str] | None = None) -> Callable[..., Any]:
+    def function(self, params: Sequence[str] | None = None, max_elements: int | None = None) -> Callable[..., Any]:
         """A Python function of the variables (positional in ``variables`` order, or by keyword) that
         computes the expression with chainrule ops; each statement's result carries its target's name.
 
         ``params`` reorders the parameters (to match a hand-written function's) and may add inputs
         the expression does not use (their gradient is zero); it must name every variable.
+        ``max_elements`` refuses, before computing it, any step whose result would be larger (what
+        a person typed on the command line or in the explorer: ``x * y`` of a row and a column).
         """
         names = list(self.variables if params is None else params)
         missing = [v for v in self.variables if v not in names]
@@ -641,7 +643,7 @@ class Expression:
                 bound = sig.bind(*args, **kwargs)
             except TypeError as e:
                 raise TypeError(f"{fn.__name__}{sig}: {e}") from None
-            return run(bound.arguments)
+            return run(bound.arguments, max_elements)
 
         fn.__signature__ = sig  # type: ignore[attr-defined]
         fn.__name__ = fn.__qualname__ = self.name or "f"
@@ -653,11 +655,11 @@ class Expression:
         return self.function()(*args, **kwargs)
 
     # -- evaluation ----------------------------------------------------------------------------
-    def _run(self, values: dict[str, Any]) -> Any:
+    def _run(self, values: dict[str, Any], max_elements: int | None = None) -> Any:
         env: dict[str, Any] = dict(values)
         result: Any = None
         for st in self.statements:
-            result = _Evaluator(self, env).eval(st.node)
+            result = _Evaluator(self, env, max_elements).eval(st.node)
             if st.target is not None:
                 if isinstance(result, Tensor) and result.requires_grad:
                     if any(result is v for v in env.values()):
@@ -694,8 +696,8 @@ class _Evaluator:
             n = math.prod(shape)
             how = f"shapes {' and '.join(map(str, shapes))} broadcast to {shape}"
         if n > self.max_elements:
-            raise ExprError(f"this value would have {n:,} elements ({how}); a value may have at most "
-                            f"{self.max_elements:,}", self.expr._opmap.get(id(node)), self.expr.text)
+            raise ExprError(f"this step would make an array of {n:,} elements ({how}); at most "
+                            f"{self.max_elements:,} are allowed", self.expr._opmap.get(id(node)), self.expr.text)
 
     def fail(self, node: ast.AST, err: Exception) -> ExprError:
         msg = _numpy_message(err)

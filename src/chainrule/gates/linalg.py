@@ -330,9 +330,9 @@ def _svd_vjp(part):
         eye = _eye(m, k)
         srow = m.reshape(s, tuple(s.shape[:-1]) + (1, k))
         scol = m.reshape(s, tuple(s.shape[:-1]) + (k, 1))
-        f = 1.0 / (srow**2 - scol**2 + eye)
-        if part == "s":
+        if part == "s":  # needs no f: repeated singular values (the identity's) divide nothing by zero
             return (m.matmul(u * m.reshape(g, tuple(g.shape[:-1]) + (1, k)), vh),)
+        f = 1.0 / (srow**2 - scol**2 + eye)
         if part == "u":
             utgu = m.matmul(_T(m, u), g)
             t1 = m.matmul(m.matmul(u, (f * (utgu - _T(m, utgu))) * srow), vh)

@@ -383,7 +383,7 @@ def _check_deadline(deadline: float, limits: Limits) -> None:
 
 
 def _trace(expression: Expression, values: dict[str, np.ndarray], expand: bool, limits: Limits) -> Graph:
-    fn = expression.function(params=list(values))
+    fn = expression.function(params=list(values), max_elements=limits.max_program_elements)
     try:
         graph = trace(fn, expand=expand, **values)
     except ExprError as e:  # raised while evaluating: the operation at fault is at e.position
