@@ -443,3 +443,16 @@ def test_an_item_of_a_plain_tensor_is_updated_in_place() -> None:
     i = cr.tensor(np.arange(3))
     i[1] += 5
     assert i.data.dtype.kind == "i" and list(i.data) == [0, 6, 2]
+
+
+def test_a_differentiated_input_changed_under_no_grad_never_reaches_the_caller() -> None:
+    x = np.array([1.0, 2.0])
+
+    def f(x):
+        with cr.no_grad():
+            x += 1
+            x[0] = 5.0
+        return np.sum(x * x)
+
+    np.testing.assert_allclose(cr.grad(f)(x), [10.0, 6.0])  # 2x at x = [5, 3], as NumPy computes f
+    np.testing.assert_array_equal(x, [1.0, 2.0])

@@ -387,7 +387,9 @@ def _make_leaves(
             leaf._needs = ()
             leaf._params = None
             leaf._src = None
-            leaf._seq = -1
+            # -2: an input being differentiated whose values may be the caller's array; a change under
+            # cr.no_grad() inside f copies them first (Tensor._own), so it never reaches the caller
+            leaf._seq = -2
         args_l[i] = leaf
         leaves.append(leaf)
     return args_l, leaves, inner

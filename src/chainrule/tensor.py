@@ -512,12 +512,19 @@ def _refuse_write_into_leaf_view(t: Tensor, what: str) -> None:
             "under cr.no_grad() (w[0:2] -= lr * g), else work on a copy (w.copy()), at " + user_frame())
 
 
+#: view gates whose results NumPy makes read-only whatever their base
+_READ_ONLY_VIEWS = frozenset({"broadcast_to", "diagonal", "sliding_window_view"})
+
+
 def _refuse_read_only_view(t: Tensor, what: str) -> None:
     """A recorded write into a view NumPy makes read-only (broadcast_to, diagonal, sliding windows)
     raises as NumPy does, instead of writing into a copy that nothing else sees."""
     link = getattr(t, "_view", None)
-    if link is not None and t.data.__class__ is np.ndarray and not t.data.flags.writeable \
-            and getattr(link[0].data, "flags", None) is not None and link[0].data.flags.writeable:
+    # NumPy's views are read-only where the view makes them so (broadcast_to, diagonal, windows), or
+    # where their base is (then NumPy's own refusal is raised)
+    if link is not None and t.data.__class__ is np.ndarray and not t.data.flags.writeable and (
+            link[1].name in _READ_ONLY_VIEWS or (
+                getattr(link[0].data, "flags", None) is not None and link[0].data.flags.writeable)):
         raise ValueError(f"{what}: this tensor is a read-only view made by {link[1].name} (NumPy refuses to write "
                          f"into it too); write into a copy (.copy()) or into the array it views, at {user_frame()}")
 
@@ -943,6 +950,7 @@ class Tensor:
             _write_through(self)
             return self
         other = other.data if isinstance(other, Tensor) else other
+        self._own()
         res = apply(gate, self.data, other).data
         if res.shape != self.data.shape:
             raise ShapeError(_non_broadcastable(gate, self.shape, res.shape))
@@ -954,6 +962,15 @@ class Tensor:
             self.data[...] = res
         mark_written(self)
         return self
+
+    def _own(self) -> None:
+        """Before an unrecorded in-place write: an input being differentiated (``_seq == -2``, made by
+        grad and friends) may hold the caller's array; it takes a copy of its own first, so the
+        caller's array never changes (and is an ordinary leaf from then on)."""
+        if getattr(self, "_seq", 0) == -2:
+            d = self.data
+            self.data = d.copy() if hasattr(d, "copy") else backend.namespace_of(d).asarray(d, copy=True)
+            self._seq = -1
 
     def __iadd__(self, other: Any) -> Tensor:
         return self._inplace(_ADD, other)
@@ -998,6 +1015,7 @@ class Tensor:
         if isinstance(value, (list, tuple)) and _holds_tensor(value):
             value = array(value)
         if not _records(current(), self, value):
+            self._own()
             self.data[_plain_index(index)] = value.data if isinstance(value, Tensor) else value
             mark_written(self)
             return
