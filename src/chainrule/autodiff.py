@@ -20,6 +20,7 @@ from .gates import GATES, Gate, pullback
 from .tensor import (
     _PREVIOUS,
     _WRITTEN,
+    WRITTEN_LAST,
     Tensor,
     _new_tensor,
     apply,
@@ -103,7 +104,8 @@ def run_backward(
         heap.append((-root._seq, root))
     anomaly = current().anomaly
     rebased = bool(_PREVIOUS)   # an item assignment made a tensor a new node: old users keep the old version
-    written = bool(_WRITTEN)    # values were changed in place: nodes made before may not use them
+    # values were changed in place: nodes made before the last change may not use them
+    last_write = WRITTEN_LAST[0] if _WRITTEN else -1
     pop, get = grads.pop, grads.get
     # fast mode runs the rules on raw arrays (nothing to record); graph mode records their ops
     with enable_grad() if graph else contextlib.nullcontext():
@@ -120,7 +122,7 @@ def run_backward(
                 )
             if rebased:
                 parents = tuple(parent_at(p, t._seq) for p in parents)
-            if written:
+            if t._seq < last_write:
                 check_written(t, parents)
             gate = t._gate
             if graph:

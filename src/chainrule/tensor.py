@@ -444,6 +444,9 @@ class _IdentityMap(dict):  # type: ignore[type-arg]
 _PREVIOUS = _IdentityMap()
 #: tensor -> creation number at which its values were last written in place (``w -= lr * g``)
 _WRITTEN = _IdentityMap()
+#: the creation number of the last such write: a node made after it read no value written since, so
+#: the backward pass checks only nodes older than it (in a training loop, none: one comparison each)
+WRITTEN_LAST = [0]
 
 
 def mark_written(t: Tensor) -> None:
@@ -453,6 +456,7 @@ def mark_written(t: Tensor) -> None:
     seq = _next_seq()
     for m in _family(t):
         _WRITTEN[m] = seq
+    WRITTEN_LAST[0] = seq
 
 
 # ---- views: x[0:2], x.T, x.reshape(3) share x's memory in NumPy, so a write through one reaches the
