@@ -399,3 +399,29 @@ def test_practice_step_buttons_count_as_revealed_and_each_node_is_asked_once(pag
         page.locator("#answer-reveal").click()
     expect(page.locator("#step-info")).to_contain_text("done")
     expect(page.locator("#score")).to_have_text("score 5 / 13 · 8 revealed")
+
+
+@pytest.mark.parametrize("width", [420, 1280])
+def test_page_is_never_wider_than_the_window(chromium: Any, server: str, width: int) -> None:
+    """At a phone's width or a laptop's, no part of the page (the examples menu's long titles, the
+    graph, the tables) makes the document scroll sideways; every example is tried."""
+    context = chromium.new_context(viewport={"width": width, "height": 900})
+    try:
+        pg = context.new_page()
+        pg.goto(server)
+        options = pg.locator("#examples option")
+        sync_api.expect(options).not_to_have_count(1)
+        labels = options.all_inner_texts()[1:]  # after "choose one…"
+        wide = "() => [document.documentElement.scrollWidth, window.innerWidth]"
+        scroll, inner = pg.evaluate(wide)
+        assert scroll <= inner, f"at {width} px the empty page is {scroll} px wide"
+        for label in labels:
+            pg.evaluate("() => { window.previous = state.data; }")
+            pg.locator("#examples").select_option(label=label)
+            pg.wait_for_function("() => state.data && state.data !== window.previous")  # this example's answer shown
+            scroll, inner = pg.evaluate(wide)
+            assert scroll <= inner, f"at {width} px, with {label!r}, the page is {scroll} px wide"
+            if label.startswith("CS231n  staged"):
+                shot(pg, f"width-{width}-cs231n")
+    finally:
+        context.close()
