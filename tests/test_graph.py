@@ -374,3 +374,12 @@ def test_where_with_a_float_condition_that_requires_grad():
     out = cr.where(x, x * 2, x * 3).sum()  # the condition is read by its truth value, as np.where does
     out.backward()
     np.testing.assert_array_equal(x.grad, [2.0, 3.0, 2.0])
+
+
+def test_table_brackets_a_negative_factor() -> None:
+    """``upstream × local`` with a negative local gradient reads ``-6 × (-2)``, not ``-6 × -2``."""
+    g = cr.trace(lambda x, y: (x * y) * (x + y) ** 2, x=2.0, y=-3.0)
+    table = g.table()
+    assert "→  ∂out/∂t3 = 1 × (-6) = -6" in table
+    assert "→  ∂out/∂t2 = -6 × (-2) = 12" in table
+    assert " × -" not in table

@@ -5,6 +5,7 @@ every kind of bad request, after which the server still answers."""
 from __future__ import annotations
 
 import math
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -194,6 +195,42 @@ def test_tables_in_the_learners_terms_and_hints(client: TestClient) -> None:
                          "11 × 3z² = 11 × 3·2²")
     assert d["forward"][3]["hint"] == "pow gate: t1 = x ** 2 = 3 ** 2"
     assert d["colors"]["value"] and d["colors"]["grad"]
+
+
+def test_forward_notes_in_the_graphs_own_names(client: TestClient) -> None:
+    """The forward step's note states the gate's idea in words and its local gradients on the node's
+    own names, as the backward panel does; none of the gate table's generic letters."""
+    d = trace(client, "(ln(x) + sin(y))^2 + 4x", {"x": "e", "y": "pi/2"})
+    notes = {s["node"]: s["explain"] for s in d["forward"]}
+    assert notes["t2"] == "sin gate: the local gradient is the cosine of the input; ∂t2/∂y = cos(y) = cos(1.5708) = 0"
+    assert notes["t1"].endswith("; ∂t1/∂x = 1/x = 1/2.71828 = 0.367879")
+    d = trace(client, "sigy = 1/(1 + exp(-y)); f = x * sigy", {"x": 3, "y": -4})
+    notes = {s["node"]: s["explain"] for s in d["forward"]}
+    assert notes["sigy"] == ("div gate: numerator and denominator each have their own rule; "
+                             "∂sigy/∂t3 = −1/t3² = −1/55.5982² = -0.000323504")
+    d = trace(client, "(x^2 + 2y) z^3", {"x": 3, "y": 1, "z": 2})
+    notes = {s["node"]: s["explain"] for s in d["forward"]}
+    assert notes["t4"] == "pow gate: the exponent comes down, the power drops by one; ∂t4/∂z = 3z² = 3·2² = 12"
+    assert notes["out"].endswith("∂(t3 * t4)/∂t3 = t4 = 8; ∂(t3 * t4)/∂t4 = t3 = 11")
+    for note in notes.values():  # the gate table's letters (xʸ, ∂(x/y)) appear nowhere
+        assert not re.search(r"ʸ|ˣ|∂\([xy]", note), note
+
+
+def test_numbers_put_in_bracket_negatives(client: TestClient) -> None:
+    """An equation with the numbers in place of the names reads as Python would compute it:
+    ``(-1) ** 2`` (``-1 ** 2`` is -1), ``(-3) * (-2)``; a call's own brackets need no more."""
+    d = trace(client, "xpy = x + y; xpysqr = xpy^2; t = (2*xpy) * (x*xpy); f = t + exp(xpy) + xpysqr",
+              {"x": 3, "y": -4})
+    detail = {s["node"]: s["detail"] for s in d["forward"]}
+    assert detail["xpy"] == "= 3 + (-4)"
+    assert detail["xpysqr"] == "= (-1) ** 2"
+    assert "= 2 * (-1)" in detail.values() and "= 3 * (-1)" in detail.values()
+    assert "= (-2) * (-3)" in detail.values()
+    assert "= exp(-1)" in detail.values()
+    for text in detail.values():  # every number put in evaluates, as Python reads it, to the node's value
+        assert not re.search(r"(^|[*+/] )-\d", text[2:]), text
+    hints = [t["hint"] for s in d["backward"] for t in s["terms"]]
+    assert any(h.endswith("= 1 × (−3)") for h in hints), hints
 
 
 def test_check_my_backward(client: TestClient) -> None:

@@ -360,3 +360,68 @@ def test_check_my_backward_marks_the_first_wrong_line(page: Any) -> None:
         "f: correct: the output and every gradient, at these values and 3 random ones")
     expect(page.locator("#check-listing li.bad")).to_have_count(0)
     shot(page, "check-correct")
+
+
+def test_practice_step_buttons_count_as_revealed_and_each_node_is_asked_once(page: Any) -> None:
+    """The step buttons in practice mode do what → does (a question they pass counts as revealed),
+    and stepping back and forward again never asks (or counts) a node twice."""
+    expect = sync_api.expect
+    open_example(page, "Q2b")  # h = (x² + 2y) z³ at x=3, y=1, z=2: t1=9, t2=2, t3=11, t4=8, out=88
+    for k, value in enumerate(("9", "2", "11", "8"), 1):
+        answer(page, value)
+        expect(page.locator("#score")).to_have_text(f"score {k} / {k}")  # read by the server: wait for it
+    expect(page.locator("#backward")).to_be_disabled()  # the forward pass is not finished
+    page.locator("#forward").click()
+    expect(page.locator("#feedback.revealed")).to_contain_text("out = 88")
+    expect(page.locator("#score")).to_have_text("score 4 / 5 · 1 revealed")
+    expect(page.locator("#forward")).to_be_disabled()
+    page.locator("#backward").click()
+    page.locator("#backward").click()
+    expect(page.locator("#feedback.revealed")).to_contain_text("∂out/∂t4 = 11")
+    expect(page.locator("#score")).to_have_text("score 4 / 7 · 3 revealed")
+    # back two steps and forward again: the nodes already found are shown, not asked or counted
+    page.locator("h1").click()
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    expect(grad_cell(page, "t4")).to_have_text("")
+    expect(page.locator("#answer")).to_have_count(0)
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#score")).to_have_text("score 4 / 7 · 3 revealed")
+    expect(page.locator("#answer")).to_have_count(0)
+    page.locator("#backward").click()  # the button walks forward over found nodes too
+    expect(grad_cell(page, "t4")).to_have_text("11")
+    expect(page.locator("#score")).to_have_text("score 4 / 7 · 3 revealed")
+    expect(page.locator(".question .ask")).to_have_text("∂out/∂t3 = ?")  # the next question, once
+    answer(page, "8")
+    expect(page.locator("#score")).to_have_text("score 5 / 8 · 3 revealed")
+    # to the end: as many questions as nodes to find (5 forward, 8 backward), however it was stepped
+    for _ in range(5):  # t2, t1, z, y, x
+        page.locator("#answer-reveal").click()
+    expect(page.locator("#step-info")).to_contain_text("done")
+    expect(page.locator("#score")).to_have_text("score 5 / 13 · 8 revealed")
+
+
+@pytest.mark.parametrize("width", [420, 1280])
+def test_page_is_never_wider_than_the_window(chromium: Any, server: str, width: int) -> None:
+    """At a phone's width or a laptop's, no part of the page (the examples menu's long titles, the
+    graph, the tables) makes the document scroll sideways; every example is tried."""
+    context = chromium.new_context(viewport={"width": width, "height": 900})
+    try:
+        pg = context.new_page()
+        pg.goto(server)
+        options = pg.locator("#examples option")
+        sync_api.expect(options).not_to_have_count(1)
+        labels = options.all_inner_texts()[1:]  # after "choose one…"
+        wide = "() => [document.documentElement.scrollWidth, window.innerWidth]"
+        scroll, inner = pg.evaluate(wide)
+        assert scroll <= inner, f"at {width} px the empty page is {scroll} px wide"
+        for label in labels:
+            pg.evaluate("() => { window.previous = state.data; }")
+            pg.locator("#examples").select_option(label=label)
+            pg.wait_for_function("() => state.data && state.data !== window.previous")  # this example's answer shown
+            scroll, inner = pg.evaluate(wide)
+            assert scroll <= inner, f"at {width} px, with {label!r}, the page is {scroll} px wide"
+            if label.startswith("CS231n  staged"):
+                shot(pg, f"width-{width}-cs231n")
+    finally:
+        context.close()

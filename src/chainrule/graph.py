@@ -664,7 +664,7 @@ def _table(graph: Graph) -> str:
                 local_v = local_text(part)
                 left.append(f"local     {local_equation(n, part, L)}")
                 if np.ndim(step.upstream) == 0 and np.ndim(part.local) == 0:
-                    prod = f"{fmt_value(step.upstream)} × {local_v} = {fmt_value(part.grad)}"
+                    prod = f"{fmt_value(step.upstream)} × {factor_text(local_v)} = {fmt_value(part.grad)}"
                 else:
                     prod = fmt_value(part.grad)
             else:
@@ -690,6 +690,11 @@ def local_text(part: LocalGrad) -> str:
     """A local gradient's value as text (a mask's True/False read as 1/0)."""
     local = np.asarray(part.local)
     return fmt_value(local.astype(float) if local.dtype == bool else part.local)
+
+
+def factor_text(text: str) -> str:
+    """A factor written right of ``×``: a negative one bracketed (``1 × (-6)``, not ``1 × -6``)."""
+    return f"({text})" if text.startswith(("-", "−")) else text
 
 
 def local_symbol(node: Node, inp: Node, output: str | None = None) -> str:

@@ -625,9 +625,11 @@ def fill_template(template: str, operand: Callable[[int, bool], str], n: int, pa
     return text
 
 
-def equation_text(node: Any) -> str:
+def equation_text(node: Any, bracket_negatives: bool = False) -> str:
     """The right-hand side of a node's staged equation, read with its gate's ``fmt`` and its inputs'
-    names (``x + y``, ``exp(a)``, ``c ** -1``, ``sum(t1, axis=1)``)."""
+    names (``x + y``, ``exp(a)``, ``c ** -1``, ``sum(t1, axis=1)``). With ``bracket_negatives`` (the
+    numbers put in for the names) every negative operand not already enclosed by a call's brackets
+    or commas is bracketed: ``(-1) ** 2``, ``(-3) * (-2)``, ``exp(-3)``."""
     gate = node.gate
     if gate is None:
         from .graph import fmt_value
@@ -637,9 +639,13 @@ def equation_text(node: Any) -> str:
 
     def operand(k: int, enclosed: bool) -> str:
         name = names[k]
+        if not name.startswith("-"):
+            return name
+        if bracket_negatives:  # -1 ** 2 is -1 in Python: a number put in is bracketed unless enclosed
+            return name if enclosed else f"({name})"
         at = gate.fmt.find("{" + str(k) + "}")
         before = gate.fmt[:at].rstrip()
-        if name.startswith("-") and before and before[-1] not in "(,*[":  # x - (-2), not x - -2
+        if before and before[-1] not in "(,*[":  # x - (-2), not x - -2
             return f"({name})"
         return name
 

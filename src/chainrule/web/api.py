@@ -22,7 +22,7 @@ import numpy as np
 
 from ..expr import ExprError, Expression, parse, parse_program, parse_value
 from ..gates import FAN_OUT
-from ..graph import Graph, Node, equation_text, fmt_value, local_equation, local_symbol, trace
+from ..graph import Graph, Node, equation_text, factor_text, fmt_value, local_equation, local_symbol, trace
 from ..render import GRAD_COLOR, VALUE_COLOR
 
 __all__ = ["ApiError", "Limits", "handle", "info", "examples", "worksheet_examples", "EXTRA_EXAMPLES", "encode_json"]
@@ -452,11 +452,17 @@ def _node_id(node: Node) -> str:
 def _with_values(node: Node) -> str:
     """A node's equation with its operands' values in place of their names (``1 + 3``)."""
     shown = [replace(i, name=fmt_value(i.value)) for i in node.inputs]
-    return equation_text(replace(node, inputs=tuple(shown)))
+    return equation_text(replace(node, inputs=tuple(shown)), bracket_negatives=True)
 
 
 def _forward_steps(graph: Graph, shown: int) -> list[dict[str, Any]]:
-    """Node by node in evaluation order: its equation, the equation with values, and the result."""
+    """Node by node in evaluation order: its equation, the equation with values, and the result; the
+    note says the gate's idea in words and its local gradients in the graph's own names
+    (``∂t2/∂y = cos(y)``), never the gate table's generic letters."""
+    locals_: dict[int, list[str]] = {}
+    for step in graph.backward_steps():
+        locals_[id(step.node)] = [local_equation(step.node, part, graph.output.name)
+                                  for part in step.parts if part.rule is not None]
     steps = []
     for node in graph.nodes:
         if node.kind == "input":
@@ -467,7 +473,7 @@ def _forward_steps(graph: Graph, shown: int) -> list[dict[str, Any]]:
             with_values = _with_values(node)
             steps.append({"node": node.name, "text": f"{node.name} = {equation_text(node)}",
                           "detail": f"= {with_values}", "value": _json(node.value, shown),
-                          "explain": node.gate.explain,
+                          "explain": "; ".join([node.gate.idea, *locals_.get(id(node), [])]),
                           "hint": f"{node.gate.name} gate: {node.name} = {equation_text(node)} = {with_values}"})
     return steps
 
@@ -492,8 +498,8 @@ def _backward_steps(graph: Graph, shown: int) -> list[dict[str, Any]]:
                 local = local_equation(c, part, out)
                 at = part.rule_at if part.rule_at is not None else part.rule
                 hint = (f"{c.gate.name} gate: the gradient of {part.input.name} through {c.name} is upstream × local "
-                        f"= ∂{out}/∂{c.name} × {local_symbol(c, part.input, out)} = {up} × {part.rule}"
-                        + (f" = {up} × {at}" if at != part.rule else ""))
+                        f"= ∂{out}/∂{c.name} × {local_symbol(c, part.input, out)} = {up} × {factor_text(part.rule)}"
+                        + (f" = {up} × {factor_text(at)}" if at != part.rule else ""))
             else:
                 local = None
                 hint = f"{c.gate.explain}; the upstream gradient ∂{out}/∂{c.name} is {up}"

@@ -17,6 +17,7 @@ const state = {
   score: null,       // {asked, first, revealed, expression} for the function being practised
   tries: 0,          // wrong answers to the current question
   feedback: null,    // {kind: "right"|"wrong"|"revealed", text, hint} about the last answer
+  reached: { fwd: -1, bwd: -1 },  // practice: the last step answered or revealed (each is asked once)
   showSource: false, // practice mode hides the generated function until asked or done
   declared: false,   // the expression declares its own signature, g(x, y) = ...
 };
@@ -255,6 +256,7 @@ function show(r, revealAll = false) {
     state.showSource = false;
   }
   if (state.practice && !revealAll) startPractice();
+  else state.reached = { fwd: state.fwd, bwd: state.bwd };
   state.declared = !!r.declared;
   markStale(false);
   setVariables(r.inputs || r.variables);
@@ -308,7 +310,7 @@ function renderSource(r) {
 // in practice mode the generated function (the answer to part iii) waits until the passes are done
 function updateSourceVisibility() {
   const d = state.data;
-  const done = d && state.bwd >= d.backward.length - 1;
+  const done = d && (state.practice ? state.reached.bwd : state.bwd) >= d.backward.length - 1;
   const hidden = state.practice && !state.showSource && !done && !!d;
   $("#source-hidden").hidden = !hidden;
   $("#source").hidden = hidden;
@@ -448,6 +450,11 @@ function renderStep() {
     return;
   }
   if (state.practice) {
+    if (!atFrontier()) {  // stepped back over found nodes: show them; → walks forward to the question again
+      box.append(...currentStepView(),
+        el("p", { class: "muted", text: "already found: → (or the step buttons) goes forward again" }));
+      return;
+    }
     if (state.feedback) {
       box.append(feedbackBox(state.feedback));
       if (state.feedback.kind !== "wrong") box.append(...currentStepView());  // how the answer comes about
@@ -506,8 +513,9 @@ function currentStepView() {
 
 function updateButtons() {
   const d = state.data;
-  $("#forward").disabled = !d || state.fwd >= d.forward.length - 1;
-  $("#backward").disabled = !d || state.bwd >= d.backward.length - 1;
+  const move = state.practice ? nextMove() : null;  // practice: the buttons do what → does, in their own pass
+  $("#forward").disabled = !d || (state.practice ? !move || move.phase !== "forward" : state.fwd >= d.forward.length - 1);
+  $("#backward").disabled = !d || (state.practice ? !move || move.phase !== "backward" : state.bwd >= d.backward.length - 1);
   $("#show-all").disabled = !d;
   $("#reset").disabled = !d || (state.fwd < 0 && state.bwd < 0);
   $("#gd-step").disabled = !d;
@@ -515,6 +523,7 @@ function updateButtons() {
 
 function stepForward() {
   const d = state.data;
+  if (state.practice) { const m = nextMove(); if (m && m.phase === "forward") stepNext(); return; }
   if (!d || state.fwd >= d.forward.length - 1) return;
   state.fwd += 1;
   state.bwd = -1;
@@ -525,6 +534,7 @@ function stepForward() {
 
 function stepBackward() {
   const d = state.data;
+  if (state.practice) { const m = nextMove(); if (m && m.phase === "backward") stepNext(); return; }
   if (!d || state.bwd >= d.backward.length - 1) return;
   state.fwd = d.forward.length - 1; // the backward pass needs every forward value
   state.bwd += 1;
@@ -536,6 +546,12 @@ function stepBackward() {
 function showAll() {
   const d = state.data;
   if (!d) return;
+  if (state.practice && state.score) {  // the questions not found yet are given away: they count as revealed
+    const left = (d.forward.length - 1 - state.reached.fwd) + (d.backward.length - 1 - state.reached.bwd);
+    state.score.asked += left;
+    state.score.revealed += left;
+  }
+  state.reached = { fwd: d.forward.length - 1, bwd: d.backward.length - 1 };
   state.fwd = d.forward.length - 1;
   state.bwd = d.backward.length - 1;
   state.current = null;
@@ -562,7 +578,16 @@ function refresh() {
 function stepNext() {
   const d = state.data;
   if (!d) return;
-  if (state.practice && nextTarget()) { reveal(); return; }
+  if (state.practice) {
+    const m = nextMove();
+    if (!m) return;
+    if (m.ask) { reveal(); return; }  // a question not yet answered: → reveals it, and it counts
+    state.feedback = null;            // a node already found: shown again, not asked again
+    if (m.phase === "forward") { state.fwd = m.index; state.bwd = -1; state.current = d.forward[m.index].node; }
+    else { state.fwd = d.forward.length - 1; state.bwd = m.index; state.current = d.backward[m.index].node; }
+    refresh();
+    return;
+  }
   if (state.fwd < d.forward.length - 1) stepForward();
   else stepBackward();
 }
@@ -663,22 +688,42 @@ function startPractice() {
   while (state.fwd + 1 < d.forward.length && d.forward[state.fwd + 1].text === d.forward[state.fwd + 1].node) {
     state.fwd += 1;
   }
+  state.reached = { fwd: state.fwd, bwd: state.bwd };
   state.tries = 0;
 }
 
-// the next node to find: {phase, index, node, answer, step} (null when everything is shown)
+// the view is at the last node found (not stepped back): only there is the next question asked
+function atFrontier() {
+  return state.fwd === state.reached.fwd && state.bwd === state.reached.bwd;
+}
+
+// the next node to find, after the last one answered or revealed: {phase, index, node, answer, step}
+// (null when everything is found); a node is asked once, however the student steps back and forth
 function nextTarget() {
   const d = state.data;
   if (!d) return null;
-  if (state.fwd < d.forward.length - 1) {
-    const step = d.forward[state.fwd + 1];
-    return { phase: "forward", index: state.fwd + 1, node: step.node, answer: step.value, step };
+  const r = state.reached;
+  if (r.fwd < d.forward.length - 1) {
+    const step = d.forward[r.fwd + 1];
+    return { phase: "forward", index: r.fwd + 1, node: step.node, answer: step.value, step };
   }
-  if (state.bwd < d.backward.length - 1) {
-    const step = d.backward[state.bwd + 1];
-    return { phase: "backward", index: state.bwd + 1, node: step.node, answer: step.grad, step };
+  if (r.bwd < d.backward.length - 1) {
+    const step = d.backward[r.bwd + 1];
+    return { phase: "backward", index: r.bwd + 1, node: step.node, answer: step.grad, step };
   }
   return null;
+}
+
+// practice: what → does next: {phase, index, ask} (ask: the next question, which counts) or null
+function nextMove() {
+  const d = state.data;
+  if (!d) return null;
+  if (atFrontier()) {
+    const t = nextTarget();
+    return t ? { phase: t.phase, index: t.index, ask: true } : null;
+  }
+  if (state.bwd < 0 && state.fwd < state.reached.fwd) return { phase: "forward", index: state.fwd + 1, ask: false };
+  return { phase: "backward", index: state.bwd + 1, ask: false };
 }
 
 function questionBox(target) {
@@ -735,7 +780,7 @@ function close(typed, answer) {
 }
 
 async function submitAnswer() {
-  const target = nextTarget();
+  const target = atFrontier() ? nextTarget() : null;
   const input = document.getElementById("answer");
   if (!target || !input) return;
   const text = input.value.trim();
@@ -763,7 +808,7 @@ async function submitAnswer() {
 }
 
 function reveal() {
-  const target = nextTarget();
+  const target = atFrontier() ? nextTarget() : null;
   if (!target) return;
   state.score.asked += 1;
   state.score.revealed += 1;
@@ -775,6 +820,7 @@ function reveal() {
 function advance(target) {
   if (target.phase === "forward") state.fwd = target.index;
   else { state.fwd = state.data.forward.length - 1; state.bwd = target.index; }
+  state.reached = { fwd: state.fwd, bwd: state.bwd };
   state.current = target.node;
   state.tries = 0;
   refresh();
