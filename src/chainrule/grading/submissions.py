@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..fileio import atomic_write
+
 __all__ = ["Submission", "discover", "choose_files", "file_choices", "digest", "SubmissionsError"]
 
 PYTHON = (".py", ".ipynb")
@@ -248,7 +250,7 @@ def _stage_notebook(path: Path, folder: Path) -> Path:
         text = "\n\n".join(chunks) + "\n"
     except (OSError, ValueError, AttributeError, TypeError) as e:
         text = f"raise ImportError({f'{path.name} is not a readable notebook: {type(e).__name__}'!r})\n"
-    target.write_text(text, encoding="utf-8")
+    atomic_write(target, text)
     return target
 
 
