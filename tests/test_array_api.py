@@ -465,6 +465,14 @@ def test_compile_of_a_reduction_on_dask_is_the_eager_graph() -> None:
     np.testing.assert_allclose(g.compute(scheduler="sync"), np.cos(x) * x + np.sin(x), rtol=1e-12)
 
 
+def test_compile_out_is_for_numpy_arrays_only() -> None:
+    """out= writes into NumPy arrays; Dask arrays are lazy, so it is refused with one line."""
+    x, y, dx, dy = _chunked(4_000, 1_000)
+    fast = cr.compile(complex_layer, argnums=(0, 1))
+    with pytest.raises(TypeError, match="out= takes NumPy arrays; these arguments are dask.array arrays"):
+        fast(dx, dy, out=(np.empty(4_000), (np.empty(4_000), np.empty(4_000))))
+
+
 # ---- models and compiled code on other libraries ------------------------------------------------------
 
 

@@ -724,3 +724,112 @@ def test_without_a_writable_cache_folder_kernels_compile_in_memory(monkeypatch, 
     fast = cr.compile(f, argnums=(0,), backend="numba")
     _close_to_scale(fast(*args), _numpy_plan(f, (0,), *args))
     assert fast.backend_used == "numba"
+
+
+# ---- out=: results written into the caller's arrays -----------------------------------------------
+
+
+def _dests(res, fill=np.nan):
+    out, grads = res
+    return np.full_like(out, fill), tuple(np.full_like(g, fill) for g in grads)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numexpr", "numba"])
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("f, n", FUNCS, ids=[f.__name__ for f, _ in FUNCS])
+def test_out_receives_exactly_what_a_plain_call_returns(f, n, size, backend, rng):
+    if backend != "numpy":
+        pytest.importorskip(backend)
+    args = [rng.uniform(0.5, 2.0, size=size) if size else float(rng.uniform(0.5, 2.0)) for _ in range(n)]
+    if size is None:   # numbers give 0-d results: out= takes 0-d arrays
+        args = [np.asarray(a) for a in args]
+    fast = cr.compile(f, argnums=tuple(range(n)), backend=backend)
+    want = fast(*args)
+    for _ in range(2):   # the first call with out= learns the results' shapes; the second writes directly
+        dests = _dests(want)
+        got = fast(*args, out=dests)
+        assert got[0] is dests[0] and all(g is d for g, d in zip(got[1], dests[1]))
+        for g, w in zip([got[0], *got[1]], [want[0], *want[1]]):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_out_with_numba_writes_in_place_and_fills_constant_gradients(rng):
+    pytest.importorskip("numba")
+    n = compiler.FUSED_MIN_SIZE + 5
+    args = [rng.uniform(0.5, 2.0, size=n) for _ in range(3)]
+    fast = cr.compile(q2c, argnums=(0, 1, 2), backend="numba")   # dq2c/dz is zero everywhere
+    want = fast(*args)
+    assert fast.backend_used == "numba"
+    dests = _dests(want)
+    fast(*args, out=dests)
+    dests = _dests(want)
+    with np.errstate(all="raise"):   # no temporary results copied in: the loop wrote these arrays
+        got = fast(*args, out=dests)
+    np.testing.assert_array_equal(got[1][2], np.zeros(n))
+    for g, w in zip([got[0], *got[1]], [want[0], *want[1]]):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_out_may_be_an_input_or_strided_as_with_numpy(rng):
+    n = 2 * compiler.TILE + 123
+    x, y = rng.uniform(0.5, 2.0, size=n), rng.uniform(0.5, 2.0, size=n)
+    fast = cr.compile(complex_layer, argnums=(0, 1))
+    want = fast(x.copy(), y.copy())
+    wide = np.zeros((n, 2))
+    xs, ys = x.copy(), y.copy()
+    got = fast(xs, ys, out=(wide[:, 0], (xs, wide[:, 1])))   # the gradient for x into x itself
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(xs, want[1][0])
+    np.testing.assert_array_equal(wide[:, 1], want[1][1])
+
+
+def test_out_with_one_argnum_takes_one_gradient_array(rng):
+    x = rng.uniform(0.5, 2.0, size=5)
+    fast = cr.compile(sigmoid)
+    out, grad = np.empty(5), np.empty(5)
+    got = fast(x, out=(out, grad))
+    assert got[0] is out and got[1] is grad
+    np.testing.assert_allclose(grad, out * (1 - out), rtol=1e-12)
+
+
+def test_out_with_tensor_parameters_and_integer_labels(rng):
+    w = cr.Tensor(rng.normal(size=(3, 4)), requires_grad=True)
+    X = rng.normal(size=(8, 3))
+    labels = rng.integers(0, 4, size=8)
+
+    def loss(w, X, labels):
+        return cr.nn.cross_entropy(X @ w, labels)
+
+    fast = cr.compile(loss, argnums=0)
+    want = fast(w, X, labels)
+    dests = (np.empty(()), np.empty((3, 4)))
+    for _ in range(2):
+        got = fast(w, X, labels, out=dests)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda o, g: o, "out= takes arrays to write the results into, shaped like the result \\(out, \\(grad, grad\\)\\)"),
+    (lambda o, g: (o, g[0]), "out= takes arrays"),
+    (lambda o, g: (o, [g[0], list(g[1])]), "array 2 is a list, not a NumPy array"),
+    (lambda o, g: (o[:-1], g), "out= array 0 has shape \\(4,\\) and dtype float64; the output has shape \\(5,\\)"),
+    (lambda o, g: (o, (g[0], g[1].astype(np.float32))), "array 2 .* dtype float32; the gradient for argument 1"),
+    (lambda o, g: (o, (g[0], o)), "out= arrays 0 and 2 share memory"),
+])
+def test_out_mistakes_are_named(bad, message, rng):
+    x, y = rng.uniform(0.5, 2.0, size=5), rng.uniform(0.5, 2.0, size=5)
+    fast = cr.compile(complex_layer, argnums=(0, 1))
+    fast(x, y)
+    with pytest.raises((TypeError, ValueError), match=message):
+        fast(x, y, out=bad(np.empty(5), (np.empty(5), np.empty(5))))
+
+
+def test_out_read_only_is_refused_and_left_alone(rng):
+    x = rng.uniform(0.5, 2.0, size=5)
+    fast = cr.compile(sigmoid)
+    out = np.zeros(5)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out= array 0 is read-only"):
+        fast(x, out=(out, np.empty(5)))
+    assert not out.any()

@@ -121,16 +121,20 @@ def run(block: Callable[..., Any], flat: Sequence[np.ndarray], size: int, tile: 
 def driver_source(params: list[str], fills: list[Any], shape: tuple[int, ...], size: int, tile: int | None,
                   buf_dtypes: list[Any], env: dict[str, Any], block: str = "_block",
                   args: list[str] | None = None, parallel: bool = False) -> list[str]:
-    """Source lines of ``_compiled(*params)``: allocate the outputs ``o0, o1, ...`` (``np.full`` where
-    ``fills`` gives a constant, else ``np.empty``), then run ``block`` over blocks of ``tile`` elements
-    of the flattened ``args`` (default: the params, then the outputs; a tile of None: the whole
-    arrays, or one range per thread), with block buffers of ``buf_dtypes`` (put into ``env`` with the
-    runner); returns the outputs."""
+    """Source lines of ``_compiled(*params, _cr_out=None)``: allocate the outputs ``o0, o1, ...``
+    (``np.full`` where ``fills`` gives a constant, else ``np.empty``; or take them from ``_cr_out``),
+    then run ``block`` over blocks of ``tile`` elements of the flattened ``args`` (default: the params,
+    then the outputs; a tile of None: the whole arrays, or one range per thread), with block buffers
+    of ``buf_dtypes`` (put into ``env`` with the runner); returns the outputs."""
     nret = len(fills)
-    lines = ["", "", f"def _compiled({', '.join(params)}):"]
+    # _cr_out: C-contiguous arrays of the results' shape and dtype that the caller gives (compile's
+    # out=, checked there): the blocks write into them instead of new arrays
+    lines = ["", "", f"def _compiled({', '.join([*params, '_cr_out=None'])}):", "    if _cr_out is None:"]
     for k, fill in enumerate(fills):
         alloc = f"np.empty({shape!r})" if fill is None else f"np.full({shape!r}, {lit(float(fill))})"
-        lines.append(f"    o{k} = {alloc}")
+        lines.append(f"        o{k} = {alloc}")
+    lines += ["    else:", f"        {', '.join(f'o{k}' for k in range(nret))}{',' if nret == 1 else ''} = _cr_out"]
+    lines += [f"        o{k}.fill({lit(float(fill))})" for k, fill in enumerate(fills) if fill is not None]
     args = args if args is not None else [*params, *(f"o{k}" for k in range(nret))]
     flat = [f"{a}.reshape(-1)" for a in args]
     parallel = parallel and size >= PARALLEL_MIN_SIZE

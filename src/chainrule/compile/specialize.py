@@ -38,6 +38,10 @@ class _Specialization:
     source: str
     program: Program
     backend: str
+    #: whether ``fn`` takes ``_cr_out=`` (the arrays to write the results into)
+    writes_out: bool = False
+    #: the results' (shape, dtype), known after the first call
+    meta: list[tuple[tuple[int, ...], np.dtype]] | None = None
 
 
 class Compiled:
@@ -89,7 +93,10 @@ class Compiled:
         """How many input signatures (shapes, dtypes, static arguments) have been compiled."""
         return len({id(s.program) for s in self._cache.values()})  # Tensor calls share their arrays' code
 
-    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    def __call__(self, *args: Any, out: Any = None, **kwargs: Any) -> tuple[Any, Any]:
+        """``(out, grads)`` at ``args``. ``out=(out, grads)``, arrays shaped like the results, makes
+        the call write its results into them (and return them) instead of allocating new ones."""
+        spec = None
         if not kwargs:
             try:
                 key = tuple([(type(a), a.shape, a.dtype, a.tobytes() if a.dtype.kind in "biu" else None)
@@ -98,18 +105,81 @@ class Compiled:
                 key = None
             if key is not None:
                 spec = self._cache.get(key)
-                if spec is not None:
-                    res = spec.fn(*args)
-                    return (res[0], res[1]) if self.single else (res[0], res[1:])
-        return self._slow_call(args, kwargs)
+        if spec is None:
+            prepared = self._slow_call(args, kwargs, out)
+            if not isinstance(prepared[0], _Specialization):   # another array library's answer
+                return prepared
+            spec, args = prepared
+        res = spec.fn(*args) if out is None else self._into(spec, args, out)
+        return (res[0], res[1]) if self.single else (res[0], res[1:])
 
-    def _slow_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    def _into(self, spec: _Specialization, args: Sequence[Any], out: Any) -> tuple[np.ndarray, ...]:
+        """Run ``spec`` with its results written into the arrays of ``out`` (checked against the
+        results' shapes and dtypes). The fused loops write there directly; other code, or
+        destinations that are not C-contiguous or that share memory with an argument, get the
+        results copied in (so ``out`` may be an input, as with NumPy's ``out=``)."""
+        from ..tensor import Tensor
+
+        dests = self._destinations(out)
+        res = None
+        if spec.meta is None:
+            res = spec.fn(*args)
+            spec.meta = [(np.shape(r), np.asarray(r).dtype) for r in res]
+        what = ["the output", *(["the gradient"] if self.single else
+                                [f"the gradient for argument {i}" for i in self.nums])]
+        if len(dests) != len(spec.meta):
+            raise ValueError(f"compile: out= holds {len(dests)} arrays; the call returns {len(spec.meta)}")
+        for k, (d, (shape, dtype)) in enumerate(zip(dests, spec.meta)):
+            if d.shape != shape or d.dtype != dtype:
+                raise ValueError(f"compile: out= array {k} has shape {d.shape} and dtype {d.dtype}; {what[k]} "
+                                 f"has shape {shape} and dtype {dtype}")
+            for j in range(k):
+                if _overlap(d, dests[j]):
+                    raise ValueError(f"compile: out= arrays {j} and {k} share memory: each result needs its own")
+        inputs = [a.data if isinstance(a, Tensor) else a for a in args]
+        direct = (res is None and spec.writes_out
+                  and all(d.flags.c_contiguous and d.flags.aligned for d in dests)
+                  and not any(isinstance(a, np.ndarray) and _overlap(d, a) for d in dests for a in inputs))
+        if direct:
+            spec.fn(*args, _cr_out=tuple(dests))
+        else:
+            for d, r in zip(dests, res if res is not None else spec.fn(*args)):
+                np.copyto(d, r)
+        return tuple(dests)
+
+    def _destinations(self, out: Any) -> list[np.ndarray]:
+        """The arrays of ``out=(out, grads)``, in result order, each a writeable ndarray."""
+        name = getattr(self.f, "__name__", "f")
+        shape_text = "(out, grad)" if self.single else f"(out, ({', '.join('grad' for _ in self.nums)}))"
+        usage = (f"compile: out= takes arrays to write the results into, shaped like the result {shape_text} "
+                 f"(an argument of {name} named out is passed by position)")
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise TypeError(usage)
+        grads = out[1]
+        if self.single:
+            grads = [grads]
+        elif not isinstance(grads, (tuple, list)) or len(grads) != len(self.nums):
+            raise TypeError(usage)
+        dests = [out[0], *grads]
+        for k, d in enumerate(dests):
+            if not isinstance(d, np.ndarray):
+                raise TypeError(f"{usage}; array {k} is a {type(d).__name__}, not a NumPy array")
+            if not d.flags.writeable:
+                raise ValueError(f"compile: out= array {k} is read-only")
+        return dests
+
+    def _slow_call(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   out: Any = None) -> tuple[Any, ...]:
+        """(the specialization for these arguments, the arrays it is called with), compiling it on
+        the first call; for another array library than NumPy, its ``(out, grads)``."""
         from .. import compile_libraries
         from ..autodiff import as_float_array
         from ..tensor import Tensor
 
         lib = None if kwargs else compile_libraries.library_of_args(args)
         if lib is not None:  # another array library than NumPy (Dask: the kernel per chunk; see there)
+            if out is not None:
+                raise TypeError(f"compile: out= takes NumPy arrays; these arguments are {lib.name} arrays")
             return compile_libraries.call(self, args, lib)
 
         if kwargs:
@@ -168,25 +238,23 @@ class Compiled:
                 keep = [j for j, a in enumerate([a for a in conv if isinstance(a, (np.ndarray, _Static))])
                         if isinstance(a, np.ndarray)]
                 inner = spec.fn
-                spec = _Specialization(lambda *xs: inner(*[xs[j] for j in keep]), spec.source, spec.program,
-                                       spec.backend)
+                spec = _Specialization(lambda *xs, **kw: inner(*[xs[j] for j in keep], **kw), spec.source,
+                                       spec.program, spec.backend, spec.writes_out)
             self._cache[k] = spec
         self._last = spec
         if unwrapped and not kwargs and any(isinstance(a, Tensor) for a in args):
             # the same code, for calls with these Tensors (parameters) again: unwrap their .data
             fn = spec.fn
 
-            def on_tensors(*targs: Any) -> tuple[Any, ...]:
-                return fn(*[a.data if isinstance(a, Tensor) else a for a in targs])
+            def on_tensors(*targs: Any, **kw: Any) -> tuple[Any, ...]:
+                return fn(*[a.data if isinstance(a, Tensor) else a for a in targs], **kw)
 
             self._cache[tuple((type(a), a.shape, a.dtype, None) for a in args)] = _Specialization(
-                on_tensors, spec.source, spec.program, spec.backend)
+                on_tensors, spec.source, spec.program, spec.backend, spec.writes_out)
         if any(isinstance(a, _Static) for a in conv):
-            res = spec.fn(*[a.value if isinstance(a, _Static) else a for a in conv
-                            if isinstance(a, (np.ndarray, _Static))])
-        else:
-            res = spec.fn(*[a for a in conv if isinstance(a, np.ndarray)])
-        return (res[0], res[1]) if self.single else (res[0], res[1:])
+            return spec, [a.value if isinstance(a, _Static) else a for a in conv
+                          if isinstance(a, (np.ndarray, _Static))]
+        return spec, [a for a in conv if isinstance(a, np.ndarray)]
 
     def _specialize(self, args: list[Any], nums: tuple[int, ...]) -> _Specialization:
         from ..graph import _build, _call_naming_locals
@@ -229,7 +297,9 @@ class Compiled:
         source, fn, backend = lower(program, params, dict(zip(params, arrays)), self.backend if xp is np else "numpy",
                                     xp=xp)
         self._validate(fn, args, nums)
-        return _Specialization(fn, source, program, backend)
+        code = getattr(fn, "__code__", None)
+        writes_out = code is not None and "_cr_out" in code.co_varnames[:code.co_argcount]
+        return _Specialization(fn, source, program, backend, writes_out)
 
     def _validate(self, fn: Callable[..., Any], args: list[Any], nums: tuple[int, ...]) -> None:
         """Run the new code on other inputs and compare with the eager engine.
@@ -285,16 +355,29 @@ class Compiled:
                         "cr.maximum / cr.abs), or use cr.value_and_grad, which handles all of these")
 
 
+def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays share an element (interleaved views such as ``w[:, 0]`` and ``w[:, 1]``
+    do not); where that is too costly to settle, they are taken to."""
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return bool(np.shares_memory(a, b, max_work=1 << 20))
+    except np.exceptions.TooHardError:
+        return True
+
+
 def compile(f: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "auto") -> Compiled:  # noqa: A001
     """``value_and_grad(f, argnums)`` as generated, compiled code: traced on the first call and again
     for each new input signature (shapes, dtypes). Returns ``(out, grads)`` like value_and_grad.
 
     ``backend``: ``"auto"`` (default) runs float64 elementwise programs on large arrays as fused
     numba loops when numba is installed (extra ``fast``): one loop reading each input and writing each
-    result once, its exp/log/sin... vector calls of glibc's libmvec, large calls split among the
-    CPUs the process may use; everything else as planned NumPy code;
-    ``"numba"`` is the same but warns once when numba is missing; ``"numpy"`` never fuses;
+    result once, exp/log/sin/cos computed inside it (other transcendentals as vector calls of glibc's
+    libmvec), large calls split among the CPUs the process may use; everything else as planned NumPy
+    code; ``"numba"`` is the same but warns once when numba is missing; ``"numpy"`` never fuses;
     ``"numexpr"`` fuses elementwise chains with numexpr. ``fast.backend_used`` tells which ran.
+
+    ``fast(*args, out=(out, grads))`` writes the results into those arrays and returns them.
     """
     return Compiled(f, argnums, backend)
 
