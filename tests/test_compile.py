@@ -726,6 +726,75 @@ def test_without_a_writable_cache_folder_kernels_compile_in_memory(monkeypatch, 
     assert fast.backend_used == "numba"
 
 
+def _fake_kernel(folder, digest, size, used_at):
+    import os
+
+    (folder / "__pycache__").mkdir(exist_ok=True)
+    (folder / f"k_{digest}.py").write_text("#")
+    (folder / "__pycache__" / f"k_{digest}._kernel-1.py311.1.nbc").write_bytes(b"x" * size)
+    marker = folder / f"k_{digest}.used"
+    marker.write_text("")
+    os.utime(marker, (used_at, used_at))
+
+
+def test_the_kernel_cache_keeps_under_its_limit_removing_the_least_recently_used(monkeypatch, tmp_path):
+    import os
+    import time
+
+    from chainrule.compile import vecmath
+
+    monkeypatch.setenv("CHAINRULE_CACHE_DIR", str(tmp_path))
+    folder = tmp_path / "kernels"
+    folder.mkdir()
+    now = time.time()
+    for k, digest in enumerate(["old", "mid", "new", "newest"]):
+        _fake_kernel(folder, digest, 1000, now - 1000 * (4 - k))
+    stale = folder / "abc.tmp"   # an interrupted write, two hours ago
+    stale.write_text("partial")
+    os.utime(stale, (now - 7200, now - 7200))
+    assert vecmath.cache_usage()[1] == 4
+    assert vecmath.prune_cache(limit=10_000) == (0, 0)            # under the limit: nothing goes
+    removed, freed = vecmath.prune_cache(limit=3000, keep="old")  # to 3/4 of it: two go, not the one kept
+    assert removed == 2 and freed > 2000
+    left = sorted(p.name.split(".")[0] for p in folder.glob("k_*.py"))
+    assert left == ["k_newest", "k_old"] and not stale.exists()
+    assert not any("k_mid" in p.name or "k_new." in p.name for p in folder.rglob("*"))
+    assert vecmath.clear_cache()[0] == 2 and vecmath.cache_usage()[1:] == (0, 0)
+
+
+@pytest.mark.parametrize("raw, mb", [("", 256), ("64", 64), ("0.5", 0.5), ("-1", 256), ("lots", 256), ("inf", 256)])
+def test_the_cache_limit_comes_from_the_environment(monkeypatch, raw, mb):
+    from chainrule.compile import vecmath
+
+    monkeypatch.setenv("CHAINRULE_CACHE_MAX_MB", raw)
+    assert vecmath.cache_limit() == int(mb * (1 << 20))
+
+
+def test_a_new_kernel_past_the_limit_removes_the_older_ones_and_the_cli_reports_it(tmp_path):
+    """A second process compiling another loop with a tiny limit removes the first loop's files (not
+    its own); ``chainrule cache`` reports what is left and ``--clear`` empties the folder."""
+    pytest.importorskip("numba")
+    import json
+    import os
+    import subprocess
+
+    env = dict(os.environ, CHAINRULE_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(cr.__file__)),
+                                           os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", _CHILD], env=env, check=True, timeout=120, capture_output=True)
+    first = {p.name for p in (tmp_path / "kernels").glob("k_*.py")}
+    other = _CHILD.replace("np.exp(-x)", "np.exp(-2 * x)")
+    subprocess.run([sys.executable, "-c", other], env=dict(env, CHAINRULE_CACHE_MAX_MB="0.001"), check=True,
+                   timeout=120, capture_output=True)
+    now = {p.name for p in (tmp_path / "kernels").glob("k_*.py")}
+    assert len(first) == len(now) == 1 and first != now
+    cli = [sys.executable, "-m", "chainrule", "cache", "--json"]
+    info = json.loads(subprocess.run(cli, env=env, check=True, capture_output=True, text=True).stdout)
+    assert info["kernels"] == 1 and info["folder"] == str(tmp_path / "kernels")
+    info = json.loads(subprocess.run([*cli, "--clear"], env=env, check=True, capture_output=True, text=True).stdout)
+    assert info["removed"] == 1 and not list((tmp_path / "kernels").glob("k_*"))
+
+
 # ---- out=: results written into the caller's arrays -----------------------------------------------
 
 

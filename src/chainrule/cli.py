@@ -560,6 +560,34 @@ def cmd_worksheet(args: argparse.Namespace, out: Printer) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_cache(args: argparse.Namespace, out: Printer) -> int:
+    """Where cr.compile keeps its compiled loops, how much it holds, and clearing it."""
+    from .compile import vecmath
+
+    folder, count, size = vecmath.cache_usage()
+    removed = freed = 0
+    if args.clear:
+        removed, freed = vecmath.clear_cache()
+    info = {"folder": folder, "kernels": count, "bytes": size, "limit_bytes": vecmath.cache_limit(),
+            "removed": removed, "freed_bytes": freed}
+    if args.json:
+        out.stream.write(json.dumps(info, indent=2) + "\n")
+        return 0
+    if folder is None:
+        out.write("no kernel cache: no folder could be written ($CHAINRULE_CACHE_DIR, $XDG_CACHE_HOME or "
+                  "~/.cache); compiled loops are kept in memory only")
+        return 0
+    mib = 1 << 20
+    out.write(f"kernel cache: {folder}")
+    out.write(f"  {count} compiled loop{'s' if count != 1 else ''}, {size / mib:.1f} MiB; limit "
+              f"{info['limit_bytes'] / mib:.0f} MiB ($CHAINRULE_CACHE_MAX_MB), past which the loops used longest "
+              "ago are removed")
+    if args.clear:
+        out.write(f"  removed {removed} loop{'s' if removed != 1 else ''} ({freed / mib:.1f} MiB): they compile "
+                  "again when next used")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # the parser
 # ---------------------------------------------------------------------------------------------
@@ -713,6 +741,20 @@ def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
     _add_common(w, "print the summary as JSON")
     w.set_defaults(func=cmd_worksheet)
 
+    k = sub.add_parser(
+        "cache", help="where cr.compile keeps its compiled loops, their size, and --clear",
+        description="cr.compile writes each fused loop it compiles (numba's machine code beside its source) into "
+                    "a cache folder, so that a second process loads it instead of compiling: "
+                    "$CHAINRULE_CACHE_DIR, else $XDG_CACHE_HOME/chainrule, else ~/.cache/chainrule. The folder is "
+                    "kept under $CHAINRULE_CACHE_MAX_MB MiB (default 256) by removing the loops used longest ago. "
+                    "This prints the folder and its size; --clear empties it.",
+        epilog="examples:\n  chainrule cache\n  chainrule cache --clear",
+        formatter_class=_formatter,
+    )
+    k.add_argument("--clear", action="store_true", help="remove every cached loop (they compile again when used)")
+    _add_common(k, "print the folder and sizes as JSON")
+    k.set_defaults(func=cmd_cache)
+
     for name, (module, extra, help_text) in PLUGINS.items():
         if name == invoked and _add_plugin(sub, name, module, extra):
             continue
@@ -840,7 +882,7 @@ def _json_error(args: argparse.Namespace, code: int, message: str) -> int:
 
 
 def _takes_printer(func: Callable[..., Any]) -> bool:
-    return func in (cmd_grad, cmd_step, cmd_check, cmd_worksheet)
+    return func in (cmd_grad, cmd_step, cmd_check, cmd_worksheet, cmd_cache)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -292,29 +292,152 @@ def kernel(body: str, functions: list[str]) -> Callable[..., None]:
         folder = cache_dir()
         digest = hashlib.sha256(text.encode()).hexdigest()[:24]
         name = f"chainrule_kernel_{digest}"
-        namespace: dict[str, Any]
+        namespace: dict[str, Any] | None = None
         if folder is not None:
             path = os.path.join(folder, f"k_{digest}.py")
-            if not _same_text(path, text):
-                fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(text)
-                os.replace(tmp, path)
-            spec = importlib.util.spec_from_file_location(name, path)
-            assert spec is not None and spec.loader is not None
-            module = sys.modules.get(name)
-            if module is None:   # numba's cache finds a kernel's globals by its module's name
-                module = importlib.util.module_from_spec(spec)
-                module.CACHE = True  # type: ignore[attr-defined]
-                sys.modules[name] = module
-                spec.loader.exec_module(module)
-            namespace = vars(module)
-        else:
+            try:
+                if not _same_text(path, text):
+                    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+                    with os.fdopen(fd, "w") as fh:
+                        fh.write(text)
+                    os.replace(tmp, path)
+                    prune_cache(keep=digest)
+                _mark_used(folder, digest)
+                module = sys.modules.get(name)
+                if module is None:   # numba's cache finds a kernel's globals by its module's name
+                    spec = importlib.util.spec_from_file_location(name, path)
+                    assert spec is not None and spec.loader is not None
+                    module = importlib.util.module_from_spec(spec)
+                    module.CACHE = True  # type: ignore[attr-defined]
+                    sys.modules[name] = module
+                    try:
+                        spec.loader.exec_module(module)
+                    except BaseException:
+                        del sys.modules[name]
+                        raise
+                namespace = vars(module)
+            except OSError:   # the folder changed under us (another process pruned it): compile in memory
+                namespace = None
+        if namespace is None:
             namespace = {"CACHE": False}
             exec(compile(text, f"<chainrule kernel {digest}>", "exec"), namespace)  # noqa: S102 - generated
         k = namespace["_kernel"]
         _kernels[text] = k
         return k
+
+
+#: the kernel cache's default size limit, in MiB (``CHAINRULE_CACHE_MAX_MB`` sets another)
+CACHE_MAX_MB = 256
+#: a kernel's last use is the time of this file beside it (numba keys its cache on the kernel
+#: file's own time, so that one is never touched)
+_USED = ".used"
+
+
+def cache_limit() -> int:
+    """The kernel cache's size limit in bytes: ``$CHAINRULE_CACHE_MAX_MB`` MiB, else :data:`CACHE_MAX_MB`."""
+    raw = os.environ.get("CHAINRULE_CACHE_MAX_MB", "")
+    try:
+        mb = float(raw)
+    except ValueError:   # unset or not a number
+        mb = CACHE_MAX_MB
+    return int(mb * (1 << 20)) if 0 <= mb < float("inf") else CACHE_MAX_MB << 20
+
+
+def _mark_used(folder: str, digest: str) -> None:
+    try:
+        with open(os.path.join(folder, f"k_{digest}{_USED}"), "a"):
+            pass
+        os.utime(os.path.join(folder, f"k_{digest}{_USED}"))
+    except OSError:
+        pass
+
+
+def _kernel_files(folder: str) -> dict[str, tuple[float, int, list[str]]]:
+    """digest -> (last use, bytes, paths) for every kernel in ``folder``, numba's files included;
+    temporary files left by an interrupted write an hour ago or more count as one more entry."""
+    import time
+
+    groups: dict[str, list[Any]] = {}
+    now = time.time()
+    for d in (folder, os.path.join(folder, "__pycache__")):
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                st = e.stat()
+            except OSError:
+                continue
+            if e.name.startswith("k_") and e.is_file():
+                digest = e.name[2:].split(".", 1)[0]
+                g = groups.setdefault(digest, [0.0, 0, [], 0.0])
+                if d == folder and e.name.endswith(_USED):
+                    g[0] = st.st_mtime
+                elif d == folder and e.name.endswith(".py"):
+                    g[3] = st.st_mtime   # the last use where no marker says it (written, never loaded)
+                g[1] += st.st_size
+                g[2].append(e.path)
+            elif e.name.endswith(".tmp") and d == folder and now - st.st_mtime > 3600:
+                g = groups.setdefault("~" + e.name, [0.0, 0, [], 0.0])
+                g[1] += st.st_size
+                g[2].append(e.path)
+    return {k: (v[0] or v[3], v[1], v[2]) for k, v in groups.items()}
+
+
+def cache_usage() -> tuple[str | None, int, int]:
+    """(the kernel cache folder or None, how many kernels it holds, their size in bytes)."""
+    folder = cache_dir()
+    if folder is None:
+        return None, 0, 0
+    files = _kernel_files(folder)
+    return folder, sum(1 for k in files if not k.startswith("~")), sum(v[1] for v in files.values())
+
+
+def _remove(paths: list[str]) -> int:
+    freed = 0
+    for p in sorted(paths, key=lambda p: not p.endswith(".py")):   # the kernel's source first
+        try:
+            size = os.stat(p).st_size
+            os.remove(p)
+            freed += size
+        except OSError:   # removed meanwhile by another process
+            pass
+    return freed
+
+
+def prune_cache(limit: int | None = None, keep: str = "") -> tuple[int, int]:
+    """Keep the kernel cache under ``limit`` bytes (default :func:`cache_limit`): past it, the kernels
+    used longest ago are removed until it is under three quarters of the limit (each new kernel
+    does not prune again). Kernels of an older chainrule are never used again and go first.
+    Returns (kernels removed, bytes freed)."""
+    folder = cache_dir()
+    if folder is None:
+        return 0, 0
+    limit = cache_limit() if limit is None else limit
+    files = _kernel_files(folder)
+    total = sum(v[1] for v in files.values())
+    if total <= limit:
+        return 0, 0
+    removed = freed = 0
+    for digest, (_, _, paths) in sorted(files.items(), key=lambda kv: kv[1][0]):
+        if total - freed <= limit * 3 // 4:
+            break
+        if digest == keep:
+            continue
+        freed += _remove(paths)
+        removed += not digest.startswith("~")
+    return removed, freed
+
+
+def clear_cache() -> tuple[int, int]:
+    """Remove every cached kernel (they compile again when next used). Returns (kernels, bytes)."""
+    folder = cache_dir()
+    if folder is None:
+        return 0, 0
+    files = _kernel_files(folder)
+    freed = sum(_remove(paths) for _, _, paths in files.values())
+    return sum(1 for k in files if not k.startswith("~")), freed
 
 
 def _same_text(path: str, text: str) -> bool:
