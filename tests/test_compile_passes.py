@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chainrule.compile import passes
-from chainrule.compile.ir import Code, Ins, execute
+from chainrule.compile.ir import Code, Ins, execute, uses
 from chainrule.compile.planner import Step, output_slots, plan_memory
 
 
@@ -250,3 +250,59 @@ def test_the_numpy_emitter_applies_to_every_program():
     for backend in ("auto", "numpy", "numba", "numexpr"):
         out = emit(code, Options(backend, 12))
         assert out.backend in ("numpy", "numexpr") and "def _compiled(m):" in out.source
+
+
+# ---- shapes without computing: what lowering runs the instructions on ------------------------------
+
+
+def _models():
+    import chainrule as cr
+
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0.5, 2.0, 300), rng.uniform(0.5, 2.0, 300)
+    X, W, b = rng.normal(size=(16, 5)), rng.normal(size=(5, 4)), rng.normal(size=4)
+    labels = rng.integers(0, 4, size=16)
+    img, kern = rng.normal(size=(2, 3, 6, 6)), rng.normal(size=(4, 3, 3, 3))
+    return [
+        (lambda x, y: np.log(x) * cr.sigmoid(np.sqrt(y)) / cr.sigmoid((x + y) ** 2), (x, y), (0, 1)),
+        (lambda x, y: (np.maximum(x - 1, 0) * y).sum() + np.where(x > y, x, y**2).mean(), (x, y), (0, 1)),
+        (lambda x: (x.reshape(20, 15).T @ x.reshape(20, 15)[:, :1]).sum(), (x,), 0),
+        (lambda W, b, X, labels: cr.nn.cross_entropy(np.tanh(X @ W + b), labels), (W, b, X, labels), (0, 1)),
+        (lambda X, W: (X[::2, 1:] @ W[1:]).max(axis=1).sum() + (X[:, :1] * X).std(), (X, W), (0, 1)),
+        (lambda img, kern: cr.nn.conv2d(img, kern, padding=1).mean(), (img, kern), (0, 1)),
+        (lambda X: cr.nn.layer_norm(X, 5).sum() + np.exp(-X * X).cumsum(axis=0)[-1].sum(), (X,), 0),
+    ]
+
+
+@pytest.mark.parametrize("k", range(7))
+def test_lowering_learns_every_shape_and_dtype_without_computing_on_the_inputs(k):
+    """What lowering learns from stand-ins of the inputs (arrays of ones that take no memory) is what
+    running the program on the inputs gives: every value's type, shape and dtype; and no value that
+    depends on an input was computed at the inputs' size."""
+    import chainrule as cr
+    from chainrule.compile.ir import standin
+    from chainrule.compile.lower import Lowerer
+
+    f, args, argnums = _models()[k]
+    fast = cr.compile(f, argnums=argnums, backend="numpy")
+    fast(*args)
+    program = fast._last.program
+    lowerer = Lowerer(program)
+    ins = lowerer.run()
+    consts = {**program.constants, **lowerer.consts}
+    inputs = {p: a for p, a in zip(program.params, args) if a.dtype.kind == "f"}
+    with np.errstate(all="ignore"):
+        real = execute(ins, consts, inputs)
+        meta = execute(ins, consts, {n: standin(a) for n, a in inputs.items()}, shapes_only=True)
+    assert real.keys() == meta.keys()
+    from_inputs = set(inputs)
+    for i in ins:
+        if from_inputs.intersection(uses(i)):
+            from_inputs.add(i.target)
+    for name, v in real.items():
+        m = meta[name]
+        assert type(m) is type(v) and np.shape(m) == np.shape(v), name
+        if isinstance(v, (np.ndarray, np.generic)):
+            assert m.dtype == v.dtype, name
+        if name in from_inputs and isinstance(m, np.ndarray):
+            assert not m.flags.owndata and not any(m.strides), f"{name} was computed"

@@ -17,7 +17,7 @@ import numpy as np
 from ..codegen import Program
 from ..gates import GATES, resolve
 from ..symbolic import Sym
-from .ir import Code, ConstRef, Ins, canon, execute, holds_array, pure_key
+from .ir import Code, ConstRef, Ins, canon, execute, holds_array, pure_key, standin
 
 _UFUNC = {
     "add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "pow": "power", "neg": "negative",
@@ -153,14 +153,18 @@ class Lowerer:
 
 
 def lower_program(program: Program, params: list[str], inputs: dict[str, np.ndarray]) -> Code:
-    """The program as instructions, run once on ``inputs`` (every value's shape and dtype known),
-    with ``alias`` instructions dropped: every use refers to the aliased value directly."""
+    """The program as instructions, run once on stand-ins of ``inputs`` (every value's shape and
+    dtype known), with ``alias`` instructions dropped: every use refers to the aliased value directly."""
     lowerer = Lowerer(program)
     ins = lowerer.run()
     consts = dict(lowerer.consts)
     for cname, v in program.constants.items():
         consts.setdefault(cname, v)
-    env = execute(ins, consts, inputs)
+    try:   # the shapes and dtypes of every value, without computing on arrays of the inputs' size
+        with np.errstate(all="ignore"):
+            env = execute(ins, consts, {k: standin(v) for k, v in inputs.items()}, shapes_only=True)
+    except Exception:  # noqa: BLE001 - a call that cannot take ones (inv of a matrix of ones): compute plainly
+        env = execute(ins, consts, inputs)
     aliases: dict[str, Any] = {}
     out = []
     for i in ins:

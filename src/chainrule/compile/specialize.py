@@ -293,6 +293,9 @@ class Compiled:
         # every array argument is a parameter of the generated function, in argument order
         params = [input_nodes[id(t)].name if id(t) in input_nodes else f"_unused{j}" for j, t in enumerate(leaves)]
         arrays = [a for a in args if isinstance(a, np.ndarray)]
+        # the trace's values (every intermediate, at the inputs' size) are not needed past here: let
+        # them go before the validation runs the function twice more
+        del graph, out, local_names, call_args, input_nodes, leaves
         xp = self.__dict__.get("array_module", np)  # another NumPy-like library (see compile_libraries)
         source, fn, backend = lower(program, params, dict(zip(params, arrays)), self.backend if xp is np else "numpy",
                                     xp=xp)
