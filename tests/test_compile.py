@@ -59,6 +59,11 @@ def _close(res, ref, rtol=1e-12):
         np.testing.assert_allclose(g, r, rtol=rtol, atol=1e-13)
 
 
+def _dests(res, fill=np.nan):
+    out, grads = res
+    return np.full_like(out, fill), tuple(np.full_like(g, fill) for g in grads)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numexpr", "numba"])
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("f, n", FUNCS, ids=[f.__name__ for f, _ in FUNCS])
@@ -69,9 +74,16 @@ def test_compiled_matches_value_and_grad(f, n, size, backend, rng):
     argnums = tuple(range(n))
     fast = cr.compile(f, argnums=argnums, backend=backend)
     ref = cr.value_and_grad(f, argnums=argnums)(*args)
-    _close(fast(*args), ref)
+    want = fast(*args)
+    _close(want, ref)
     _close(fast(*args), ref)  # second call: the cached specialization
     assert "def _compiled(" in fast.source
+    for _ in range(2):   # out=: the first such call learns the results' shapes, the second writes directly
+        dests = _dests(want)
+        got = fast(*args, out=dests)
+        assert got[0] is dests[0] and all(g is d for g, d in zip(got[1], dests[1]))
+        for g, w in zip([got[0], *got[1]], [want[0], *want[1]]):
+            np.testing.assert_array_equal(g, w)
 
 
 def test_compiled_matches_numerical_gradient(rng):
@@ -796,30 +808,6 @@ def test_a_new_kernel_past_the_limit_removes_the_older_ones_and_the_cli_reports_
 
 
 # ---- out=: results written into the caller's arrays -----------------------------------------------
-
-
-def _dests(res, fill=np.nan):
-    out, grads = res
-    return np.full_like(out, fill), tuple(np.full_like(g, fill) for g in grads)
-
-
-@pytest.mark.parametrize("backend", ["numpy", "numexpr", "numba"])
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("f, n", FUNCS, ids=[f.__name__ for f, _ in FUNCS])
-def test_out_receives_exactly_what_a_plain_call_returns(f, n, size, backend, rng):
-    if backend != "numpy":
-        pytest.importorskip(backend)
-    args = [rng.uniform(0.5, 2.0, size=size) if size else float(rng.uniform(0.5, 2.0)) for _ in range(n)]
-    if size is None:   # numbers give 0-d results: out= takes 0-d arrays
-        args = [np.asarray(a) for a in args]
-    fast = cr.compile(f, argnums=tuple(range(n)), backend=backend)
-    want = fast(*args)
-    for _ in range(2):   # the first call with out= learns the results' shapes; the second writes directly
-        dests = _dests(want)
-        got = fast(*args, out=dests)
-        assert got[0] is dests[0] and all(g is d for g, d in zip(got[1], dests[1]))
-        for g, w in zip([got[0], *got[1]], [want[0], *want[1]]):
-            np.testing.assert_array_equal(g, w)
 
 
 def test_out_with_numba_writes_in_place_and_fills_constant_gradients(rng):
