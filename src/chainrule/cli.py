@@ -579,12 +579,13 @@ def cmd_cache(args: argparse.Namespace, out: Printer) -> int:
         return 0
     mib = 1 << 20
     out.write(f"kernel cache: {folder}")
+    if args.clear:
+        out.write(f"  removed {removed} compiled loop{'s' if removed != 1 else ''} ({freed / mib:.1f} MiB): they "
+                  "compile again when next used")
+        return 0
     out.write(f"  {count} compiled loop{'s' if count != 1 else ''}, {size / mib:.1f} MiB; limit "
               f"{info['limit_bytes'] / mib:.0f} MiB ($CHAINRULE_CACHE_MAX_MB), past which the loops used longest "
               "ago are removed")
-    if args.clear:
-        out.write(f"  removed {removed} loop{'s' if removed != 1 else ''} ({freed / mib:.1f} MiB): they compile "
-                  "again when next used")
     return 0
 
 

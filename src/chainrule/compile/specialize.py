@@ -152,7 +152,7 @@ class Compiled:
         name = getattr(self.f, "__name__", "f")
         shape_text = "(out, grad)" if self.single else f"(out, ({', '.join('grad' for _ in self.nums)}))"
         usage = (f"compile: out= takes arrays to write the results into, shaped like the result {shape_text} "
-                 f"(an argument of {name} named out is passed by position)")
+                 f"(an argument of {name}'s own that is named out goes by position)")
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             raise TypeError(usage)
         grads = out[1]
