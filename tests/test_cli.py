@@ -536,3 +536,18 @@ def test_a_step_of_the_expression_is_bounded_like_a_value() -> None:
     res = run("step", "sum(x * y)", "--at", f"x={row}", f"y={col}", "--steps", "1")
     assert_clean_error(res, 2)
     assert "160,000 elements" in res.stderr
+
+
+def test_cache_names_its_folder_size_and_limit_and_clear_empties_it(tmp_path, monkeypatch, capsys):
+    """``chainrule cache`` in plain text: the folder, how many loops and MiB, the limit; --clear."""
+    monkeypatch.setenv("CHAINRULE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CHAINRULE_CACHE_MAX_MB", "64")
+    folder = tmp_path / "kernels"
+    folder.mkdir()
+    for digest in ("aa", "bb"):
+        (folder / f"k_{digest}.py").write_text("# a loop\n" * 1000)
+    assert cli.main(["cache", "--plain"]) == 0
+    text = capsys.readouterr().out
+    assert f"kernel cache: {folder}" in text and "2 compiled loops, 0.0 MiB; limit 64 MiB" in text
+    assert cli.main(["cache", "--clear", "--plain"]) == 0
+    assert "removed 2 compiled loops" in capsys.readouterr().out and not list(folder.iterdir())
