@@ -774,6 +774,33 @@ def test_the_kernel_cache_keeps_under_its_limit_removing_the_least_recently_used
     assert vecmath.clear_cache()[0] == 2 and vecmath.cache_usage()[1:] == (0, 0)
 
 
+def test_a_kernel_file_removed_while_it_loads_compiles_in_memory(monkeypatch, tmp_path):
+    """Another process's prune or ``chainrule cache --clear`` can remove a kernel's file after its
+    source was read and before numba's ``cache=True`` looks for it (numba then raises RuntimeError:
+    no locator): the kernel compiles in memory instead, as when the folder cannot be written."""
+    pytest.importorskip("numba")
+    import importlib.machinery
+    import os
+
+    from chainrule.compile import vecmath
+
+    monkeypatch.setenv("CHAINRULE_CACHE_DIR", str(tmp_path))
+    loader = importlib.machinery.SourceFileLoader
+    read = loader.get_code
+
+    def read_then_lose(self, fullname):
+        code = read(self, fullname)
+        if fullname.startswith("chainrule_kernel_"):
+            os.remove(self.path)   # what a concurrent clear does at this moment
+        return code
+
+    monkeypatch.setattr(loader, "get_code", read_then_lose)
+    k = vecmath.kernel("def _kernel(x, o):\n    for j in range(x.size):\n        o[j] = x[j] * 1.8125\n", [])
+    x, o = np.linspace(0.0, 1.0, 7), np.empty(7)
+    k(x, o)
+    np.testing.assert_array_equal(o, x * 1.8125)
+
+
 @pytest.mark.parametrize("raw, mb", [("", 256), ("64", 64), ("0.5", 0.5), ("-1", 256), ("lots", 256), ("inf", 256)])
 def test_the_cache_limit_comes_from_the_environment(monkeypatch, raw, mb):
     from chainrule.compile import vecmath
