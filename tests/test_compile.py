@@ -909,6 +909,19 @@ def test_out_mistakes_are_named(bad, message, rng):
         fast(x, y, out=bad(np.empty(5), (np.empty(5), np.empty(5))))
 
 
+def test_out_given_for_a_function_of_its_own_out_is_named_before_tracing(rng):
+    """``fast(x, out=y)`` where f has a parameter named out: out= is compile's, and the mistake is
+    named (pass f's out by position) rather than f failing inside the trace with 'missing argument'."""
+    def scaled(x, out):
+        return cr.sum(x * out)
+
+    x, y = rng.uniform(0.5, 2.0, size=5), rng.uniform(0.5, 2.0, size=5)
+    fast = cr.compile(scaled)
+    with pytest.raises(TypeError, match="an argument of scaled's own that is named out goes by position"):
+        fast(x, out=y)
+    np.testing.assert_allclose(fast(x, y)[1], y)
+
+
 def test_out_read_only_is_refused_and_left_alone(rng):
     x = rng.uniform(0.5, 2.0, size=5)
     fast = cr.compile(sigmoid)
