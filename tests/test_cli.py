@@ -551,3 +551,11 @@ def test_cache_names_its_folder_size_and_limit_and_clear_empties_it(tmp_path, mo
     assert f"kernel cache: {folder}" in text and "2 compiled loops, 0.0 MiB; limit 64 MiB" in text
     assert cli.main(["cache", "--clear", "--plain"]) == 0
     assert "removed 2 compiled loops" in capsys.readouterr().out and not list(folder.iterdir())
+
+
+def test_cache_shows_a_limit_under_one_mib_as_it_was_set(tmp_path, monkeypatch, capsys):
+    """CHAINRULE_CACHE_MAX_MB=0.5 is half a MiB, not shown as a limit of 0 MiB."""
+    monkeypatch.setenv("CHAINRULE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CHAINRULE_CACHE_MAX_MB", "0.5")
+    assert cli.main(["cache", "--plain"]) == 0
+    assert "limit 0.5 MiB" in capsys.readouterr().out

@@ -774,6 +774,33 @@ def test_the_kernel_cache_keeps_under_its_limit_removing_the_least_recently_used
     assert vecmath.clear_cache()[0] == 2 and vecmath.cache_usage()[1:] == (0, 0)
 
 
+def test_a_kernel_file_removed_while_it_loads_compiles_in_memory(monkeypatch, tmp_path):
+    """Another process's prune or ``chainrule cache --clear`` can remove a kernel's file after its
+    source was read and before numba's ``cache=True`` looks for it (numba then raises RuntimeError:
+    no locator): the kernel compiles in memory instead, as when the folder cannot be written."""
+    pytest.importorskip("numba")
+    import importlib.machinery
+    import os
+
+    from chainrule.compile import vecmath
+
+    monkeypatch.setenv("CHAINRULE_CACHE_DIR", str(tmp_path))
+    loader = importlib.machinery.SourceFileLoader
+    read = loader.get_code
+
+    def read_then_lose(self, fullname):
+        code = read(self, fullname)
+        if fullname.startswith("chainrule_kernel_"):
+            os.remove(self.path)   # what a concurrent clear does at this moment
+        return code
+
+    monkeypatch.setattr(loader, "get_code", read_then_lose)
+    k = vecmath.kernel("def _kernel(x, o):\n    for j in range(x.size):\n        o[j] = x[j] * 1.8125\n", [])
+    x, o = np.linspace(0.0, 1.0, 7), np.empty(7)
+    k(x, o)
+    np.testing.assert_array_equal(o, x * 1.8125)
+
+
 @pytest.mark.parametrize("raw, mb", [("", 256), ("64", 64), ("0.5", 0.5), ("-1", 256), ("lots", 256), ("inf", 256)])
 def test_the_cache_limit_comes_from_the_environment(monkeypatch, raw, mb):
     from chainrule.compile import vecmath
@@ -880,6 +907,19 @@ def test_out_mistakes_are_named(bad, message, rng):
     fast(x, y)
     with pytest.raises((TypeError, ValueError), match=message):
         fast(x, y, out=bad(np.empty(5), (np.empty(5), np.empty(5))))
+
+
+def test_out_given_for_a_function_of_its_own_out_is_named_before_tracing(rng):
+    """``fast(x, out=y)`` where f has a parameter named out: out= is compile's, and the mistake is
+    named (pass f's out by position) rather than f failing inside the trace with 'missing argument'."""
+    def scaled(x, out):
+        return cr.sum(x * out)
+
+    x, y = rng.uniform(0.5, 2.0, size=5), rng.uniform(0.5, 2.0, size=5)
+    fast = cr.compile(scaled)
+    with pytest.raises(TypeError, match="an argument of scaled's own that is named out goes by position"):
+        fast(x, out=y)
+    np.testing.assert_allclose(fast(x, y)[1], y)
 
 
 def test_out_read_only_is_refused_and_left_alone(rng):

@@ -97,6 +97,9 @@ class Compiled:
         """``(out, grads)`` at ``args``. ``out=(out, grads)``, arrays shaped like the results, makes
         the call write its results into them (and return them) instead of allocating new ones."""
         spec = None
+        # out= is checked first: a wrong one (f's own argument named out, given by name) is named
+        # before a new signature is traced, not found by f failing inside the trace
+        dests = None if out is None else self._destinations(out)
         if not kwargs:
             try:
                 key = tuple([(type(a), a.shape, a.dtype, a.tobytes() if a.dtype.kind in "biu" else None)
@@ -110,17 +113,16 @@ class Compiled:
             if not isinstance(prepared[0], _Specialization):   # another array library's answer
                 return prepared
             spec, args = prepared
-        res = spec.fn(*args) if out is None else self._into(spec, args, out)
+        res = spec.fn(*args) if dests is None else self._into(spec, args, dests)
         return (res[0], res[1]) if self.single else (res[0], res[1:])
 
-    def _into(self, spec: _Specialization, args: Sequence[Any], out: Any) -> tuple[np.ndarray, ...]:
-        """Run ``spec`` with its results written into the arrays of ``out`` (checked against the
-        results' shapes and dtypes). The fused loops write there directly; other code, or
+    def _into(self, spec: _Specialization, args: Sequence[Any], dests: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """Run ``spec`` with its results written into ``dests``, the arrays of ``out=`` (checked
+        against the results' shapes and dtypes). The fused loops write there directly; other code, or
         destinations that are not C-contiguous or that share memory with an argument, get the
         results copied in (so ``out`` may be an input, as with NumPy's ``out=``)."""
         from ..tensor import Tensor
 
-        dests = self._destinations(out)
         res = None
         if spec.meta is None:
             res = spec.fn(*args)

@@ -316,7 +316,10 @@ def kernel(body: str, functions: list[str]) -> Callable[..., None]:
                         del sys.modules[name]
                         raise
                 namespace = vars(module)
-            except OSError:   # the folder changed under us (another process pruned it): compile in memory
+            except (OSError, RuntimeError):
+                # the folder changed under us (another process pruned or cleared it): compile in memory.
+                # numba raises RuntimeError ("no locator available") when the file goes after its
+                # source was read; a real fault in the text raises again from the in-memory compile
                 namespace = None
         if namespace is None:
             namespace = {"CACHE": False}
