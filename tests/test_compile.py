@@ -930,3 +930,23 @@ def test_out_read_only_is_refused_and_left_alone(rng):
     with pytest.raises(ValueError, match="out= array 0 is read-only"):
         fast(x, out=(out, np.empty(5)))
     assert not out.any()
+
+
+_NAMED_LIKE_THE_CODE = """
+def f(np, r1, o0, _b0, _run, _k0, _cr_out):
+    import numpy
+    return numpy.exp(np) * numpy.sin(r1) + o0 / _b0 * _run - _k0 * _cr_out
+"""
+
+
+@pytest.mark.parametrize("size", [7, compiler.FUSED_MIN_SIZE + 3])
+def test_arguments_named_like_the_generated_codes_own_names(size, rng):
+    """Arguments called np, r1 (the plan's temporaries), o0 (outputs), _b0 (buffers), _run, _k0
+    (kernels) or _cr_out are renamed in the program, and compile to the engine's answer."""
+    ns: dict = {}
+    exec(_NAMED_LIKE_THE_CODE, ns)  # noqa: S102 - a fixed test function whose parameter is named np
+    f = ns["f"]
+    args = [rng.uniform(0.5, 2.0, size) for _ in range(7)]
+    fast = cr.compile(f, argnums=tuple(range(7)))
+    _close(fast(*args), cr.value_and_grad(f, argnums=tuple(range(7)))(*args))
+    assert "def f(np_2, r1_, o0_, b0_, run_, k0_, cr_out_)" in fast.program_source

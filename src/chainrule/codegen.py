@@ -24,7 +24,7 @@ import inspect
 import keyword
 import textwrap
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -487,8 +487,12 @@ def _size(e: Sym) -> int:
     return sum(1 for x in _walk(e) if x.op not in ("name", "num", "array"))
 
 
-def build_program(graph: Any, wrt: Iterable[str] | None = None, fold_seed: bool = False) -> Program:
+def build_program(graph: Any, wrt: Iterable[str] | None = None, fold_seed: bool = False,
+                  reserved: Callable[[str], bool] | None = None) -> Program:
     """The combined forward+backward function of a traced graph as a :class:`Program`.
+
+    ``reserved``: names the code this program becomes uses for itself (``cr.compile``'s buffers
+    and runners); a value of the graph named so is renamed (``_run`` -> ``run_``).
 
     ``wrt``: names of the inputs whose gradients are returned (default: all, in argument order).
     ``fold_seed``: the readable answer key (default) names the seed, ``dout = np.ones_like(out)``, and
@@ -511,6 +515,8 @@ def build_program(graph: Any, wrt: Iterable[str] | None = None, fold_seed: bool 
 
     def code_name(n: Any) -> str:
         ok = n.name not in _RESERVED and n.name.isidentifier() and not keyword.iskeyword(n.name)
+        if ok and reserved is not None and reserved(n.name):
+            return namer.claim(n.name.strip("_") + "_" if n.name.strip("_") else "v_")
         return n.name if ok else namer.claim(n.name)
 
     def constant(v: Any, base: str) -> Sym:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,10 @@ from .backends import BACKENDS
 from .pipeline import lower
 
 __all__ = ["compile", "Compiled"]
+
+#: the names generated code uses for itself (NumPy, its temporaries ``r1``, outputs ``o0``, buffers,
+#: kernels and runners ``_b0``, ``_k0``, ``_run``...): a value of ``f`` named so is renamed
+_GENERATED_NAME = re.compile(r"np|_.*|[ro]\d+").fullmatch
 
 
 @dataclass(frozen=True)
@@ -291,9 +296,13 @@ class Compiled:
         order = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
         input_nodes = {id(n.tensor): n for n in graph.inputs}
         wrt = [input_nodes[id(leaves[order.index(i)])].name for i in nums]
-        program = build_program(graph, wrt=wrt, fold_seed=True)  # results never alias inputs: see the emitters
-        # every array argument is a parameter of the generated function, in argument order
-        params = [input_nodes[id(t)].name if id(t) in input_nodes else f"_unused{j}" for j, t in enumerate(leaves)]
+        # results never alias inputs: see the emitters
+        program = build_program(graph, wrt=wrt, fold_seed=True, reserved=_GENERATED_NAME)
+        # every array argument is a parameter of the generated function, in argument order, under
+        # the name the program gives it (an argument named like the code's own names is renamed)
+        code_name = dict(zip([id(n) for n in graph.nodes if n.kind == "input"], program.params))
+        params = [code_name[id(input_nodes[id(t)])] if id(t) in input_nodes else f"_unused{j}"
+                  for j, t in enumerate(leaves)]
         arrays = [a for a in args if isinstance(a, np.ndarray)]
         # the trace's values (every intermediate, at the inputs' size) are not needed past here: let
         # them go before the validation runs the function twice more
