@@ -771,6 +771,8 @@ def test_the_kernel_cache_keeps_under_its_limit_removing_the_least_recently_used
     left = sorted(p.name.split(".")[0] for p in folder.glob("k_*.py"))
     assert left == ["k_newest", "k_old"] and not stale.exists()
     assert not any("k_mid" in p.name or "k_new." in p.name for p in folder.rglob("*"))
+    (folder / "k_gone.used").write_text("")   # a marker whose kernel is gone is not a kernel
+    assert vecmath.cache_usage()[1] == 2
     assert vecmath.clear_cache()[0] == 2 and vecmath.cache_usage()[1:] == (0, 0)
 
 
@@ -950,3 +952,14 @@ def test_arguments_named_like_the_generated_codes_own_names(size, rng):
     fast = cr.compile(f, argnums=tuple(range(7)))
     _close(fast(*args), cr.value_and_grad(f, argnums=tuple(range(7)))(*args))
     assert "def f(np_2, r1_, o0_, b0_, run_, k0_, cr_out_)" in fast.program_source
+
+
+def test_out_takes_either_byte_order_as_numpy_does(rng):
+    x = rng.uniform(0.5, 2.0, compiler.FUSED_MIN_SIZE + 3)
+    fast = cr.compile(lambda x: np.exp(-x) * x)
+    want = fast(x)
+    dests = (np.empty(x.size, dtype=">f8"), np.empty(x.size, dtype=">f8"))
+    for _ in range(2):
+        got = fast(x, out=dests)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])

@@ -137,7 +137,7 @@ class Compiled:
         if len(dests) != len(spec.meta):
             raise ValueError(f"compile: out= holds {len(dests)} arrays; the call returns {len(spec.meta)}")
         for k, (d, (shape, dtype)) in enumerate(zip(dests, spec.meta)):
-            if d.shape != shape or d.dtype != dtype:
+            if d.shape != shape or d.dtype.newbyteorder("=") != dtype:   # either byte order, as NumPy's out=
                 raise ValueError(f"compile: out= array {k} has shape {d.shape} and dtype {d.dtype}; {what[k]} "
                                  f"has shape {shape} and dtype {dtype}")
             for j in range(k):
@@ -145,7 +145,8 @@ class Compiled:
                     raise ValueError(f"compile: out= arrays {j} and {k} share memory: each result needs its own")
         inputs = [a.data if isinstance(a, Tensor) else a for a in args]
         direct = (res is None and spec.writes_out
-                  and all(d.flags.c_contiguous and d.flags.aligned for d in dests)
+                  and all(d.flags.c_contiguous and d.flags.aligned and d.dtype == m[1]
+                          for d, m in zip(dests, spec.meta))
                   and not any(isinstance(a, np.ndarray) and _overlap(d, a) for d in dests for a in inputs))
         if direct:
             spec.fn(*args, _cr_out=tuple(dests))

@@ -394,7 +394,13 @@ def cache_usage() -> tuple[str | None, int, int]:
     if folder is None:
         return None, 0, 0
     files = _kernel_files(folder)
-    return folder, sum(1 for k in files if not k.startswith("~")), sum(v[1] for v in files.values())
+    return folder, _count(files), sum(v[1] for v in files.values())
+
+
+def _count(files: dict[str, tuple[float, int, list[str]]]) -> int:
+    """How many kernels ``files`` holds (a kernel has its source; a lone marker or temporary is not one)."""
+    return sum(1 for k, (_, _, paths) in files.items()
+               if not k.startswith("~") and any(p.endswith(".py") for p in paths))
 
 
 def _remove(paths: list[str]) -> int:
@@ -429,7 +435,7 @@ def prune_cache(limit: int | None = None, keep: str = "") -> tuple[int, int]:
         if digest == keep:
             continue
         freed += _remove(paths)
-        removed += not digest.startswith("~")
+        removed += _count({digest: (0.0, 0, paths)})
     return removed, freed
 
 
@@ -440,7 +446,7 @@ def clear_cache() -> tuple[int, int]:
         return 0, 0
     files = _kernel_files(folder)
     freed = sum(_remove(paths) for _, _, paths in files.values())
-    return sum(1 for k in files if not k.startswith("~")), freed
+    return _count(files), freed
 
 
 def _same_text(path: str, text: str) -> bool:
