@@ -138,7 +138,7 @@ def emit_whole(code: Code, plan: bool, globals_: dict[str, Any] | None = None) -
         t = arg_text(text, r)
         if not (own(r) and t not in seen):
             m = code.meta(r)
-            if m is None or m[0] == ():
+            if m is None or (m[0] == () and m[1].kind != "f"):   # 0-d float arrays: .copy(), cheaper
                 value = code.env.get(r) if isinstance(r, str) else r
                 dtype = np.result_type(value, np.float16).name  # numbers become floats
                 t = f"np.array({t}, dtype=np.{dtype})"
