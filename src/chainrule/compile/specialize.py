@@ -68,6 +68,9 @@ class Compiled:
         self.nums, self.single = _argnums(argnums)
         self.backend = backend
         self._cache: dict[Any, _Specialization] = {}
+        #: the same specializations for calls whose arguments are all float arrays or tensors, keyed
+        #: without the integer arrays' values (cheaper to look up at N = 1)
+        self._float_cache: dict[Any, _Specialization] = {}
         self._last: _Specialization | None = None
         functools.update_wrapper(self, f)  # type: ignore[arg-type]
 
@@ -107,12 +110,13 @@ class Compiled:
         dests = None if out is None else self._destinations(out)
         if not kwargs:
             try:
-                key = tuple([(type(a), a.shape, a.dtype, a.tobytes() if a.dtype.kind in "biu" else None)
-                             for a in args])
-            except AttributeError:
-                key = None
-            if key is not None:
-                spec = self._cache.get(key)
+                # float arrays only (the usual call): type, shape and dtype name the code
+                spec = self._float_cache.get(tuple([(type(a), a.shape, a.dtype) for a in args]))
+                if spec is None:
+                    spec = self._cache.get(tuple([(type(a), a.shape, a.dtype,
+                                                   a.tobytes() if a.dtype.kind in "biu" else None) for a in args]))
+            except AttributeError:   # a number among the arguments
+                pass
         if spec is None:
             prepared = self._slow_call(args, kwargs, out)
             if not isinstance(prepared[0], _Specialization):   # another array library's answer
@@ -259,6 +263,10 @@ class Compiled:
 
             self._cache[tuple((type(a), a.shape, a.dtype, None) for a in args)] = _Specialization(
                 on_tensors, spec.source, spec.program, spec.backend, spec.writes_out)
+        if unwrapped and not kwargs and all(isinstance(a, (np.ndarray, Tensor)) and a.dtype.kind in "fc"
+                                            for a in args):
+            self._float_cache[tuple((type(a), a.shape, a.dtype) for a in args)] = (
+                self._cache[tuple((type(a), a.shape, a.dtype, None) for a in args)])
         if any(isinstance(a, _Static) for a in conv):
             return spec, [a.value if isinstance(a, _Static) else a for a in conv
                           if isinstance(a, (np.ndarray, _Static))]
