@@ -963,3 +963,33 @@ def test_out_takes_either_byte_order_as_numpy_does(rng):
         got = fast(x, out=dests)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
+
+
+_RNG = np.random.default_rng(11)
+_A, _R, _X = _RNG.normal(size=(4, 4)), _RNG.normal(size=(5, 3)), _RNG.uniform(0.5, 2.0, size=6)
+_MORE = {
+    "svd_values": (lambda A: np.linalg.svd(A, compute_uv=False).sum(), (_A,)),
+    "svd_parts": (lambda R: (lambda u, s, vh: (u[:, :1] ** 2).sum() + s.sum() + (vh[0] ** 2).sum())(
+        *np.linalg.svd(R, full_matrices=False)), (_R,)),
+    "slogdet": (lambda A: np.linalg.slogdet(A @ A.T + np.eye(4))[1], (_A,)),
+    "eigvalsh": (lambda A: (np.linalg.eigvalsh(A @ A.T) ** 2).sum(), (_A,)),
+    "eigh": (lambda A: (lambda w, v: (w * v[0] ** 2).sum())(*np.linalg.eigh(A + A.T)), (_A,)),
+    "cumprod": (lambda x: (np.cumprod(x) * x).sum(), (_X,)),
+    "einsum": (lambda A: np.einsum("ij,jk,kl->", A, A, A) + np.einsum("ii", A) ** 2, (_A,)),
+    "convolve": (lambda x: (np.convolve(x, x[:3]) ** 2).sum(), (_X,)),
+}
+
+
+@pytest.mark.parametrize("name", list(_MORE))
+def test_generated_code_and_compile_cover_linalg_cumprod_and_einsum(name):
+    """svd, slogdet, eigh and eigvalsh (their gates are helpers the source includes), cumprod (a
+    reshape to -1 inside its rule) and einsum/convolve (subscripts first): the printed function and
+    the compiled one both give value_and_grad's answer, which central differences confirm."""
+    f, args = _MORE[name]
+    want = cr.value_and_grad(f)(*args)
+    np.testing.assert_allclose(want[1], numeric_grad(f, list(args), 0), rtol=1e-5, atol=1e-7)
+    ns: dict = {}
+    exec(cr.trace(f, *args).to_source("g"), ns)  # noqa: S102 - code chainrule generated
+    for got in (ns["g"](*args), cr.compile(f)(*args)):
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-10)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-9, atol=1e-12)

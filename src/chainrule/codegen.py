@@ -343,7 +343,9 @@ def _substitute(e: Sym, table: dict[Any, Sym], memo: dict[int, Any], done: dict[
             y = call("broadcast_to", y.args[0].args[0], shape=tuple(y.params["shape"]))  # a 0-d value
         elif (y.op == "call" and y.value in ("reshape", "broadcast_to") and y.args[0].op == "call"
               and y.args[0].value == "broadcast_to" and y.args[0].args[0].op == "num"):
-            y = call("broadcast_to", y.args[0].args[0], shape=tuple(y.params["shape"]))  # still all one number
+            # still all one number; the shape the reshape resolved (its params may say -1)
+            y = call("broadcast_to", y.args[0].args[0],
+                     shape=tuple(y.known_shape if y.known_shape is not None else y.params["shape"]))
         elif (y.op == "call" and y.value in ("reshape", "broadcast_to") and y.args[0].op != "num"
               and y.args[0].known_shape is not None
               and tuple(y.args[0].known_shape) == tuple(y.params["shape"])):

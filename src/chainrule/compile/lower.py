@@ -117,6 +117,10 @@ class Lowerer:
                              "table's own rules only: use cr.value_and_grad, or write the function with NumPy")
         # array-valued params (indices) become named constants, as getitem's index does
         params = {k: ConstRef(self.const_name(v)) if holds_array(v) else v for k, v in e.params.items()}
+        if gate.np_name is None and callable(gate.code) and callable(gate.forward):
+            # a forward whose NumPy call is not np.<name>(inputs, params) (einsum: the subscripts
+            # first): the gate's own forward runs, on the inputs as they are
+            return self.emit("helper", name, args, params, target=target)
         if gate.arity is None:
             args = [tuple(args)]
         if gate.helper:  # the gate's own forward, called as generated code calls it

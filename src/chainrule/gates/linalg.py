@@ -309,13 +309,17 @@ def _svd_std(k):
     return forward
 
 
-def _svd_part(k):
-    def forward(xp, a, full_matrices=False):
-        if k == 1:
-            return xp.linalg.svd(a, compute_uv=False)
-        return xp.linalg.svd(a, full_matrices=full_matrices)[k]
+# the parts of svd, each a function of its own: generated code includes them by name (helpers)
+def _svd_u(xp, a, full_matrices=False):
+    return xp.linalg.svd(a, full_matrices=full_matrices)[0]
 
-    return forward
+
+def _svd_s(xp, a, full_matrices=False):
+    return xp.linalg.svd(a, compute_uv=False)
+
+
+def _svd_vh(xp, a, full_matrices=False):
+    return xp.linalg.svd(a, full_matrices=full_matrices)[2]
 
 
 def _svd_vjp(part):
@@ -416,23 +420,23 @@ SOLVE = _gate("solve", "linalg.solve", "solve gate: x = A⁻¹b sends A⁻ᵀg t
 DET = _gate("det", "linalg.det", "det gate: ∂det(A)/∂A = det(A)·A⁻ᵀ", "det({0})", jvp=_det_jvp, vjp=_det_vjp,
             shape=lambda s: s[:-2])
 LOGABSDET = _gate("logabsdet", _logabsdet, "log|det| gate: ∂ln|det A|/∂A = A⁻ᵀ", "ln|det({0})|",
-                  jvp=_logabsdet_jvp, vjp=_logabsdet_vjp, shape=lambda s: s[:-2], numpy=())
+                  jvp=_logabsdet_jvp, vjp=_logabsdet_vjp, shape=lambda s: s[:-2], numpy=(), helper=True)
 CHOLESKY = _gate("cholesky", "linalg.cholesky", "cholesky gate: A = LLᵀ; the gradient of L is pulled back "
                  "through Φ(Lᵀḡ) and two triangular solves (Murray 2016)", "cholesky({0})", vjp=_cholesky_vjp,
                  shape=_square)
 EIGH_VALUES = _gate("eigh_values", _eigh_values, "eigenvalue gate: ∂λᵢ/∂A = vᵢvᵢᵀ (on the triangle eigh reads)",
                     "eigvalsh({0})", vjp=_eigh_values_vjp, params={"UPLO": "L"}, shape=lambda s, UPLO="L": s[:-1],
-                    numpy=("linalg.eigvalsh",), std=_eigh_std(0))
+                    numpy=("linalg.eigvalsh",), std=_eigh_std(0), helper=True)
 EIGH_VECTORS = _gate("eigh_vectors", _eigh_vectors, "eigenvector gate: each vector moves by the others, "
                      "weighted 1/(λⱼ − λᵢ)", "eigh_vectors({0})", vjp=_eigh_vectors_vjp, params={"UPLO": "L"},
-                     shape=lambda s, UPLO="L": s, numpy=(), std=_eigh_std(1))
-SVD_U = _gate("svd_u", _svd_part(0), "svd gate (U): the gradient of the left singular vectors", "svd_u({0})",
+                     shape=lambda s, UPLO="L": s, numpy=(), std=_eigh_std(1), helper=True)
+SVD_U = _gate("svd_u", _svd_u, "svd gate (U): the gradient of the left singular vectors", "svd_u({0})",
               vjp=_svd_vjp("u"), params={"full_matrices": False}, shape=_svd_shape(0), numpy=(),
-              std=_svd_std(0))
-SVD_S = _gate("svd_s", _svd_part(1), "svd gate (s): ∂sᵢ/∂A = uᵢvᵢᵀ", "svd_s({0})", vjp=_svd_vjp("s"),
-              shape=lambda s, **_: s[:-2] + (min(s[-2:]),), numpy=(), std=_svd_std(1))
-SVD_VH = _gate("svd_vh", _svd_part(2), "svd gate (Vᴴ): the gradient of the right singular vectors", "svd_vh({0})",
+              std=_svd_std(0), helper=True)
+SVD_S = _gate("svd_s", _svd_s, "svd gate (s): ∂sᵢ/∂A = uᵢvᵢᵀ", "svd_s({0})", vjp=_svd_vjp("s"),
+              shape=lambda s, **_: s[:-2] + (min(s[-2:]),), numpy=(), std=_svd_std(1), helper=True)
+SVD_VH = _gate("svd_vh", _svd_vh, "svd gate (Vᴴ): the gradient of the right singular vectors", "svd_vh({0})",
                vjp=_svd_vjp("vh"), params={"full_matrices": False}, shape=_svd_shape(2), numpy=(),
-               std=_svd_std(2))
+               std=_svd_std(2), helper=True)
 PINV = _gate("pinv", "linalg.pinv", "pseudo-inverse gate: −A⁺ᵀgA⁺ᵀ plus the two projections' terms (A of full rank)",
              "pinv({0})", vjp=_pinv_vjp, shape=lambda s: s[:-2] + (s[-1], s[-2]))
