@@ -974,3 +974,26 @@ def test_same_tensor_in_several_inputs_of_one_gate(f) -> None:
     loss = lambda x: (f(x) * w).sum()  # noqa: E731
     np.testing.assert_allclose(cr.grad(loss)(x0), numeric_grad(loss, [x0], 0), rtol=1e-6, atol=1e-8)
     assert cr.gradcheck(loss, x0)
+
+
+#: rows whose gate reads positions computed from the values (a sort's order): compile refuses them
+_VALUE_DEPENDENT = {"np.sort", "x.sort() in place"}
+
+
+@pytest.mark.parametrize("r", DIFF_ROWS, ids=lambda r: r.id)
+def test_compiled_loss_matches_value_and_grad(r: Row) -> None:
+    """Every gate through cr.compile (its program lowered, the gate's helpers included): the same
+    value and gradients as the eager engine, or, where the trace cannot hold the computation (a
+    sort's order), the refusal that says so."""
+    arrays = _draw(r)
+    loss = _loss(r, _weights(r, arrays))
+    fast = cr.compile(loss, argnums=r.argnums)
+    if r.id in _VALUE_DEPENDENT:
+        with pytest.raises(ValueError, match="does not trace to one fixed computation"):
+            fast(*arrays)
+        return
+    value, grads = cr.value_and_grad(loss, argnums=r.argnums)(*arrays)
+    got_value, got_grads = fast(*arrays)
+    np.testing.assert_allclose(got_value, value, rtol=1e-10, atol=1e-12)
+    for g, w in zip(got_grads, grads):
+        np.testing.assert_allclose(g, w, rtol=1e-8, atol=1e-10)

@@ -68,6 +68,8 @@ class Compiled:
         self.nums, self.single = _argnums(argnums)
         self.backend = backend
         self._cache: dict[Any, _Specialization] = {}
+        #: positions of float arguments compiled by value (see ``_slow_call``)
+        self._by_value: set[int] = set()
         #: the same specializations for calls whose arguments are all float arrays or tensors, keyed
         #: without the integer arrays' values (cheaper to look up at N = 1)
         self._float_cache: dict[Any, _Specialization] = {}
@@ -222,9 +224,10 @@ class Compiled:
                 a = as_float_array(a, f"argument {i}")
             elif isinstance(a, (np.ndarray, list)) and not isinstance(a, bool):
                 a = np.asarray(a)
-                if a.dtype.kind in "biu":
+                if a.dtype.kind in "biu" or i in self._by_value:
                     # labels, indices, masks: they pick elements rather than flow through arithmetic,
-                    # so the code is specialized to their values (new values compile anew)
+                    # so the code is specialized to their values (new values compile anew); so are
+                    # the orders of special functions (jn's n, betainc's a), which take no gradient
                     a = _Static(a)
                     key.append((np.ndarray, a.value.shape, a.value.dtype, a.value.tobytes()))
                     conv.append(a)
@@ -244,7 +247,16 @@ class Compiled:
         k = tuple(key)
         spec = self._cache.get(k)
         if spec is None:
-            spec = self._specialize(conv, nums)
+            try:
+                spec = self._specialize(conv, nums)
+            except TypeError as e:
+                # an input the function's gates take no gradient for (a special function's order):
+                # every float argument not differentiated is compiled by value, and the call retried
+                others = {i for i, a in enumerate(conv) if i not in nums and isinstance(a, np.ndarray)}
+                if "has no gradient rule with respect to" not in str(e) or not others - self._by_value:
+                    raise
+                self._by_value |= others
+                return self._slow_call(args, {}, out)   # args: every argument by position by now
             if any(isinstance(a, _Static) for a in conv):
                 # called with every array argument, statics included (as the fast path does)
                 keep = [j for j, a in enumerate([a for a in conv if isinstance(a, (np.ndarray, _Static))])

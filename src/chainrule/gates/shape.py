@@ -401,8 +401,7 @@ AS_STRIDED = _gate("as_strided", _as_strided,
                    "several times add up their gradients", "as_strided({0}, {shape}, {strides})",
                    linear="linear", vjp=_as_strided_vjp, params={"shape": None, "strides": None, "itemsize": 8},
                    shape=lambda s, shape=None, strides=None, itemsize=8: tuple(shape), view=True,
-                   numpy=("lib.stride_tricks.as_strided",),
-                   code="np.lib.stride_tricks.as_strided(np.ascontiguousarray({0}), {shape}, {strides})")
+                   numpy=("lib.stride_tricks.as_strided",), helper=True)
 
 
 def normalize_pad_width(pad_width: Any, ndim: int) -> tuple[tuple[int, int], ...]:
