@@ -383,9 +383,10 @@ class Compiled:
                     raise ValueError(
                         f"compile: {getattr(self.f, '__name__', 'f')} does not trace to one fixed computation: "
                         "its result depends on the input values in a way the graph does not record: a Python "
-                        "`if` or float() on values, .data read in Python, or boolean-mask indexing with a mask "
-                        "computed from the inputs (a[a > 0]: the result's shape depends on the values), which "
-                        "compile does not support. Masks as values are fine: write a[a > 0] as "
+                        "`if` or float() on values, .data read in Python, boolean-mask indexing with a mask "
+                        "computed from the inputs (a[a > 0]: the result's shape depends on the values), or a "
+                        "sort (np.sort, x.sort(): the order comes from the values), which compile does not "
+                        "support. Masks as values are fine: write a[a > 0] as "
                         "cr.where(a > 0, a, 0.0), an `if` as cr.where(cond, then, else) (or cr.relu / "
                         "cr.maximum / cr.abs), or use cr.value_and_grad, which handles all of these")
 
