@@ -475,3 +475,24 @@ def test_item_assignment_in_the_forward_pass_is_written_and_compiled(rng) -> Non
     np.testing.assert_allclose(dx, numeric_grad(svm, [x], 0), rtol=1e-6, atol=1e-8)
     c_out, c_dx = cr.compile(svm)(x)
     np.testing.assert_allclose(c_dx, ref_dx)
+
+
+def test_a_mask_argument_stays_a_mask_and_the_printed_function_runs():
+    """cr.trace with a boolean argument (the condition of where or guard): it is not an input to
+    differentiate (it was made a float input, and guard's trace failed on it); the printed function
+    keeps it as a constant (np.bool_, which NumPy 1.26 and 2 both have) and gives the engine's answer."""
+    rng = np.random.default_rng(5)
+    c, s, x = rng.random(5) > 0.5, rng.normal(size=5), rng.normal(size=5)
+
+    def f(c, s, x):
+        return (cr.guard(c, s, x) ** 2).sum() + (cr.where(c, x, 0.0) * s).sum()
+
+    src = cr.trace(f, c=c, s=s, x=x).to_source("g")
+    assert "def g(s, x):" in src and "dtype=np.bool_" in src
+    ns: dict = {}
+    exec(src, ns)  # noqa: S102 - code chainrule generated
+    got = ns["g"](s, x)
+    want = cr.value_and_grad(f, argnums=(1, 2))(c, s, x)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    for g, w in zip(got[1:], want[1]):
+        np.testing.assert_allclose(g, w, rtol=1e-12)

@@ -101,7 +101,8 @@ class Program:
         if inline_constants and self.constants:
             body.append("# constants")
             for cname, value in self.constants.items():
-                body.append(f"{cname} = np.array({value.tolist()!r}, dtype=np.{value.dtype.name})")
+                dname = "bool_" if value.dtype.kind == "b" else value.dtype.name   # np.bool is NumPy 2's only
+                body.append(f"{cname} = np.array({value.tolist()!r}, dtype=np.{dname})")
         body.append("# forward pass")
         body += _statement_lines(self.forward, printer)
         if given[0] != self.returns[0]:

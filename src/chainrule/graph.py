@@ -450,13 +450,17 @@ def _caller_names() -> dict[int, str]:
 
 
 def _is_numeric(val: Any) -> bool:
-    if isinstance(val, (Tensor, numbers.Number, np.ndarray, np.generic)) and not isinstance(val, bool):
+    """Whether a traced argument becomes an input (a number or array of numbers). Truth values (a
+    mask for where or guard) stay as they are: nothing flows back into them."""
+    if isinstance(val, (np.ndarray, np.generic)):
+        return val.dtype.kind in "iufc"
+    if isinstance(val, (Tensor, numbers.Number)) and not isinstance(val, bool):
         return True
     if backend.library_of(val) is not None:  # an array of another library (Dask, CuPy...)
-        return backend.kind(val.dtype) in "biuf"
+        return backend.kind(val.dtype) in "iuf"
     if isinstance(val, list):
         try:
-            return np.asarray(val).dtype.kind in "biuf"
+            return np.asarray(val).dtype.kind in "iuf"
         except (ValueError, TypeError):
             return False
     return False
