@@ -997,3 +997,25 @@ def test_compiled_loss_matches_value_and_grad(r: Row) -> None:
     np.testing.assert_allclose(got_value, value, rtol=1e-10, atol=1e-12)
     for g, w in zip(got_grads, grads):
         np.testing.assert_allclose(g, w, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("r", DIFF_ROWS, ids=lambda r: r.id)
+def test_printed_function_matches_value_and_grad(r: Row) -> None:
+    """Every gate in generated code: ``cr.trace(...).to_source()`` of the loss around it, run, gives
+    the eager engine's value and gradients (the arguments not differentiated are constants of it)."""
+    arrays = _draw(r)
+    loss = _loss(r, _weights(r, arrays))
+    names = [f"a{k}" for k in r.argnums]
+    scope: dict[str, Any] = {"loss": loss, "arrays": arrays}
+    exec(f"def wrapped({', '.join(names)}):\n"  # noqa: S102 - a fixed wrapper: the differentiated arguments
+         f"    args = list(arrays)\n"
+         + "".join(f"    args[{k}] = a{k}\n" for k in r.argnums)
+         + "    return loss(*args)\n", scope)
+    src = cr.trace(scope["wrapped"], **{f"a{k}": arrays[k] for k in r.argnums}).to_source("g")
+    ns: dict[str, Any] = {}
+    exec(src, ns)  # noqa: S102 - code chainrule generated
+    got = ns["g"](*[arrays[k] for k in r.argnums])
+    value, grads = cr.value_and_grad(loss, argnums=r.argnums)(*arrays)
+    np.testing.assert_allclose(got[0], value, rtol=1e-10, atol=1e-12)
+    for g, w in zip(got[1:], grads):
+        np.testing.assert_allclose(g, w, rtol=1e-8, atol=1e-10)

@@ -102,7 +102,7 @@ class Program:
             body.append("# constants")
             for cname, value in self.constants.items():
                 dname = "bool_" if value.dtype.kind == "b" else value.dtype.name   # np.bool is NumPy 2's only
-                body.append(f"{cname} = np.array({value.tolist()!r}, dtype=np.{dname})")
+                body.append(f"{cname} = np.array({printer.elements(value.tolist())}, dtype=np.{dname})")
         body.append("# forward pass")
         body += _statement_lines(self.forward, printer)
         if given[0] != self.returns[0]:

@@ -673,7 +673,13 @@ class NumpyPrinter(MathPrinter):
         return repr(v)
 
     def array(self, v: np.ndarray) -> str:
-        return f"{self.prefix}array({v.tolist()!r})"
+        return f"{self.prefix}array({self.elements(v.tolist())})"
+
+    def elements(self, v: Any) -> str:
+        """An array's nested list as source, its infinities and NaN as NumPy's names (``np.nan``)."""
+        if isinstance(v, list):
+            return "[" + ", ".join(self.elements(x) for x in v) + "]"
+        return self.number(v)
 
     def comparison(self, a: str, op: str, b: str) -> tuple[str, int]:
         return f"{a} {op} {b}", _CMP
