@@ -559,3 +559,12 @@ def test_cache_shows_a_limit_under_one_mib_as_it_was_set(tmp_path, monkeypatch, 
     monkeypatch.setenv("CHAINRULE_CACHE_MAX_MB", "0.5")
     assert cli.main(["cache", "--plain"]) == 0
     assert "limit 0.5 MiB" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("expr, out", [("-x^2", "-4"), ("-2.", "-2"), ("-1e3 + x", "-998"), ("-.5 * x", "-1")])
+def test_an_expression_may_start_with_a_minus(expr, out, capsys):
+    """argparse reads "-x^2" or "-2." as an option (only "-2" and "-.5" are numbers to it): the
+    expression still reaches the parser."""
+    at = ["--at", "x=2"] if "x" in expr else []
+    assert cli.main(["grad", expr, *at, "--plain"]) == 0
+    assert re.search(rf"\bout\s+(?:=\s+)?{re.escape(out)}\b", capsys.readouterr().out)

@@ -808,13 +808,16 @@ def _protect_leading_minus(parser: argparse.ArgumentParser, argv: list[str]) -> 
     if command is None or sub is None or command not in sub.choices:
         return argv
     options = set(sub.choices[command]._option_string_actions)
+    # what argparse itself reads as a negative number ("-2", "-.5"; not "-2." or "-1e3")
+    negative = getattr(sub.choices[command], "_negative_number_matcher", None)
     k = argv.index(command)
     out = argv[: k + 1]
     for a in argv[k + 1:]:
         if a.startswith("-") and len(a) > 1 and a != "--":
             head = a.split("=", 1)[0]
             known = head in options or (a.startswith("--") and any(o.startswith(head) for o in options))
-            if not known and not _is_number(a):
+            number = negative.match(a) if negative is not None else _is_number(a)
+            if not known and not number:
                 a = " " + a
         out.append(a)
     return out
