@@ -805,10 +805,18 @@ def test_a_kernel_file_removed_while_it_loads_compiles_in_memory(monkeypatch, tm
 
 @pytest.mark.parametrize("raw, mb", [("", 256), ("64", 64), ("0.5", 0.5), ("-1", 256), ("lots", 256), ("inf", 256)])
 def test_the_cache_limit_comes_from_the_environment(monkeypatch, raw, mb):
+    import warnings
+
     from chainrule.compile import vecmath
 
     monkeypatch.setenv("CHAINRULE_CACHE_MAX_MB", raw)
-    assert vecmath.cache_limit() == int(mb * (1 << 20))
+    vecmath._warn_limit.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert vecmath.cache_limit() == int(mb * (1 << 20))
+    bad = raw not in ("", "64", "0.5")
+    assert [str(w.message) for w in caught] == ([f"CHAINRULE_CACHE_MAX_MB={raw!r} is not a size in MiB (0 or more): "
+                                                 "the kernel cache keeps 256 MiB"] if bad else [])
 
 
 def test_a_new_kernel_past_the_limit_removes_the_older_ones_and_the_cli_reports_it(tmp_path):

@@ -562,13 +562,20 @@ def cmd_worksheet(args: argparse.Namespace, out: Printer) -> int:
 
 def cmd_cache(args: argparse.Namespace, out: Printer) -> int:
     """Where cr.compile keeps its compiled loops, how much it holds, and clearing it."""
+    import warnings
+
     from .compile import vecmath
 
     folder, count, size = vecmath.cache_usage()
     removed = freed = 0
     if args.clear:
         removed, freed = vecmath.clear_cache()
-    info = {"folder": folder, "kernels": count, "bytes": size, "limit_bytes": vecmath.cache_limit(),
+    with warnings.catch_warnings(record=True) as caught:   # a limit that is not a size: said on one line
+        warnings.simplefilter("always")
+        limit = vecmath.cache_limit()
+    for w in caught:
+        sys.stderr.write(f"{PROG} cache: note: {w.message}\n")
+    info = {"folder": folder, "kernels": count, "bytes": size, "limit_bytes": limit,
             "removed": removed, "freed_bytes": freed}
     if args.json:
         out.stream.write(json.dumps(info, indent=2) + "\n")

@@ -337,13 +337,25 @@ _USED = ".used"
 
 
 def cache_limit() -> int:
-    """The kernel cache's size limit in bytes: ``$CHAINRULE_CACHE_MAX_MB`` MiB, else :data:`CACHE_MAX_MB`."""
-    raw = os.environ.get("CHAINRULE_CACHE_MAX_MB", "")
+    """The kernel cache's size limit in bytes: ``$CHAINRULE_CACHE_MAX_MB`` MiB, else :data:`CACHE_MAX_MB`
+    (a value that is not a size is said once, in a warning, and the default used)."""
+    raw = os.environ.get("CHAINRULE_CACHE_MAX_MB", "").strip()
     try:
-        mb = float(raw)
-    except ValueError:   # unset or not a number
+        mb = float(raw) if raw else float(CACHE_MAX_MB)
+    except ValueError:
+        mb = float("nan")
+    if not 0 <= mb < float("inf"):
+        _warn_limit(raw)
         mb = CACHE_MAX_MB
-    return int(mb * (1 << 20)) if 0 <= mb < float("inf") else CACHE_MAX_MB << 20
+    return int(mb * (1 << 20))
+
+
+@functools.cache
+def _warn_limit(raw: str) -> None:
+    import warnings
+
+    warnings.warn(f"CHAINRULE_CACHE_MAX_MB={raw!r} is not a size in MiB (0 or more): the kernel cache keeps "
+                  f"{CACHE_MAX_MB} MiB", RuntimeWarning, stacklevel=3)
 
 
 def _mark_used(folder: str, digest: str) -> None:
