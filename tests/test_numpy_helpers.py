@@ -323,3 +323,38 @@ def test_det_gradient_at_singular_matrices_is_the_adjugate(a: Any) -> None:
 def test_det_gradient_by_hand_at_a_rank_one_matrix() -> None:
     # d det [[a, b], [c, d]] = [[d, -c], [-b, a]]
     np.testing.assert_allclose(cr.grad(np.linalg.det)(np.array([[1.0, 2.0], [2.0, 4.0]])), [[4.0, -2.0], [-2.0, 1.0]])
+
+
+_STATS = np.random.default_rng(21).normal(size=(5, 6))   # continuous: no ties
+
+
+@pytest.mark.parametrize("fn", [
+    lambda X: np.median(X),
+    lambda X: np.median(X, axis=0),
+    lambda X: np.median(X[:, :4], axis=1, keepdims=True),     # an even count: the two middles average
+    lambda X: np.quantile(X, 0.3),
+    lambda X: np.quantile(X, [0.1, 0.5, 0.9], axis=1),        # q's dimension first, as NumPy's
+    lambda X: np.quantile(X.reshape(5, 2, 3), [[0.2], [0.7]], axis=(0, 2), keepdims=True),
+    lambda X: np.percentile(X, [0, 25, 100], axis=-1),
+], ids=["median", "median axis=0", "median even keepdims", "quantile", "quantile q array", "quantile tuple axis",
+        "percentile"])
+def test_median_quantile_and_percentile_have_numpys_values_and_gradients(fn: Callable[..., Any]) -> None:
+    """Composites of sort: NumPy's value (shape, dtype, NumPy's linear interpolation), and a gradient
+    that central differences confirm (the interpolated neighbours share it by their weights)."""
+    w = _weights(np.shape(fn(_STATS)))
+    loss = lambda X: (fn(X) * w).sum()  # noqa: E731
+    value = fn(cr.tensor(_STATS, requires_grad=True))
+    assert value.shape == np.shape(fn(_STATS))
+    np.testing.assert_allclose(value.data, fn(_STATS), rtol=1e-14)
+    np.testing.assert_allclose(cr.grad(loss)(_STATS), numeric_grad(loss, [_STATS], 0), rtol=1e-6, atol=1e-8)
+
+
+def test_median_of_a_nan_is_nan_and_quantile_checks_its_q() -> None:
+    x = _STATS.copy()
+    x[2, 3] = np.nan
+    got = np.median(cr.tensor(x, requires_grad=True), axis=0)
+    np.testing.assert_array_equal(np.isnan(got.data), np.isnan(np.median(x, axis=0)))
+    with pytest.raises(ValueError, match=r"quantiles must be in the range \[0, 1\]"):
+        np.quantile(cr.tensor(x), 1.5)
+    with pytest.raises(TypeError, match="method='nearest' is not supported"):
+        np.quantile(cr.tensor(x), 0.5, method="nearest")

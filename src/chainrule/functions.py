@@ -442,6 +442,57 @@ def sort(x: ArrayLike, axis: int | None = -1, **kw: Any) -> Tensor:
     return take_along_axis(x, order, axis)
 
 
+def quantile(x: ArrayLike, q: Any, axis: Any = None, out: Any = None, overwrite_input: bool = False,
+             method: str = "linear", keepdims: bool = False, **kw: Any) -> Tensor:
+    """np.quantile (its default, linear method) as a composite of sort: the sorted values around the
+    virtual index (n - 1) q, interpolated; the gradient goes to those two values by the same
+    weights. ``q``'s dimensions come first, as NumPy's; a NaN along the axis makes the result NaN."""
+    _no_extras("np.quantile", {"out": out, **kw})
+    if method != "linear":
+        raise TypeError(f"np.quantile: method={method!r} is not supported on chainrule tensors (only 'linear', "
+                        "NumPy's default)")
+    qs = np.asarray(_values(q), dtype=np.float64)
+    if np.any(~((qs >= 0) & (qs <= 1))):
+        raise ValueError("np.quantile: quantiles must be in the range [0, 1]")
+    nd = _ndim(x)
+    axes = tuple(range(nd)) if axis is None else tuple(a % nd for a in normalize_axis(axis, nd))
+    kept = [d for d in range(nd) if d not in axes]
+    # the reduced axes, last and as one: quantiles along -1
+    flat = reshape(transpose(x, tuple(kept) + axes), tuple(_shape(x)[d] for d in kept) + (-1,))
+    n = _shape(flat)[-1]
+    if n == 0:
+        raise ValueError("np.quantile: the axis to take quantiles along is empty")
+    s = sort(flat, axis=-1)
+    h = (n - 1) * qs
+    lo = np.floor(h).astype(np.intp)
+    hi = np.minimum(lo + 1, n - 1)
+    t = h - lo
+    below, above = take(s, lo, axis=-1), take(s, hi, axis=-1)   # (kept..., q...)
+    # q's dimensions first, then the kept ones
+    order = tuple(range(len(kept), len(kept) + qs.ndim)) + tuple(range(len(kept)))
+    below, above = transpose(below, order), transpose(above, order)
+    tt = np.reshape(t, t.shape + (1,) * len(kept))
+    res = add(below, multiply(subtract(above, below), tt))
+    res = where(isnan(take(s, n - 1, axis=-1)), np.nan, res)   # NaN sorts last: any NaN makes it NaN
+    if keepdims:
+        res = reshape(res, qs.shape + tuple(1 if d in axes else _shape(x)[d] for d in range(nd)))
+    return res
+
+
+def percentile(x: ArrayLike, q: Any, axis: Any = None, out: Any = None, overwrite_input: bool = False,
+               method: str = "linear", keepdims: bool = False, **kw: Any) -> Tensor:
+    """np.percentile: :func:`quantile` at ``q / 100``."""
+    return quantile(x, np.asarray(_values(q), dtype=np.float64) / 100, axis=axis, out=out, method=method,
+                    keepdims=keepdims, **kw)
+
+
+def median(x: ArrayLike, axis: Any = None, out: Any = None, overwrite_input: bool = False,
+           keepdims: bool = False) -> Tensor:
+    """np.median: the middle of the sorted values (the mean of the two middle ones for an even
+    count, each of which then gets half the gradient)."""
+    return quantile(x, 0.5, axis=axis, out=out, keepdims=keepdims)
+
+
 def partition(x: ArrayLike, kth: Any, axis: int = -1, **kw: Any) -> Tensor:
     """np.partition as a gather in the order ``argpartition`` finds."""
     return take_along_axis(x, np.argpartition(_values(x), kth, axis=axis), axis)
@@ -841,7 +892,8 @@ _OVERRIDES: dict[Any, Any] = {
     np.hstack: hstack, np.dstack: dstack, np.column_stack: column_stack, np.append: append, np.split: split,
     np.array_split: array_split, np.hsplit: hsplit, np.vsplit: vsplit, np.dsplit: dsplit, np.rot90: rot90,
     np.fliplr: fliplr, np.flipud: flipud, np.pad: pad, np.take: take, np.take_along_axis: take_along_axis,
-    np.sort: sort, np.partition: partition, np.copy: copy, np.real: real, np.imag: imag, np.clip: clip,
+    np.sort: sort, np.partition: partition, np.quantile: quantile, np.percentile: percentile, np.median: median,
+    np.copy: copy, np.real: real, np.imag: imag, np.clip: clip,
     np.dot: dot, np.vdot: vdot, np.inner: inner, np.outer: outer, np.tensordot: tensordot, np.kron: kron,
     np.trace: trace, np.diff: diff, np.ptp: ptp, np.average: average, np.linalg.norm: norm,
     np.linalg.slogdet: slogdet, np.linalg.eigh: eigh, np.linalg.eigvalsh: eigvalsh, np.linalg.svd: svd,
