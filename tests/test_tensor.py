@@ -491,7 +491,7 @@ def test_numpy_shape_queries_on_tensors() -> None:
 
 @pytest.mark.parametrize("call, name", [
     (lambda t: np.correlate(t, t), "correlate"),
-    (lambda t: np.median(t), "median"),
+    (lambda t: np.nanmedian(t), "nanmedian"),
     (lambda t: np.add.reduce(t), "add.reduce"),
     (lambda t: np.heaviside(t, 0.5), "heaviside"),
     (lambda t: np.exp(t, out=np.empty(2)), "exp"),
