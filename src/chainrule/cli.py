@@ -590,9 +590,9 @@ def cmd_cache(args: argparse.Namespace, out: Printer) -> int:
         out.write(f"  removed {removed} compiled loop{'s' if removed != 1 else ''} ({freed / mib:.1f} MiB): they "
                   "compile again when next used")
         return 0
-    limit = format(round(info["limit_bytes"] / mib, 3), "f").rstrip("0").rstrip(".")   # 0.5 stays 0.5, not 0
+    shown = format(round(limit / mib, 3), "f").rstrip("0").rstrip(".")   # 0.5 stays 0.5, not 0
     out.write(f"  {count} compiled loop{'s' if count != 1 else ''}, {size / mib:.1f} MiB; limit "
-              f"{limit} MiB ($CHAINRULE_CACHE_MAX_MB), past which the loops used longest ago are removed")
+              f"{shown} MiB ($CHAINRULE_CACHE_MAX_MB), past which the loops used longest ago are removed")
     return 0
 
 

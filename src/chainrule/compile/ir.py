@@ -179,8 +179,6 @@ def execute(ins: list[Ins], consts: dict[str, Any], inputs: dict[str, Any],
     for i in ins:
         args = [val(a) for a in i.args]
         names = set(uses(i))
-        if names & fake and i.kind == "alias":
-            fake.add(i.target)
         if names & fake and (i.kind == "ufunc" or (i.kind == "call" and i.fn in _BROADCASTING_CALLS and not i.params)):
             shape = np.broadcast_shapes(*[np.shape(a) for a in args if isinstance(a, (np.ndarray, np.generic))])
             small = getattr(np, i.fn)(*[sample(a) for a in args])   # NumPy scalars, as 0-d results are

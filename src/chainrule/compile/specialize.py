@@ -25,9 +25,10 @@ from .pipeline import lower
 
 __all__ = ["compile", "Compiled"]
 
-#: the names generated code uses for itself (NumPy, its temporaries ``r1``, outputs ``o0``, buffers,
-#: kernels and runners ``_b0``, ``_k0``, ``_run``...): a value of ``f`` named so is renamed
-_GENERATED_NAME = re.compile(r"np|_.*|[ro]\d+").fullmatch
+#: the names generated code uses for itself besides ``np`` (which every program keeps free): its
+#: temporaries ``r1``, outputs ``o0``, buffers, kernels and runners ``_b0``, ``_k0``, ``_run``...; a
+#: value of ``f`` named so is renamed
+_GENERATED_NAME = re.compile(r"_.*|[ro]\d+").fullmatch
 
 
 @dataclass(frozen=True)

@@ -359,10 +359,11 @@ def _warn_limit(raw: str) -> None:
 
 
 def _mark_used(folder: str, digest: str) -> None:
+    marker = os.path.join(folder, f"k_{digest}{_USED}")
     try:
-        with open(os.path.join(folder, f"k_{digest}{_USED}"), "a"):
+        with open(marker, "a"):
             pass
-        os.utime(os.path.join(folder, f"k_{digest}{_USED}"))
+        os.utime(marker)
     except OSError:
         pass
 
