@@ -69,7 +69,7 @@ def run_backward(
     (for :func:`chainrule.trace`). Intermediate buffers are dropped as soon as they are used
     unless ``retain_graph``.
     """
-    if getattr(root.data.dtype, "kind", "") == "c" or backend.kind(root.data.dtype) == "c":
+    if backend.kind(root.data.dtype) == "c":
         raise TypeError("backward() of a complex value: chainrule differentiates real functions; the function "
                         "produced complex numbers (take .real of a real-valued expression, or avoid complex math)")
     if not root.requires_grad:

@@ -220,8 +220,9 @@ def _jac_nested(f: Callable[..., Any], args: tuple[Any, ...], nums: tuple[int, .
         def along_i(a: Any, i: int = i) -> Any:  # f of argument i alone: the others (labels too) as given
             return f(*args[:i], a, *args[i + 1:])
 
+        like = as_float_array(datas[i], "jacobian")   # once: a float copy of an integer input per column was quadratic
         for k in range(int(np.prod(shape))):
-            cols.append(jvp(along_i, (args[i],), (_basis(shape, k, as_float_array(datas[i], "jacobian")),))[1])
+            cols.append(jvp(along_i, (args[i],), (_basis(shape, k, like),))[1])
         out_shape = tuple(cols[0].shape) if cols else ()
         blocks.append(functions.reshape(functions.stack(cols, axis=-1), out_shape + shape))
     return blocks
